@@ -1,0 +1,364 @@
+"""SkyDeck's domain: experiments, their groups, synced jobs and checkpoints, and the audit trail.
+
+Table names are fixed (``db_table``) because people query the SQLite file directly.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from experiments import validation
+from experiments.querysets import (
+    CheckpointQuerySet,
+    ExperimentQuerySet,
+    JobQuerySet,
+    OperationLogQuerySet,
+)
+
+
+class DesiredState(models.TextChoices):
+    RUNNING = "RUNNING", "Running"
+    STOPPED = "STOPPED", "Stopped"
+
+
+class JobStatus(models.TextChoices):
+    """Every SkyPilot ManagedJobStatus (SkyPilot 0.14)."""
+
+    PENDING = "PENDING"
+    SUBMITTED = "SUBMITTED"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    WINDING_DOWN = "WINDING_DOWN"
+    RECOVERING = "RECOVERING"
+    CANCELLING = "CANCELLING"
+    SUCCEEDED = "SUCCEEDED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+    FAILED_SETUP = "FAILED_SETUP"
+    FAILED_PRECHECKS = "FAILED_PRECHECKS"
+    FAILED_NO_RESOURCE = "FAILED_NO_RESOURCE"
+    FAILED_CONTROLLER = "FAILED_CONTROLLER"
+
+    @classmethod
+    def active(cls) -> list[str]:
+        return [
+            cls.PENDING,
+            cls.SUBMITTED,
+            cls.STARTING,
+            cls.RUNNING,
+            cls.WINDING_DOWN,
+            cls.RECOVERING,
+            cls.CANCELLING,
+        ]
+
+    @classmethod
+    def terminal(cls) -> list[str]:
+        return [s for s in cls.values if s not in cls.active()]
+
+    @classmethod
+    def failed(cls) -> list[str]:
+        return [s for s in cls.values if s.startswith("FAILED")]
+
+
+NO_JOB = "NO_JOB"
+CURRENT_STATE_CHOICES = [(NO_JOB, "No job yet"), *JobStatus.choices]
+
+
+class Experiment(models.Model):
+    """A named configuration template; jobs and S3 paths are matched by ``name``."""
+
+    name = models.CharField(
+        max_length=validation.NAME_MAX_LENGTH,
+        unique=True,
+        validators=[validation.validate_experiment_name],
+        help_text="Also the SkyPilot job name and the S3 folder name.",
+    )
+    desired_state = models.CharField(
+        max_length=16, choices=DesiredState.choices, default=DesiredState.STOPPED
+    )
+    current_state = models.CharField(
+        max_length=32, choices=CURRENT_STATE_CHOICES, default=NO_JOB, editable=False
+    )
+    flags = models.JSONField(default=dict, blank=True, validators=[validation.validate_flags])
+    nodes = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(1024)]
+    )
+    gpus = models.PositiveIntegerField(
+        default=0,
+        validators=[MinValueValidator(0), MaxValueValidator(64)],
+        help_text="GPUs per node.",
+    )
+    accelerator = models.CharField(
+        max_length=64, blank=True, validators=[validation.validate_accelerator]
+    )
+    base_command = models.CharField(
+        max_length=500, blank=True, validators=[validation.validate_single_line]
+    )
+    tool_path = models.CharField(
+        max_length=500, blank=True, validators=[validation.validate_single_line]
+    )
+    git_ref = models.CharField(max_length=200, blank=True, validators=[validation.validate_git_ref])
+    description = models.TextField(blank=True)
+    tags = models.JSONField(default=list, blank=True, validators=[validation.validate_tags])
+    starred = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ExperimentQuerySet.as_manager()
+
+    class Meta:
+        db_table = "experiments"
+        ordering = ["name"]
+        indexes = [
+            models.Index(fields=["desired_state"], name="experiments_desired_idx"),
+            models.Index(fields=["current_state"], name="experiments_current_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        """Cross-field rules (field rules run as validators); shared by forms, admin and API."""
+        errors: dict[str, list[str]] = {}
+        if self.gpus and self.nodes and self.gpus * self.nodes > 4096:
+            errors.setdefault("gpus", []).append("More than 4096 GPUs in total is not plausible.")
+        if self.accelerator and not self.gpus:
+            errors.setdefault("gpus", []).append(
+                f"Accelerator {self.accelerator} is set but GPUs per node is 0."
+            )
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def is_desired_running(self) -> bool:
+        return self.desired_state == DesiredState.RUNNING
+
+
+class ExperimentGroup(models.Model):
+    """An ordered list of experiments shown as one table."""
+
+    name = models.CharField(max_length=128, unique=True, validators=[validation.validate_single_line])
+    flags = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validation.validate_flag_key_list],
+        help_text="Flag names shown as columns; empty means every flag of its experiments.",
+    )
+    order = models.IntegerField(default=0)
+    collapsed = models.BooleanField(default=False)
+    experiments = models.ManyToManyField(
+        Experiment, through="ExperimentGroupMember", related_name="experiment_groups", blank=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "experiment_groups"
+        ordering = ["order", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def ordered_experiments(self) -> list[Experiment]:
+        """Members in their display order."""
+        members = self.memberships.select_related("experiment").order_by("order", "id")
+        return [m.experiment for m in members]
+
+
+class ExperimentGroupMember(models.Model):
+    group = models.ForeignKey(ExperimentGroup, on_delete=models.CASCADE, related_name="memberships")
+    experiment = models.ForeignKey(
+        Experiment, on_delete=models.CASCADE, related_name="group_memberships"
+    )
+    order = models.IntegerField(default=0)
+
+    class Meta:
+        db_table = "experiment_group_members"
+        ordering = ["group", "order", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["group", "experiment"], name="unique_group_member"),
+        ]
+        indexes = [models.Index(fields=["group", "order"], name="group_member_order_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.group} #{self.order}: {self.experiment}"
+
+
+class Job(models.Model):
+    """One SkyPilot managed job, as last listed by the API server (one row per job id).
+
+    ``experiment_id`` holds the job *name*: a job belongs to the experiment with that name, if any.
+    There is no database constraint, so jobs of unknown or deleted experiments stay ("orphaned")
+    and attach by themselves when an experiment of that name appears.
+    """
+
+    id = models.BigIntegerField(primary_key=True, help_text="SkyPilot managed job id.")
+    experiment = models.ForeignKey(
+        Experiment,
+        to_field="name",
+        db_constraint=False,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="jobs",
+        help_text="The job's name; links to the experiment of that name when there is one.",
+    )
+    job_name = models.TextField(blank=True, help_text="The job name exactly as SkyPilot reports it.")
+    task_count = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=32, choices=JobStatus.choices)
+    command = models.TextField(blank=True)
+    git_ref = models.CharField(max_length=200, blank=True)
+    nodes = models.PositiveIntegerField(null=True, blank=True)
+    gpus = models.PositiveIntegerField(null=True, blank=True, help_text="GPUs per node.")
+    accelerator = models.CharField(max_length=64, blank=True)
+    resources = models.TextField(blank=True)
+    user_name = models.CharField(max_length=255, blank=True)
+    user_hash = models.CharField(max_length=64, blank=True)
+    workspace = models.CharField(max_length=255, blank=True)
+    infra = models.CharField(max_length=255, blank=True)
+    cloud = models.CharField(max_length=64, blank=True)
+    region = models.CharField(max_length=64, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    duration = models.FloatField(null=True, blank=True, help_text="Seconds.")
+    recovery_count = models.PositiveIntegerField(default=0)
+    failure_reason = models.TextField(blank=True)
+    details = models.TextField(blank=True)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    raw = models.JSONField(default=dict, blank=True, help_text="The record(s) as the API returned them.")
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        db_table = "jobs"
+        ordering = ["-submitted_at", "-id"]
+        indexes = [
+            models.Index(fields=["experiment", "-submitted_at", "-id"], name="jobs_experiment_latest_idx"),
+            models.Index(fields=["status"], name="jobs_status_idx"),
+            models.Index(fields=["-submitted_at", "-id"], name="jobs_submitted_idx"),
+            models.Index(fields=["user_name"], name="jobs_user_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.id} ({self.job_name or 'unnamed'}): {self.status}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in JobStatus.active()
+
+
+class Checkpoint(models.Model):
+    """A policy file found under the experiment's S3 prefix."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="checkpoints")
+    epoch = models.BigIntegerField()
+    model_path = models.CharField(max_length=1024, unique=True, help_text="s3://bucket/key")
+    replay_paths = models.JSONField(default=list, blank=True)
+    policy_version = models.CharField(max_length=64, blank=True)
+    size = models.BigIntegerField(null=True, blank=True, help_text="Bytes.")
+    last_modified = models.DateTimeField(null=True, blank=True, help_text="S3 LastModified.")
+    missing = models.BooleanField(
+        default=False, help_text="The object was not found at the last sync; kept, not deleted."
+    )
+    synced_at = models.DateTimeField()
+
+    objects = CheckpointQuerySet.as_manager()
+
+    class Meta:
+        db_table = "checkpoints"
+        ordering = ["experiment", "-epoch"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "epoch"], name="unique_checkpoint_epoch"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id}@{self.epoch}"
+
+
+class Operation(models.TextChoices):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    START = "start"
+    STOP = "stop"
+    DUPLICATE = "duplicate"
+    LAUNCH = "launch"
+    CANCEL = "cancel"
+    BACKOFF = "backoff"
+    PARK = "park"
+    COMPLETE = "complete"
+    GROUP_CREATE = "group_create"
+    GROUP_UPDATE = "group_update"
+    GROUP_DELETE = "group_delete"
+    GROUP_ADD = "group_add"
+    GROUP_REMOVE = "group_remove"
+    GROUP_MOVE = "group_move"
+    GROUP_REORDER = "group_reorder"
+    SYNC = "sync"
+
+
+class OperationLog(models.Model):
+    """The audit trail: who did what to which experiment, and whether it worked."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.CharField(max_length=150, help_text='A user name, "reconciler" or "sync".')
+    operation = models.CharField(max_length=32, choices=Operation.choices)
+    experiment = models.ForeignKey(
+        Experiment, null=True, blank=True, on_delete=models.SET_NULL, related_name="operations"
+    )
+    experiment_name = models.CharField(max_length=validation.NAME_MAX_LENGTH, blank=True)
+    job_id = models.BigIntegerField(null=True, blank=True)
+    success = models.BooleanField(default=True)
+    message = models.TextField(blank=True)
+
+    objects = OperationLogQuerySet.as_manager()
+
+    class Meta:
+        db_table = "operation_logs"
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["experiment", "-created_at"], name="oplog_experiment_idx"),
+            models.Index(fields=["experiment_name", "-created_at"], name="oplog_experiment_name_idx"),
+        ]
+
+    def __str__(self) -> str:
+        outcome = "ok" if self.success else "failed"
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.operation} {self.experiment_name} {outcome}"
+
+
+class SyncSource(models.TextChoices):
+    SKYPILOT = "skypilot", "SkyPilot jobs"
+    S3 = "s3", "S3 checkpoints"
+
+
+class SyncState(models.Model):
+    """One row per source: what the health view shows, and the lease that stops double runs."""
+
+    source = models.CharField(max_length=32, choices=SyncSource.choices, unique=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    counts = models.JSONField(default=dict, blank=True)
+    duration = models.FloatField(null=True, blank=True, help_text="Seconds of the last attempt.")
+    cursor = models.JSONField(default=dict, blank=True, help_text="Syncer-specific resume data.")
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "sync_states"
+        ordering = ["source"]
+
+    def __str__(self) -> str:
+        return self.source
+
+    @property
+    def ok(self) -> bool:
+        """True when the last attempt succeeded."""
+        if self.last_attempt_at is None:
+            return False
+        return self.last_success_at is not None and self.last_success_at >= self.last_attempt_at

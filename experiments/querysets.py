@@ -1,0 +1,99 @@
+"""Query building blocks the UI, admin and API share, each a constant number of queries."""
+
+from __future__ import annotations
+
+from django.apps import apps
+from django.db import models
+from django.db.models import Exists, Max, OuterRef, Q, Subquery
+
+
+def _job_model():
+    return apps.get_model("experiments", "Job")
+
+
+def _active_statuses() -> list[str]:
+    from experiments.models import JobStatus
+
+    return JobStatus.active()
+
+
+class ExperimentQuerySet(models.QuerySet):
+    def with_latest(self) -> ExperimentQuerySet:
+        """Annotate each experiment with its latest job and latest checkpoint epoch (no N+1)."""
+        Job = _job_model()
+        Checkpoint = apps.get_model("experiments", "Checkpoint")
+        latest = Job.objects.filter(experiment_id=OuterRef("name")).order_by(
+            models.F("submitted_at").desc(nulls_last=True), "-id"
+        )
+        return self.annotate(
+            latest_job_id=Subquery(latest.values("id")[:1]),
+            latest_job_status=Subquery(latest.values("status")[:1]),
+            latest_job_submitted_at=Subquery(latest.values("submitted_at")[:1]),
+            latest_job_started_at=Subquery(latest.values("started_at")[:1]),
+            latest_job_ended_at=Subquery(latest.values("ended_at")[:1]),
+            latest_epoch=Subquery(
+                Checkpoint.objects.filter(experiment_id=OuterRef("pk"), missing=False)
+                .values("experiment_id")
+                .annotate(m=Max("epoch"))
+                .values("m")[:1]
+            ),
+            has_active_job=Exists(
+                Job.objects.filter(experiment_id=OuterRef("name"), status__in=_active_statuses())
+            ),
+        )
+
+    def desired_running(self) -> ExperimentQuerySet:
+        return self.filter(desired_state="RUNNING")
+
+    def ungrouped(self) -> ExperimentQuerySet:
+        return self.filter(group_memberships__isnull=True)
+
+    def search(self, text: str) -> ExperimentQuerySet:
+        """Case-insensitive match on name, description, states, or flag names and values."""
+        text = text.strip()
+        if not text:
+            return self
+        return self.filter(
+            Q(name__icontains=text)
+            | Q(description__icontains=text)
+            | Q(current_state__iexact=text)
+            | Q(desired_state__iexact=text)
+            | Q(flags__icontains=text)
+        )
+
+
+class JobQuerySet(models.QuerySet):
+    def active(self) -> JobQuerySet:
+        return self.filter(status__in=_active_statuses())
+
+    def orphaned(self) -> JobQuerySet:
+        """Jobs whose name matches no experiment (including unnamed jobs)."""
+        Experiment = apps.get_model("experiments", "Experiment")
+        return self.filter(
+            Q(experiment_id__isnull=True)
+            | ~Exists(Experiment.objects.filter(name=OuterRef("experiment_id")))
+        )
+
+    def attached(self) -> JobQuerySet:
+        Experiment = apps.get_model("experiments", "Experiment")
+        return self.filter(Exists(Experiment.objects.filter(name=OuterRef("experiment_id"))))
+
+
+class CheckpointQuerySet(models.QuerySet):
+    def present(self) -> CheckpointQuerySet:
+        return self.filter(missing=False)
+
+    def latest_per_experiment(self) -> CheckpointQuerySet:
+        """Only the highest-epoch checkpoint of each experiment."""
+        newest = self.model.objects.filter(
+            experiment_id=OuterRef("experiment_id"), epoch__gt=OuterRef("epoch"), missing=False
+        )
+        return self.filter(missing=False).exclude(Exists(newest))
+
+
+class OperationLogQuerySet(models.QuerySet):
+    def for_experiment(self, experiment) -> OperationLogQuerySet:
+        return self.filter(Q(experiment=experiment) | Q(experiment_name=experiment.name))
+
+    def failed(self) -> OperationLogQuerySet:
+        return self.filter(success=False)

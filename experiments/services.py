@@ -1,0 +1,368 @@
+"""Business operations on experiments and groups.
+
+Admin actions, UI views, API views and commands call these functions (and nothing else) so every
+change is validated the same way and lands in the operation log. Each function runs in one
+transaction; none makes a network call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F, Max
+
+from experiments.models import (
+    DesiredState,
+    Experiment,
+    ExperimentGroup,
+    ExperimentGroupMember,
+    Operation,
+    OperationLog,
+)
+from experiments.validation import NAME_MAX_LENGTH
+
+Actor = Any  # a user object or a plain name such as "reconciler"
+
+#: Fields a user may set on an experiment (everything else is synced or automatic).
+EDITABLE_FIELDS = (
+    "name",
+    "desired_state",
+    "flags",
+    "nodes",
+    "gpus",
+    "accelerator",
+    "base_command",
+    "tool_path",
+    "git_ref",
+    "description",
+    "tags",
+    "starred",
+)
+COPY_FIELDS = tuple(f for f in EDITABLE_FIELDS if f not in {"name", "desired_state", "starred"})
+
+
+def actor_name(actor: Actor) -> str:
+    """The name recorded in the operation log for a user or a system actor."""
+    if isinstance(actor, str):
+        return actor
+    if actor is None or not getattr(actor, "is_authenticated", False):
+        return "anonymous"
+    return actor.get_username()
+
+
+def record(
+    actor: Actor,
+    operation: str,
+    *,
+    experiment: Experiment | None = None,
+    experiment_name: str = "",
+    job_id: int | None = None,
+    success: bool = True,
+    message: str = "",
+) -> OperationLog:
+    """Write one audit row; the experiment's name is kept even after it is deleted."""
+    return OperationLog.objects.create(
+        actor=actor_name(actor)[:150],
+        operation=operation,
+        experiment=experiment if experiment is not None and experiment.pk else None,
+        experiment_name=experiment_name or (experiment.name if experiment is not None else ""),
+        job_id=job_id,
+        success=success,
+        message=message,
+    )
+
+
+def _check_fields(changes: dict[str, Any]) -> None:
+    unknown = sorted(set(changes) - set(EDITABLE_FIELDS))
+    if unknown:
+        raise ValidationError({field: "This field cannot be set." for field in unknown})
+
+
+def create_experiment(actor: Actor, **fields: Any) -> Experiment:
+    """Validate and create an experiment."""
+    _check_fields(fields)
+    experiment = Experiment(**fields)
+    experiment.full_clean()
+    with transaction.atomic():
+        experiment.save()
+        record(actor, Operation.CREATE, experiment=experiment)
+    return experiment
+
+
+def update_experiment(actor: Actor, experiment: Experiment, **changes: Any) -> Experiment:
+    """Apply changes, validate the whole experiment, save, and log what changed."""
+    _check_fields(changes)
+    before = {field: getattr(experiment, field) for field in changes}
+    for field, value in changes.items():
+        setattr(experiment, field, value)
+    experiment.full_clean()
+    changed = [field for field in changes if before[field] != getattr(experiment, field)]
+    if not changed:
+        return experiment
+    with transaction.atomic():
+        experiment.save()
+        parts = []
+        for field in changed:
+            if field == "name":
+                parts.append(f"renamed from {before['name']!r}")
+            elif field == "desired_state":
+                parts.append(f"desired {before[field]} -> {experiment.desired_state}")
+            else:
+                parts.append(field)
+        record(actor, Operation.UPDATE, experiment=experiment, message="changed " + ", ".join(parts))
+    return experiment
+
+
+def delete_experiments(actor: Actor, experiments: Iterable[Experiment]) -> int:
+    """Delete experiments (their checkpoint rows go too; jobs stay, as orphans)."""
+    count = 0
+    with transaction.atomic():
+        for experiment in list(experiments):
+            name = experiment.name
+            experiment.delete()
+            record(actor, Operation.DELETE, experiment_name=name)
+            count += 1
+    return count
+
+
+def set_desired_state(actor: Actor, experiments: Iterable[Experiment], state: str) -> int:
+    """Set desired RUNNING/STOPPED; returns how many experiments changed."""
+    if state not in DesiredState.values:
+        raise ValidationError({"desired_state": f"{state!r} is not one of {DesiredState.values}"})
+    operation = Operation.START if state == DesiredState.RUNNING else Operation.STOP
+    changed = 0
+    with transaction.atomic():
+        for experiment in list(experiments):
+            if experiment.desired_state == state:
+                continue
+            experiment.desired_state = state
+            experiment.save(update_fields=["desired_state", "updated_at"])
+            record(actor, operation, experiment=experiment, message=f"desired state {state}")
+            changed += 1
+    return changed
+
+
+_COPY_SUFFIX = re.compile(r"\.copy\d*$")
+
+
+def next_copy_name(name: str, taken: set[str] | None = None) -> str:
+    """``name.copy``, then ``name.copy2``, ... — valid, unique and at most 128 characters."""
+    base = _COPY_SUFFIX.sub("", name)
+    if taken is None:
+        taken = set(
+            Experiment.objects.filter(name__startswith=base[: NAME_MAX_LENGTH - 12]).values_list(
+                "name", flat=True
+            )
+        )
+    number = 1
+    while True:
+        suffix = ".copy" if number == 1 else f".copy{number}"
+        stem = base[: NAME_MAX_LENGTH - len(suffix)].rstrip("-_.")
+        candidate = stem + suffix
+        if candidate not in taken:
+            return candidate
+        number += 1
+
+
+def _open_slot(group_id: int, after_order: int) -> int:
+    """Shift members after ``after_order`` down by one and return the freed position."""
+    ExperimentGroupMember.objects.filter(group_id=group_id, order__gt=after_order).update(
+        order=F("order") + 1
+    )
+    return after_order + 1
+
+
+def duplicate_experiment(actor: Actor, experiment: Experiment, *, name: str | None = None) -> Experiment:
+    """Copy an experiment's configuration under a new name, placed right after it in its groups.
+
+    The copy starts STOPPED: duplicating must never launch anything by itself.
+    """
+    with transaction.atomic():
+        copy = Experiment(
+            name=name or next_copy_name(experiment.name),
+            desired_state=DesiredState.STOPPED,
+            **{field: getattr(experiment, field) for field in COPY_FIELDS},
+        )
+        copy.flags = dict(experiment.flags)
+        copy.tags = list(experiment.tags)
+        copy.full_clean()
+        copy.save()
+        for membership in experiment.group_memberships.all():
+            position = _open_slot(membership.group_id, membership.order)
+            ExperimentGroupMember.objects.create(
+                group_id=membership.group_id, experiment=copy, order=position
+            )
+        record(
+            actor,
+            Operation.DUPLICATE,
+            experiment=copy,
+            message=f"duplicated from {experiment.name}",
+        )
+    return copy
+
+
+# --- groups ---------------------------------------------------------------------------------
+
+
+def create_group(actor: Actor, name: str, *, flags: Sequence[str] = ()) -> ExperimentGroup:
+    """Create a group placed after every existing group."""
+    group = ExperimentGroup(name=name, flags=list(flags))
+    with transaction.atomic():
+        last = ExperimentGroup.objects.aggregate(m=Max("order"))["m"]
+        group.order = 0 if last is None else last + 1
+        group.full_clean()
+        group.save()
+        record(actor, Operation.GROUP_CREATE, message=f"group {group.name}")
+    return group
+
+
+def update_group(actor: Actor, group: ExperimentGroup, **changes: Any) -> ExperimentGroup:
+    allowed = {"name", "flags", "collapsed"}
+    unknown = sorted(set(changes) - allowed)
+    if unknown:
+        raise ValidationError({field: "This field cannot be set." for field in unknown})
+    old_name = group.name
+    for field, value in changes.items():
+        setattr(group, field, value)
+    group.full_clean()
+    with transaction.atomic():
+        group.save()
+        if set(changes) - {"collapsed"}:
+            what = ", ".join(sorted(changes))
+            label = group.name if old_name == group.name else f"{old_name} -> {group.name}"
+            record(actor, Operation.GROUP_UPDATE, message=f"group {label}: {what}")
+    return group
+
+
+def delete_group(actor: Actor, group: ExperimentGroup) -> None:
+    """Delete a group; its experiments stay (ungrouped unless in another group)."""
+    with transaction.atomic():
+        name = group.name
+        group.delete()
+        record(actor, Operation.GROUP_DELETE, message=f"group {name}")
+
+
+def _renumber(group: ExperimentGroup, members: list[ExperimentGroupMember]) -> None:
+    changed = []
+    for position, member in enumerate(members):
+        if member.order != position:
+            member.order = position
+            changed.append(member)
+    if changed:
+        ExperimentGroupMember.objects.bulk_update(changed, ["order"])
+
+
+def add_to_group(
+    actor: Actor,
+    group: ExperimentGroup,
+    experiments: Iterable[Experiment],
+    *,
+    operation: str = Operation.GROUP_ADD,
+) -> int:
+    """Append experiments to the end of a group (already-present ones keep their place)."""
+    added = 0
+    with transaction.atomic():
+        present = set(group.memberships.values_list("experiment_id", flat=True))
+        last = group.memberships.aggregate(m=Max("order"))["m"]
+        position = -1 if last is None else last
+        for experiment in experiments:
+            if experiment.pk in present:
+                continue
+            position += 1
+            ExperimentGroupMember.objects.create(group=group, experiment=experiment, order=position)
+            present.add(experiment.pk)
+            record(actor, operation, experiment=experiment, message=f"added to group {group.name}")
+            added += 1
+    return added
+
+
+def remove_from_group(actor: Actor, group: ExperimentGroup, experiments: Iterable[Experiment]) -> int:
+    """Remove experiments from one group; the rest keep their relative order."""
+    ids = [e.pk for e in experiments]
+    with transaction.atomic():
+        gone = list(group.memberships.filter(experiment_id__in=ids).select_related("experiment"))
+        if not gone:
+            return 0
+        group.memberships.filter(pk__in=[m.pk for m in gone]).delete()
+        _renumber(group, list(group.memberships.order_by("order", "id")))
+        for member in gone:
+            record(
+                actor,
+                Operation.GROUP_REMOVE,
+                experiment=member.experiment,
+                message=f"removed from group {group.name}",
+            )
+    return len(gone)
+
+
+def move_to_group(
+    actor: Actor,
+    experiments: Iterable[Experiment],
+    target: ExperimentGroup,
+    *,
+    source: ExperimentGroup | None = None,
+) -> int:
+    """Move experiments into ``target``: out of ``source`` if given, else out of every other group."""
+    experiments = list(experiments)
+    with transaction.atomic():
+        others = ExperimentGroupMember.objects.filter(experiment__in=experiments).exclude(
+            group=target
+        )
+        if source is not None:
+            others = others.filter(group=source)
+        affected = {m.group_id for m in others}
+        others.delete()
+        for group in ExperimentGroup.objects.filter(pk__in=affected):
+            _renumber(group, list(group.memberships.order_by("order", "id")))
+        return add_to_group(actor, target, experiments, operation=Operation.GROUP_MOVE)
+
+
+def reorder_group(actor: Actor, group: ExperimentGroup, experiment_ids: Sequence[int]) -> None:
+    """Set the member order: ``experiment_ids`` must list every member exactly once."""
+    with transaction.atomic():
+        members = {m.experiment_id: m for m in group.memberships.all()}
+        if sorted(experiment_ids) != sorted(members):
+            raise ValidationError(
+                {"order": "The new order must list every experiment of the group exactly once."}
+            )
+        _renumber(group, [members[i] for i in experiment_ids])
+        record(actor, Operation.GROUP_REORDER, message=f"group {group.name} reordered")
+
+
+def move_member(actor: Actor, group: ExperimentGroup, experiment: Experiment, delta: int) -> None:
+    """Move one member up (negative) or down (positive) within its group."""
+    with transaction.atomic():
+        members = list(group.memberships.order_by("order", "id"))
+        index = next((i for i, m in enumerate(members) if m.experiment_id == experiment.pk), None)
+        if index is None:
+            raise ValidationError({"experiment": f"{experiment.name} is not in group {group.name}."})
+        target = max(0, min(len(members) - 1, index + delta))
+        if target == index:
+            return
+        members.insert(target, members.pop(index))
+        _renumber(group, members)
+        record(
+            actor,
+            Operation.GROUP_REORDER,
+            experiment=experiment,
+            message=f"moved to position {target + 1} in group {group.name}",
+        )
+
+
+def reorder_groups(actor: Actor, group_ids: Sequence[int]) -> None:
+    """Set the order of all groups: ``group_ids`` must list every group exactly once."""
+    with transaction.atomic():
+        groups = {g.pk: g for g in ExperimentGroup.objects.all()}
+        if sorted(group_ids) != sorted(groups):
+            raise ValidationError({"order": "The new order must list every group exactly once."})
+        changed = []
+        for position, pk in enumerate(group_ids):
+            if groups[pk].order != position:
+                groups[pk].order = position
+                changed.append(groups[pk])
+        ExperimentGroup.objects.bulk_update(changed, ["order"])
+        record(actor, Operation.GROUP_REORDER, message="groups reordered")

@@ -1,0 +1,145 @@
+"""Validation rules shared by models, forms, admin and API.
+
+Experiment names end up in SkyPilot task YAML, in shell command lines and in S3 prefixes, so they
+are held to SkyPilot's task-name rule and kept free of anything a path could interpret.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from django.core.exceptions import ValidationError
+
+NAME_MAX_LENGTH = 128
+NAME_RE = re.compile(r"^[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?$")
+FLAG_KEY_MAX_LENGTH = 200
+# Dotted flag paths such as ``trainer.optimizer.learning_rate``; segments may hold dashes.
+FLAG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_0-9][A-Za-z0-9_-]*)*$")
+ACCELERATOR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+GIT_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@+-]{0,199}$")
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+MAX_FLAG_STRING = 10_000
+
+
+def validate_experiment_name(value: str) -> None:
+    """A SkyPilot task name that is also a safe S3 path segment."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError("Name is required.", code="required")
+    if len(value) > NAME_MAX_LENGTH:
+        raise ValidationError(
+            f"Name is {len(value)} characters long; the limit is {NAME_MAX_LENGTH}.",
+            code="max_length",
+        )
+    if not NAME_RE.match(value) or ".." in value:
+        raise ValidationError(
+            "Name %(value)r is not allowed: start with a letter, end with a letter or digit, and use "
+            "only letters, digits, '-', '_' and '.' in between (no spaces, slashes or '..').",
+            code="invalid_name",
+            params={"value": value},
+        )
+
+
+def validate_flag_key(key: Any) -> None:
+    if not isinstance(key, str) or not key:
+        raise ValidationError("Flag names must be non-empty strings.", code="invalid_flag_key")
+    if len(key) > FLAG_KEY_MAX_LENGTH or not FLAG_KEY_RE.match(key):
+        raise ValidationError(
+            "Flag name %(key)r is not allowed: use dotted names such as trainer.batch_size "
+            "(letters, digits, '_' and '-' between dots).",
+            code="invalid_flag_key",
+            params={"key": key},
+        )
+
+
+def validate_flag_value(key: str, value: Any) -> None:
+    """Flag values are scalars: they become ``key=value`` on a command line."""
+    if isinstance(value, bool | int):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(
+                "Flag %(key)r must be a finite number.", code="invalid_flag_value", params={"key": key}
+            )
+        return
+    if isinstance(value, str):
+        if len(value) > MAX_FLAG_STRING:
+            raise ValidationError(
+                "Flag %(key)r is too long.", code="invalid_flag_value", params={"key": key}
+            )
+        if any(ord(c) < 32 and c != "\t" for c in value):
+            raise ValidationError(
+                "Flag %(key)r contains control characters (such as a newline).",
+                code="invalid_flag_value",
+                params={"key": key},
+            )
+        return
+    kind = "null" if value is None else type(value).__name__
+    raise ValidationError(
+        "Flag %(key)r has a %(kind)s value; values must be a string, number or boolean "
+        "(nested values are not allowed: use a dotted name such as a.b instead).",
+        code="invalid_flag_value",
+        params={"key": key, "kind": kind},
+    )
+
+
+def validate_flags(flags: Any) -> None:
+    if not isinstance(flags, dict):
+        raise ValidationError(
+            "Flags must be an object of name: value pairs.", code="invalid_flags"
+        )
+    errors: list[ValidationError] = []
+    for key, value in flags.items():
+        try:
+            validate_flag_key(key)
+            validate_flag_value(key, value)
+        except ValidationError as exc:
+            errors.append(exc)
+    if errors:
+        raise ValidationError(errors)
+
+
+def validate_flag_key_list(keys: Any) -> None:
+    """A group's column list: unique flag names."""
+    if not isinstance(keys, list):
+        raise ValidationError("Flag columns must be a list of flag names.", code="invalid_flag_list")
+    for key in keys:
+        validate_flag_key(key)
+    if len(set(keys)) != len(keys):
+        raise ValidationError("Flag columns must not repeat.", code="invalid_flag_list")
+
+
+def validate_accelerator(value: str) -> None:
+    if value and not ACCELERATOR_RE.match(value):
+        raise ValidationError(
+            "Accelerator %(value)r is not a valid name (e.g. H100, A10G, L4).",
+            code="invalid_accelerator",
+            params={"value": value},
+        )
+
+
+def validate_git_ref(value: str) -> None:
+    if value and (not GIT_REF_RE.match(value) or ".." in value or value.endswith((".", "/", ".lock"))):
+        raise ValidationError(
+            "Git ref %(value)r is not valid (a branch, tag or commit such as main or 1a2b3c4).",
+            code="invalid_git_ref",
+            params={"value": value},
+        )
+
+
+def validate_tags(tags: Any) -> None:
+    if not isinstance(tags, list):
+        raise ValidationError("Tags must be a list of strings.", code="invalid_tags")
+    for tag in tags:
+        if not isinstance(tag, str) or not TAG_RE.match(tag):
+            raise ValidationError(
+                "Tag %(tag)r is not valid (letters, digits, '.', '_', ':', '-'; up to 64).",
+                code="invalid_tags",
+                params={"tag": tag},
+            )
+
+
+def validate_single_line(value: str) -> None:
+    if value and any(ord(c) < 32 and c != "\t" for c in value):
+        raise ValidationError("Must be a single line without control characters.", code="single_line")

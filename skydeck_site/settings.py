@@ -1,0 +1,247 @@
+"""SkyDeck settings: every knob is an environment variable (documented in README.md).
+
+Bad values stop start-up with a message that names the variable (see ``skydeck_site.env``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+from skydeck_site.env import envbool, envfloat, envint, envlist, envstr
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Where SkyDeck keeps its own state (database, generated secret key, backups).
+SKYDECK_HOME = Path(envstr("SKYDECK_HOME", "~/.skydeck")).expanduser()
+
+
+def _ensure_home() -> Path:
+    try:
+        SKYDECK_HOME.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ImproperlyConfigured(f"cannot create SKYDECK_HOME {SKYDECK_HOME}: {exc}") from exc
+    return SKYDECK_HOME
+
+
+def _secret_key() -> str:
+    """SKYDECK_SECRET_KEY, else a key generated once and kept (mode 600) in SKYDECK_HOME."""
+    key = envstr("SKYDECK_SECRET_KEY")
+    if key:
+        if len(key) < 32:
+            raise ImproperlyConfigured("SKYDECK_SECRET_KEY is too short: use at least 32 characters")
+        return key
+    path = _ensure_home() / "secret_key"
+    if path.exists():
+        key = path.read_text().strip()
+        if len(key) < 32:
+            raise ImproperlyConfigured(f"{path} holds no usable key: delete it to generate a new one")
+        return key
+    key = secrets.token_urlsafe(50)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+SECRET_KEY = _secret_key()
+DEBUG = envbool("SKYDECK_DEBUG", False)
+ALLOWED_HOSTS = envlist("SKYDECK_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = envlist("SKYDECK_CSRF_TRUSTED_ORIGINS", [])
+SESSION_COOKIE_SECURE = envbool("SKYDECK_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "rest_framework",
+    "django_q",
+    "experiments",
+    "syncing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "skydeck_site.urls"
+WSGI_APPLICATION = "skydeck_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+# SQLite is the embedded default; DATABASE_URL=postgres://... switches to PostgreSQL.
+SQLITE_BUSY_TIMEOUT_MS = envint("SKYDECK_SQLITE_BUSY_TIMEOUT_MS", 20000, minimum=0)
+
+
+def sqlite_database(path: Path) -> dict:
+    """SQLite tuned for a web process and a worker writing at once."""
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(path),
+        "OPTIONS": {
+            # BEGIN IMMEDIATE takes the write lock up front, so a read-then-write transaction
+            # waits on busy_timeout instead of failing with "database is locked" on upgrade.
+            "transaction_mode": "IMMEDIATE",
+            "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+            "init_command": (
+                "PRAGMA journal_mode=WAL;"
+                "PRAGMA synchronous=NORMAL;"
+                f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS};"
+                "PRAGMA foreign_keys=ON;"
+            ),
+        },
+    }
+
+
+def postgres_database(url: str) -> dict:
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql"}:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL scheme {parts.scheme!r} is not supported: use postgres://user@host:5432/db"
+        )
+    name = unquote(parts.path.lstrip("/"))
+    if not name:
+        raise ImproperlyConfigured("DATABASE_URL names no database: use postgres://user@host:5432/db")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ImproperlyConfigured("DATABASE_URL has an invalid port") from None
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": name,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(port or ""),
+        "CONN_MAX_AGE": envint("SKYDECK_DB_CONN_MAX_AGE", 60, minimum=0),
+        "CONN_HEALTH_CHECKS": True,
+    }
+
+
+_database_url = envstr("DATABASE_URL")
+if _database_url and envstr("SKYDECK_DB_PATH"):
+    raise ImproperlyConfigured(
+        "both DATABASE_URL and SKYDECK_DB_PATH (or --db-path) are set: choose one database"
+    )
+if _database_url:
+    DATABASES = {"default": postgres_database(_database_url)}
+else:
+    _db_path = envstr("SKYDECK_DB_PATH")
+    if _db_path:
+        DB_PATH = Path(_db_path).expanduser().resolve()
+        try:
+            DB_PATH.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ImproperlyConfigured(f"cannot create the directory for {DB_PATH}: {exc}") from exc
+    else:
+        DB_PATH = _ensure_home() / "skydeck.db"
+    DATABASES = {"default": sqlite_database(DB_PATH)}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(envstr("SKYDECK_STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 100,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": envstr("SKYDECK_LOG_LEVEL", "INFO").upper()},
+}
+
+# --- SkyPilot -------------------------------------------------------------------------------
+# None: resolve like SkyPilot's own client (SKYPILOT_API_SERVER_ENDPOINT, ~/.sky/config.yaml, local).
+SKYDECK_SKYPILOT_ENDPOINT = envstr("SKYDECK_SKYPILOT_ENDPOINT")
+SKYDECK_SKYPILOT_TIMEOUT = envfloat("SKYDECK_SKYPILOT_TIMEOUT", 10.0, minimum=0.1)
+SKYDECK_SKYPILOT_REQUEST_TIMEOUT = envfloat("SKYDECK_SKYPILOT_REQUEST_TIMEOUT", 120.0, minimum=1)
+
+# --- S3 -------------------------------------------------------------------------------------
+SKYDECK_S3_BUCKET = envstr("SKYDECK_S3_BUCKET", "softmax-public")
+SKYDECK_S3_POLICY_PREFIX = envstr("SKYDECK_S3_POLICY_PREFIX", "policies").strip("/")
+SKYDECK_S3_REPLAY_PREFIX = envstr("SKYDECK_S3_REPLAY_PREFIX", "replays").strip("/")
+SKYDECK_S3_ENDPOINT_URL = envstr("SKYDECK_S3_ENDPOINT_URL")
+SKYDECK_S3_REGION = envstr("SKYDECK_S3_REGION")
+
+# --- Background work --------------------------------------------------------------------------
+SKYDECK_SYNC_SKYPILOT_INTERVAL = envint("SKYDECK_SYNC_SKYPILOT_INTERVAL", 30, minimum=5)
+SKYDECK_SYNC_S3_INTERVAL = envint("SKYDECK_SYNC_S3_INTERVAL", 60, minimum=5)
+
+Q_CLUSTER = {
+    "name": "skydeck",
+    "orm": "default",  # the ORM broker: the queue lives in SkyDeck's own database
+    "workers": envint("SKYDECK_WORKERS", 2, minimum=1, maximum=16),
+    "timeout": envint("SKYDECK_TASK_TIMEOUT", 300, minimum=10),
+    # retry must exceed timeout, or a slow task is handed out twice while still running
+    "retry": envint("SKYDECK_TASK_TIMEOUT", 300, minimum=10) + 60,
+    "max_attempts": 1,
+    "catch_up": False,
+    "save_limit": 500,
+    "ack_failures": True,
+    "poll": 1,
+    "label": "Task queue",
+}

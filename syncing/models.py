@@ -1,0 +1,1 @@
+"""Syncing keeps its state in ``experiments.SyncState`` (table ``sync_states``)."""
