@@ -139,7 +139,9 @@ class Experiment(models.Model):
 class ExperimentGroup(models.Model):
     """An ordered list of experiments shown as one table."""
 
-    name = models.CharField(max_length=128, unique=True, validators=[validation.validate_single_line])
+    name = models.CharField(
+        max_length=128, unique=True, validators=[validation.validate_single_line]
+    )
     flags = models.JSONField(
         default=list,
         blank=True,
@@ -205,7 +207,9 @@ class Job(models.Model):
         related_name="jobs",
         help_text="The job's name; links to the experiment of that name when there is one.",
     )
-    job_name = models.TextField(blank=True, help_text="The job name exactly as SkyPilot reports it.")
+    job_name = models.TextField(
+        blank=True, help_text="The job name exactly as SkyPilot reports it."
+    )
     task_count = models.PositiveIntegerField(default=1)
     status = models.CharField(max_length=32, choices=JobStatus.choices)
     command = models.TextField(blank=True)
@@ -229,7 +233,9 @@ class Job(models.Model):
     details = models.TextField(blank=True)
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
-    raw = models.JSONField(default=dict, blank=True, help_text="The record(s) as the API returned them.")
+    raw = models.JSONField(
+        default=dict, blank=True, help_text="The record(s) as the API returned them."
+    )
 
     objects = JobQuerySet.as_manager()
 
@@ -237,7 +243,9 @@ class Job(models.Model):
         db_table = "jobs"
         ordering = ["-submitted_at", "-id"]
         indexes = [
-            models.Index(fields=["experiment", "-submitted_at", "-id"], name="jobs_experiment_latest_idx"),
+            models.Index(
+                fields=["experiment", "-submitted_at", "-id"], name="jobs_experiment_latest_idx"
+            ),
             models.Index(fields=["status"], name="jobs_status_idx"),
             models.Index(fields=["-submitted_at", "-id"], name="jobs_submitted_idx"),
             models.Index(fields=["user_name"], name="jobs_user_idx"),
@@ -322,7 +330,9 @@ class OperationLog(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["experiment", "-created_at"], name="oplog_experiment_idx"),
-            models.Index(fields=["experiment_name", "-created_at"], name="oplog_experiment_name_idx"),
+            models.Index(
+                fields=["experiment_name", "-created_at"], name="oplog_experiment_name_idx"
+            ),
         ]
 
     def __str__(self) -> str:

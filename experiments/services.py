@@ -113,7 +113,9 @@ def update_experiment(actor: Actor, experiment: Experiment, **changes: Any) -> E
                 parts.append(f"desired {before[field]} -> {experiment.desired_state}")
             else:
                 parts.append(field)
-        record(actor, Operation.UPDATE, experiment=experiment, message="changed " + ", ".join(parts))
+        record(
+            actor, Operation.UPDATE, experiment=experiment, message="changed " + ", ".join(parts)
+        )
     return experiment
 
 
@@ -176,7 +178,9 @@ def _open_slot(group_id: int, after_order: int) -> int:
     return after_order + 1
 
 
-def duplicate_experiment(actor: Actor, experiment: Experiment, *, name: str | None = None) -> Experiment:
+def duplicate_experiment(
+    actor: Actor, experiment: Experiment, *, name: str | None = None
+) -> Experiment:
     """Copy an experiment's configuration under a new name, placed right after it in its groups.
 
     The copy starts STOPPED: duplicating must never launch anything by itself.
@@ -280,7 +284,9 @@ def add_to_group(
     return added
 
 
-def remove_from_group(actor: Actor, group: ExperimentGroup, experiments: Iterable[Experiment]) -> int:
+def remove_from_group(
+    actor: Actor, group: ExperimentGroup, experiments: Iterable[Experiment]
+) -> int:
     """Remove experiments from one group; the rest keep their relative order."""
     ids = [e.pk for e in experiments]
     with transaction.atomic():
@@ -339,7 +345,9 @@ def move_member(actor: Actor, group: ExperimentGroup, experiment: Experiment, de
         members = list(group.memberships.order_by("order", "id"))
         index = next((i for i, m in enumerate(members) if m.experiment_id == experiment.pk), None)
         if index is None:
-            raise ValidationError({"experiment": f"{experiment.name} is not in group {group.name}."})
+            raise ValidationError(
+                {"experiment": f"{experiment.name} is not in group {group.name}."}
+            )
         target = max(0, min(len(members) - 1, index + delta))
         if target == index:
             return

@@ -60,7 +60,9 @@ def validate_flag_value(key: str, value: Any) -> None:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValidationError(
-                "Flag %(key)r must be a finite number.", code="invalid_flag_value", params={"key": key}
+                "Flag %(key)r must be a finite number.",
+                code="invalid_flag_value",
+                params={"key": key},
             )
         return
     if isinstance(value, str):
@@ -86,9 +88,7 @@ def validate_flag_value(key: str, value: Any) -> None:
 
 def validate_flags(flags: Any) -> None:
     if not isinstance(flags, dict):
-        raise ValidationError(
-            "Flags must be an object of name: value pairs.", code="invalid_flags"
-        )
+        raise ValidationError("Flags must be an object of name: value pairs.", code="invalid_flags")
     errors: list[ValidationError] = []
     for key, value in flags.items():
         try:
@@ -103,7 +103,9 @@ def validate_flags(flags: Any) -> None:
 def validate_flag_key_list(keys: Any) -> None:
     """A group's column list: unique flag names."""
     if not isinstance(keys, list):
-        raise ValidationError("Flag columns must be a list of flag names.", code="invalid_flag_list")
+        raise ValidationError(
+            "Flag columns must be a list of flag names.", code="invalid_flag_list"
+        )
     for key in keys:
         validate_flag_key(key)
     if len(set(keys)) != len(keys):
@@ -120,7 +122,9 @@ def validate_accelerator(value: str) -> None:
 
 
 def validate_git_ref(value: str) -> None:
-    if value and (not GIT_REF_RE.match(value) or ".." in value or value.endswith((".", "/", ".lock"))):
+    if value and (
+        not GIT_REF_RE.match(value) or ".." in value or value.endswith((".", "/", ".lock"))
+    ):
         raise ValidationError(
             "Git ref %(value)r is not valid (a branch, tag or commit such as main or 1a2b3c4).",
             code="invalid_git_ref",
@@ -142,4 +146,6 @@ def validate_tags(tags: Any) -> None:
 
 def validate_single_line(value: str) -> None:
     if value and any(ord(c) < 32 and c != "\t" for c in value):
-        raise ValidationError("Must be a single line without control characters.", code="single_line")
+        raise ValidationError(
+            "Must be a single line without control characters.", code="single_line"
+        )

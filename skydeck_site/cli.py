@@ -24,14 +24,18 @@ def extract_db_path(argv: list[str]) -> tuple[list[str], str | None]:
         arg = argv[i]
         if arg == "--db-path":
             if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
-                raise UsageError("--db-path needs a file path, e.g. --db-path ~/.skydeck/skydeck.db")
+                raise UsageError(
+                    "--db-path needs a file path, e.g. --db-path ~/.skydeck/skydeck.db"
+                )
             path = argv[i + 1]
             i += 2
             continue
         if arg.startswith("--db-path="):
             path = arg.split("=", 1)[1]
             if not path:
-                raise UsageError("--db-path needs a file path, e.g. --db-path ~/.skydeck/skydeck.db")
+                raise UsageError(
+                    "--db-path needs a file path, e.g. --db-path ~/.skydeck/skydeck.db"
+                )
             i += 1
             continue
         rest.append(arg)
@@ -50,7 +54,9 @@ def main(argv: list[str] | None = None, *, serve_by_default: bool = True) -> Non
         sys.exit(2)
     if db_path:
         os.environ["SKYDECK_DB_PATH"] = db_path
-    only_options = bool(args) and args[0].startswith("-") and args[0] not in {"-h", "--help", "--version"}
+    only_options = (
+        bool(args) and args[0].startswith("-") and args[0] not in {"-h", "--help", "--version"}
+    )
     if serve_by_default and (not args or only_options):
         args = ["serve", *args]
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "skydeck_site.settings")

@@ -33,13 +33,17 @@ def _secret_key() -> str:
     key = envstr("SKYDECK_SECRET_KEY")
     if key:
         if len(key) < 32:
-            raise ImproperlyConfigured("SKYDECK_SECRET_KEY is too short: use at least 32 characters")
+            raise ImproperlyConfigured(
+                "SKYDECK_SECRET_KEY is too short: use at least 32 characters"
+            )
         return key
     path = _ensure_home() / "secret_key"
     if path.exists():
         key = path.read_text().strip()
         if len(key) < 32:
-            raise ImproperlyConfigured(f"{path} holds no usable key: delete it to generate a new one")
+            raise ImproperlyConfigured(
+                f"{path} holds no usable key: delete it to generate a new one"
+            )
         return key
     key = secrets.token_urlsafe(50)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -136,7 +140,9 @@ def postgres_database(url: str) -> dict:
         )
     name = unquote(parts.path.lstrip("/"))
     if not name:
-        raise ImproperlyConfigured("DATABASE_URL names no database: use postgres://user@host:5432/db")
+        raise ImproperlyConfigured(
+            "DATABASE_URL names no database: use postgres://user@host:5432/db"
+        )
     try:
         port = parts.port
     except ValueError:

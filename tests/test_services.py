@@ -66,9 +66,9 @@ def test_set_desired_state_logs_only_real_changes(make_experiment):
     assert changed == 1
     a.refresh_from_db()
     assert a.desired_state == "RUNNING"
-    assert list(OperationLog.objects.filter(operation="start").values_list("experiment", flat=True)) == [
-        a.pk
-    ]
+    assert list(
+        OperationLog.objects.filter(operation="start").values_list("experiment", flat=True)
+    ) == [a.pk]
     with pytest.raises(ValidationError):
         services.set_desired_state("bob", [a], "PAUSED")
 
@@ -91,7 +91,9 @@ def test_update_validates_everything_and_logs_the_change(make_experiment):
 
 def test_group_membership_is_ordered(group_abc, make_experiment):
     assert members(group_abc) == ["a", "b", "c"]
-    services.add_to_group("tester", group_abc, [make_experiment("d"), Experiment.objects.get(name="a")])
+    services.add_to_group(
+        "tester", group_abc, [make_experiment("d"), Experiment.objects.get(name="a")]
+    )
     assert members(group_abc) == ["a", "b", "c", "d"]
     services.remove_from_group("tester", group_abc, [Experiment.objects.get(name="b")])
     assert members(group_abc) == ["a", "c", "d"]

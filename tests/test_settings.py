@@ -26,7 +26,8 @@ def run_manage(*args: str, home: Path, extra_env: dict[str, str] | None = None, 
     environ = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"SKYDECK_DB_PATH", "DATABASE_URL", "SKYDECK_SECRET_KEY", "DJANGO_SETTINGS_MODULE"}
+        if k
+        not in {"SKYDECK_DB_PATH", "DATABASE_URL", "SKYDECK_SECRET_KEY", "DJANGO_SETTINGS_MODULE"}
     }
     environ.update({"HOME": str(home), "SKYDECK_HOME": str(home / ".skydeck")})
     environ.update(extra_env or {})
