@@ -1,0 +1,93 @@
+"""The run command: ``skydeck serve`` migrates, serves the site and the worker, and stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from skydeck_site import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_skydeck_without_a_command_means_serve(monkeypatch):
+    calls = []
+    monkeypatch.setattr("django.core.management.execute_from_command_line", calls.append)
+    monkeypatch.delenv("SKYDECK_DB_PATH", raising=False)
+    cli.main(["skydeck", "--port", "9000"])
+    cli.main(["skydeck"])
+    cli.main(["skydeck", "--db-path", "/tmp/x.db", "migrate"])
+    assert calls == [
+        ["skydeck", "serve", "--port", "9000"],
+        ["skydeck", "serve"],
+        ["skydeck", "migrate"],
+    ]
+    assert os.environ["SKYDECK_DB_PATH"] == "/tmp/x.db"
+
+
+def test_manage_py_keeps_djangos_behaviour(monkeypatch):
+    calls = []
+    monkeypatch.setattr("django.core.management.execute_from_command_line", calls.append)
+    cli.main(["manage.py"], serve_by_default=False)
+    assert calls == [["manage.py"]]
+
+
+def test_serve_runs_web_and_worker_and_stops_on_sigterm(tmp_path):
+    port = free_port()
+    db = tmp_path / "serve.db"
+    environ = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "SKYDECK_DB_PATH"}}
+    environ.update(
+        HOME=str(tmp_path),
+        SKYDECK_HOME=str(tmp_path / "home"),
+        SKYDECK_STATIC_ROOT=str(tmp_path / "static"),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "skydeck_site.cli", "--db-path", str(db), "--port", str(port)],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        body = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
+                    body = json.load(r)
+                    break
+            except OSError:
+                time.sleep(0.3)
+        assert body is not None, "server did not answer /api/health"
+        assert body["status"] == "ok"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/admin/css/base.css") as r:
+            assert r.status == 200
+            assert len(r.read()) > 1000
+        # migrations were applied to the chosen file, and the worker registered itself
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM experiments").fetchone() == (0,)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, output
+    assert "createsuperuser" in output  # first start with no user says how to make one
+    assert "Q Cluster" in output  # the django-q2 worker ran
+    assert "SkyDeck stopped" in output
