@@ -122,6 +122,11 @@ class Experiment(models.Model):
     def clean(self) -> None:
         """Cross-field rules (field rules run as validators); shared by forms, admin and API."""
         errors: dict[str, list[str]] = {}
+        # blank JSON values skip field validators; null would fail at save time instead
+        if self.flags is None:
+            errors.setdefault("flags", []).append("Flags must be an object ({} for none).")
+        if self.tags is None:
+            errors.setdefault("tags", []).append("Tags must be a list ([] for none).")
         if self.gpus and self.nodes and self.gpus * self.nodes > 4096:
             errors.setdefault("gpus", []).append("More than 4096 GPUs in total is not plausible.")
         if self.accelerator and not self.gpus:
@@ -162,6 +167,10 @@ class ExperimentGroup(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if self.flags is None:
+            raise ValidationError({"flags": "Flag columns must be a list ([] for all flags)."})
 
     def ordered_experiments(self) -> list[Experiment]:
         """Members in their display order."""

@@ -89,7 +89,10 @@ def create_experiment(actor: Actor, **fields: Any) -> Experiment:
     experiment.full_clean()
     with transaction.atomic():
         experiment.save()
+        # jobs already synced under this name attach now
+        Experiment.objects.filter(pk=experiment.pk).refresh_current_state()
         record(actor, Operation.CREATE, experiment=experiment)
+    experiment.refresh_from_db(fields=["current_state"])
     return experiment
 
 
@@ -105,6 +108,9 @@ def update_experiment(actor: Actor, experiment: Experiment, **changes: Any) -> E
         return experiment
     with transaction.atomic():
         experiment.save()
+        if "name" in changed:
+            Experiment.objects.filter(pk=experiment.pk).refresh_current_state()
+            experiment.refresh_from_db(fields=["current_state"])
         parts = []
         for field in changed:
             if field == "name":
@@ -212,9 +218,11 @@ def duplicate_experiment(
 # --- groups ---------------------------------------------------------------------------------
 
 
-def create_group(actor: Actor, name: str, *, flags: Sequence[str] = ()) -> ExperimentGroup:
+def create_group(
+    actor: Actor, name: str, *, flags: Sequence[str] | None = ()
+) -> ExperimentGroup:
     """Create a group placed after every existing group."""
-    group = ExperimentGroup(name=name, flags=list(flags))
+    group = ExperimentGroup(name=name, flags=list(flags) if flags is not None else None)
     with transaction.atomic():
         last = ExperimentGroup.objects.aggregate(m=Max("order"))["m"]
         group.order = 0 if last is None else last + 1

@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -63,6 +64,9 @@ def test_serve_runs_web_and_worker_and_stops_on_sigterm(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
         body = None
         deadline = time.monotonic() + 60
@@ -81,13 +85,19 @@ def test_serve_runs_web_and_worker_and_stops_on_sigterm(tmp_path):
         # migrations were applied to the chosen file, and the worker registered itself
         with sqlite3.connect(db) as conn:
             assert conn.execute("SELECT COUNT(*) FROM experiments").fetchone() == (0,)
+        # the django-q2 worker comes up beside the web server
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("running." in line for line in lines):
+            time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
+        output = "".join(lines)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()
     assert proc.returncode == 0, output
     assert "createsuperuser" in output  # first start with no user says how to make one
-    assert "Q Cluster" in output  # the django-q2 worker ran
+    assert "Q Cluster" in output and "running." in output  # the django-q2 worker ran
     assert "SkyDeck stopped" in output

@@ -155,3 +155,12 @@ def test_delete_keeps_the_name_in_the_log(make_experiment):
     services.delete_experiments("carol", [exp])
     log = OperationLog.objects.get(operation="delete")
     assert (log.experiment, log.experiment_name, log.actor) == (None, "doomed", "carol")
+
+
+def test_null_json_values_are_validation_errors_not_crashes(make_experiment):
+    exp = make_experiment()
+    with pytest.raises(ValidationError) as exc:
+        services.update_experiment("t", exp, flags=None, tags=None)
+    assert {"flags", "tags"} <= set(exc.value.message_dict)
+    with pytest.raises(ValidationError):
+        services.create_group("t", "g", flags=None)
