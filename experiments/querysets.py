@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.apps import apps
 from django.db import models
-from django.db.models import Exists, Max, OuterRef, Q, Subquery
+from django.db.models import Exists, Max, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
 
 
 def _job_model():
@@ -40,6 +41,18 @@ class ExperimentQuerySet(models.QuerySet):
             has_active_job=Exists(
                 Job.objects.filter(experiment_id=OuterRef("name"), status__in=_active_statuses())
             ),
+        )
+
+    def refresh_current_state(self) -> int:
+        """Set ``current_state`` from each experiment's latest job, in one UPDATE."""
+        from experiments.models import NO_JOB
+
+        Job = _job_model()
+        latest = Job.objects.filter(experiment_id=OuterRef("name")).order_by(
+            models.F("submitted_at").desc(nulls_last=True), "-id"
+        )
+        return self.update(
+            current_state=Coalesce(Subquery(latest.values("status")[:1]), Value(NO_JOB))
         )
 
     def desired_running(self) -> ExperimentQuerySet:

@@ -218,9 +218,7 @@ def duplicate_experiment(
 # --- groups ---------------------------------------------------------------------------------
 
 
-def create_group(
-    actor: Actor, name: str, *, flags: Sequence[str] | None = ()
-) -> ExperimentGroup:
+def create_group(actor: Actor, name: str, *, flags: Sequence[str] | None = ()) -> ExperimentGroup:
     """Create a group placed after every existing group."""
     group = ExperimentGroup(name=name, flags=list(flags) if flags is not None else None)
     with transaction.atomic():

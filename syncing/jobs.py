@@ -1,0 +1,383 @@
+"""The job syncer: SkyPilot's managed-job queue (all users) into the ``jobs`` table.
+
+The first pass pages through the whole history. Later passes are incremental: unfinished jobs,
+jobs submitted since the last success (with a safety margin), and jobs we still think are active
+(to catch their final state) — so a pass costs what the active work costs, not the history.
+
+Everything is fetched before anything is written, so a network failure changes nothing; rows are
+then upserted in bulk, one short transaction per chunk. A job missing from a listing is never
+deleted: it keeps its last known state and ``last_seen``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import yaml
+from django.db import transaction
+from django.utils import timezone
+
+from experiments.models import Experiment, Job, JobStatus, SyncSource, SyncState
+from experiments.validation import NAME_MAX_LENGTH
+from syncing.skypilot import MalformedResponse, SkyPilotClient, strip_ansi
+
+logger = logging.getLogger(__name__)
+
+#: The record fields SkyDeck stores (``user_yaml`` is fetched separately, for new jobs only).
+QUEUE_FIELDS = [
+    "job_id",
+    "task_id",
+    "job_name",
+    "task_name",
+    "status",
+    "resources",
+    "infra",
+    "cloud",
+    "region",
+    "submitted_at",
+    "start_at",
+    "end_at",
+    "job_duration",
+    "recovery_count",
+    "failure_reason",
+    "details",
+    "user_name",
+    "user_hash",
+    "workspace",
+    "entrypoint",
+    "metadata",
+]
+PAGE_SIZE = 500
+ID_CHUNK = 200
+WRITE_CHUNK = 500
+#: How far before the last success an incremental pass looks for newly submitted jobs.
+SAFETY_MARGIN = timedelta(minutes=10)
+#: Keys of a task's ``envs`` that carry the git ref it runs.
+GIT_REF_ENVS = ("SKYDECK_GIT_REF", "GIT_REF", "METTA_GIT_REF")
+
+# Fields the syncer owns on a Job row (compared to decide "updated" vs "unchanged").
+SYNCED_FIELDS = [
+    "experiment_id",
+    "job_name",
+    "task_count",
+    "status",
+    "nodes",
+    "gpus",
+    "accelerator",
+    "resources",
+    "user_name",
+    "user_hash",
+    "workspace",
+    "infra",
+    "cloud",
+    "region",
+    "submitted_at",
+    "started_at",
+    "ended_at",
+    "duration",
+    "recovery_count",
+    "failure_reason",
+    "details",
+    "raw",
+]
+YAML_FIELDS = ["command", "git_ref"]
+
+
+@dataclass
+class JobSyncResult:
+    mode: str = "full"
+    fetched: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    requests: int = 0
+    unknown_statuses: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, Any]:
+        data = {
+            "mode": self.mode,
+            "fetched": self.fetched,
+            "new": self.new,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "requests": self.requests,
+        }
+        if self.unknown_statuses:
+            data["unknown_statuses"] = sorted(set(self.unknown_statuses))
+        return data
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+_NODES_RE = re.compile(r"^\s*(\d+)\s*x\b")
+_ACCEL_RE = re.compile(r"([A-Za-z][A-Za-z0-9_-]*)\s*:\s*(\d+(?:\.\d+)?)")
+_NOT_GPUS = {"cpu", "cpus", "mem", "memory", "disk", "disk_size", "ports", "ram"}
+
+
+def parse_resources(text: str | None) -> tuple[int | None, int | None, str]:
+    """``2x[H100:8]`` -> (2, 8, "H100"); ``1x[CPU:4]`` -> (1, 0, ""); any-of sets keep every name.
+
+    GPUs are per node. CPU counts are not GPUs.
+    """
+    if not text:
+        return None, None, ""
+    match = _NODES_RE.match(text)
+    nodes = int(match.group(1)) if match else 1
+    names: list[str] = []
+    gpus = 0
+    for name, count in _ACCEL_RE.findall(text):
+        if name.lower() in _NOT_GPUS:
+            continue
+        if name not in names:
+            names.append(name)
+        gpus = max(gpus, int(float(count)))
+    return nodes, gpus, ",".join(names)[:64]
+
+
+def epoch_to_datetime(value: Any, *, job_id: Any, key: str) -> datetime | None:
+    """Epoch seconds (int/float) to aware UTC; null and non-positive mean "not yet"."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MalformedResponse(f"job {job_id}: {key} is {value!r}, expected epoch seconds")
+    if value <= 0:
+        return None
+    return datetime.fromtimestamp(value, tz=UTC)
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _current_task(records: list[dict]) -> dict:
+    """The task that speaks for a multi-task job: the first unfinished one, else the last."""
+    ordered = sorted(records, key=lambda r: r.get("task_id") or 0)
+    for record in ordered:
+        if record.get("status") in JobStatus.active():
+            return record
+    return ordered[-1]
+
+
+def map_job(records: list[dict], result: JobSyncResult | None = None) -> dict[str, Any]:
+    """The Job fields for one job id, from its task record(s)."""
+    record = _current_task(records)
+    job_id = record.get("job_id")
+    status = record.get("status")
+    if not isinstance(status, str) or not status:
+        raise MalformedResponse(f"job {job_id}: no status in the record")
+    if status not in JobStatus.values:
+        logger.warning("job %s has a status SkyDeck does not know: %s", job_id, status)
+        if result is not None:
+            result.unknown_statuses.append(status)
+    name = _text(record.get("job_name") or record.get("task_name"))
+    nodes, gpus, accelerator = parse_resources(record.get("resources"))
+    recovery = record.get("recovery_count") or 0
+    duration = record.get("job_duration")
+    return {
+        "experiment_id": name if name and len(name) <= NAME_MAX_LENGTH else None,
+        "job_name": name,
+        "task_count": len(records),
+        "status": status[:32],
+        "nodes": nodes,
+        "gpus": gpus,
+        "accelerator": accelerator,
+        "resources": _text(record.get("resources")),
+        "user_name": _text(record.get("user_name"))[:255],
+        "user_hash": _text(record.get("user_hash"))[:64],
+        "workspace": _text(record.get("workspace"))[:255],
+        "infra": _text(record.get("infra"))[:255],
+        "cloud": _text(record.get("cloud"))[:64],
+        "region": _text(record.get("region"))[:64],
+        "submitted_at": epoch_to_datetime(
+            record.get("submitted_at"), job_id=job_id, key="submitted_at"
+        ),
+        "started_at": epoch_to_datetime(record.get("start_at"), job_id=job_id, key="start_at"),
+        "ended_at": epoch_to_datetime(record.get("end_at"), job_id=job_id, key="end_at"),
+        "duration": float(duration) if isinstance(duration, int | float) and duration >= 0 else None,
+        "recovery_count": int(recovery) if isinstance(recovery, int) and recovery >= 0 else 0,
+        "failure_reason": strip_ansi(_text(record.get("failure_reason"))),
+        "details": strip_ansi(_text(record.get("details"))),
+        "raw": records[0] if len(records) == 1 else {"tasks": records},
+    }
+
+
+def parse_task_yaml(text: str | None) -> dict[str, str]:
+    """The command and git ref a job runs, from its task YAML (tolerates pipelines and junk)."""
+    if not text:
+        return {}
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    except yaml.YAMLError:
+        return {}
+    for doc in docs:
+        if "run" not in doc:
+            continue
+        out = {"command": _text(doc.get("run")).strip()}
+        envs = doc.get("envs") if isinstance(doc.get("envs"), dict) else {}
+        ref = next((envs[k] for k in GIT_REF_ENVS if envs.get(k)), None)
+        workdir = doc.get("workdir")
+        if ref is None and isinstance(workdir, dict):
+            ref = workdir.get("ref")
+        if ref:
+            out["git_ref"] = _text(ref)[:200]
+        return out
+    return {}
+
+
+# --- fetching ---------------------------------------------------------------------------------
+
+
+def _group(records: Iterable[dict], into: dict[int, list[dict]]) -> None:
+    for record in records:
+        if not isinstance(record, dict):
+            raise MalformedResponse(f"a job record is a {type(record).__name__}, not an object")
+        job_id = record.get("job_id")
+        if isinstance(job_id, bool) or not isinstance(job_id, int):
+            raise MalformedResponse(f"a job record has no integer job_id: {job_id!r}")
+        tasks = into.setdefault(job_id, [])
+        task_id = record.get("task_id")
+        tasks[:] = [r for r in tasks if r.get("task_id") != task_id]
+        tasks.append(record)
+
+
+def _fetch_pages(client: SkyPilotClient, result: JobSyncResult, **filters: Any) -> Iterator[dict]:
+    """Every record matching ``filters``, one page of top-level jobs at a time."""
+    page = 1
+    seen_jobs = 0
+    while True:
+        listing = client.queue(
+            all_users=True, fields=QUEUE_FIELDS, page=page, limit=PAGE_SIZE, **filters
+        )
+        result.requests += 1
+        jobs = listing.jobs
+        yield from jobs
+        seen_jobs += len({r.get("job_id") for r in jobs})
+        if not jobs or len({r.get("job_id") for r in jobs}) < PAGE_SIZE:
+            return
+        if listing.total is not None and seen_jobs >= listing.total:
+            return
+        page += 1
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def fetch_jobs(
+    client: SkyPilotClient, *, since: datetime | None, result: JobSyncResult
+) -> dict[int, list[dict]]:
+    """All records this pass needs, grouped by job id (no database writes)."""
+    grouped: dict[int, list[dict]] = {}
+    if since is None:
+        result.mode = "full"
+        _group(_fetch_pages(client, result), grouped)
+    else:
+        result.mode = "incremental"
+        _group(_fetch_pages(client, result, skip_finished=True), grouped)
+        after = (since - SAFETY_MARGIN).timestamp()
+        _group(_fetch_pages(client, result, submitted_after=after), grouped)
+        # Jobs we last saw active but that are no longer unfinished: fetch their final state.
+        stale = sorted(set(Job.objects.active().values_list("id", flat=True)) - set(grouped))
+        for chunk in _chunks(stale, ID_CHUNK):
+            listing = client.queue(all_users=True, fields=QUEUE_FIELDS, job_ids=chunk)
+            result.requests += 1
+            _group(listing.jobs, grouped)
+    return grouped
+
+
+def fetch_task_yaml(
+    client: SkyPilotClient, job_ids: list[int], result: JobSyncResult
+) -> dict[int, dict[str, str]]:
+    """Command and git ref for jobs seen for the first time (``user_yaml`` is kilobytes a job)."""
+    found: dict[int, dict[str, str]] = {}
+    for chunk in _chunks(job_ids, ID_CHUNK):
+        listing = client.queue(
+            all_users=True, fields=["job_id", "task_id", "user_yaml"], job_ids=chunk
+        )
+        result.requests += 1
+        for record in listing.jobs:
+            if isinstance(record, dict) and isinstance(record.get("job_id"), int):
+                parsed = parse_task_yaml(record.get("user_yaml"))
+                if parsed and record["job_id"] not in found:
+                    found[record["job_id"]] = parsed
+    return found
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def write_jobs(
+    grouped: dict[int, list[dict]],
+    yaml_info: dict[int, dict[str, str]],
+    result: JobSyncResult,
+) -> set[str]:
+    """Upsert the jobs in bulk; returns the experiment names whose jobs changed."""
+    mapped = {job_id: map_job(records, result) for job_id, records in grouped.items()}
+    touched: set[str] = set()
+    now = timezone.now()
+    for chunk in _chunks(sorted(mapped), WRITE_CHUNK):
+        with transaction.atomic():
+            existing = Job.objects.in_bulk(chunk)
+            create, update, unchanged = [], [], []
+            for job_id in chunk:
+                fields = mapped[job_id]
+                extra = yaml_info.get(job_id, {})
+                job = existing.get(job_id)
+                if job is None:
+                    create.append(
+                        Job(id=job_id, first_seen=now, last_seen=now, **fields, **extra)
+                    )
+                    touched.add(fields["job_name"])
+                    continue
+                changed = [f for f, v in fields.items() if getattr(job, f) != v]
+                if not changed:
+                    unchanged.append(job_id)
+                    continue
+                if "experiment_id" in changed and job.experiment_id:
+                    touched.add(job.experiment_id)
+                for f, v in fields.items():
+                    setattr(job, f, v)
+                job.last_seen = now
+                update.append(job)
+                touched.add(fields["job_name"])
+            Job.objects.bulk_create(create)
+            if update:
+                Job.objects.bulk_update(update, [*SYNCED_FIELDS, "last_seen"])
+            if unchanged:
+                Job.objects.filter(id__in=unchanged).update(last_seen=now)
+        result.new += len(create)
+        result.updated += len(update)
+        result.unchanged += len(unchanged)
+    return {name for name in touched if name}
+
+
+def refresh_experiment_states(names: Iterable[str]) -> None:
+    """Recompute ``current_state`` for the experiments whose jobs changed."""
+    for chunk in _chunks(sorted(names), WRITE_CHUNK):
+        Experiment.objects.filter(name__in=chunk).refresh_current_state()
+
+
+def sync_jobs(client: SkyPilotClient | None = None, *, full: bool = False) -> JobSyncResult:
+    """One pass of the job syncer. Raises a SkyPilotError (nothing written) when fetching fails."""
+    client = client or SkyPilotClient.from_settings()
+    result = JobSyncResult()
+    state = SyncState.objects.filter(source=SyncSource.SKYPILOT).first()
+    since = None
+    if not full and state is not None and state.cursor.get("full_done"):
+        since = state.last_success_at
+    grouped = fetch_jobs(client, since=since, result=result)
+    result.fetched = len(grouped)
+    known: set[int] = set()
+    for chunk in _chunks(sorted(grouped), WRITE_CHUNK):
+        known.update(Job.objects.filter(id__in=chunk).values_list("id", flat=True))
+    new_ids = sorted(set(grouped) - known)
+    yaml_info = fetch_task_yaml(client, new_ids, result) if new_ids else {}
+    touched = write_jobs(grouped, yaml_info, result)
+    refresh_experiment_states(touched)
+    return result
