@@ -234,8 +234,21 @@ SKYDECK_S3_ENDPOINT_URL = envstr("SKYDECK_S3_ENDPOINT_URL")
 SKYDECK_S3_REGION = envstr("SKYDECK_S3_REGION")
 
 # --- Background work --------------------------------------------------------------------------
-SKYDECK_SYNC_SKYPILOT_INTERVAL = envint("SKYDECK_SYNC_SKYPILOT_INTERVAL", 30, minimum=5)
-SKYDECK_SYNC_S3_INTERVAL = envint("SKYDECK_SYNC_S3_INTERVAL", 60, minimum=5)
+
+
+def sync_interval(name: str, default: int) -> int:
+    """Seconds: 10, 12, 15, 20 or 30, or a whole number of minutes (django-q2 schedules)."""
+    seconds = envint(name, default, minimum=10, maximum=86400)
+    if seconds % 60 and 60 % seconds:
+        raise ImproperlyConfigured(
+            f"{name}={seconds} cannot be scheduled: use 10, 12, 15, 20 or 30 seconds, "
+            "or a whole number of minutes (60, 120, ...)"
+        )
+    return seconds
+
+
+SKYDECK_SYNC_SKYPILOT_INTERVAL = sync_interval("SKYDECK_SYNC_SKYPILOT_INTERVAL", 30)
+SKYDECK_SYNC_S3_INTERVAL = sync_interval("SKYDECK_SYNC_S3_INTERVAL", 60)
 
 Q_CLUSTER = {
     "name": "skydeck",

@@ -198,7 +198,9 @@ def map_job(records: list[dict], result: JobSyncResult | None = None) -> dict[st
         ),
         "started_at": epoch_to_datetime(record.get("start_at"), job_id=job_id, key="start_at"),
         "ended_at": epoch_to_datetime(record.get("end_at"), job_id=job_id, key="end_at"),
-        "duration": float(duration) if isinstance(duration, int | float) and duration >= 0 else None,
+        "duration": float(duration)
+        if isinstance(duration, int | float) and duration >= 0
+        else None,
         "recovery_count": int(recovery) if isinstance(recovery, int) and recovery >= 0 else 0,
         "failure_reason": strip_ansi(_text(record.get("failure_reason"))),
         "details": strip_ansi(_text(record.get("details"))),
@@ -330,9 +332,7 @@ def write_jobs(
                 extra = yaml_info.get(job_id, {})
                 job = existing.get(job_id)
                 if job is None:
-                    create.append(
-                        Job(id=job_id, first_seen=now, last_seen=now, **fields, **extra)
-                    )
+                    create.append(Job(id=job_id, first_seen=now, last_seen=now, **fields, **extra))
                     touched.add(fields["job_name"])
                     continue
                 changed = [f for f, v in fields.items() if getattr(job, f) != v]

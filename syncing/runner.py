@@ -37,7 +37,9 @@ class SyncOutcome:
         if not self.ok:
             return f"{self.source}: FAILED after {self.seconds:.1f}s: {self.error}"
         c = self.counts
-        parts = [f"{k} {c[k]}" for k in ("new", "updated", "unchanged", "missing", "errors") if k in c]
+        parts = [
+            f"{k} {c[k]}" for k in ("new", "updated", "unchanged", "missing", "errors") if k in c
+        ]
         extra = f" ({c['mode']})" if "mode" in c else ""
         return f"{self.source}{extra}: {', '.join(parts)} in {self.seconds:.1f}s"
 
@@ -68,7 +70,7 @@ def describe_error(exc: BaseException) -> str:
     try:
         from syncing.s3 import S3Error
     except ImportError:  # pragma: no cover
-        S3Error = ()  # noqa: N806
+        S3Error = ()
     if S3Error and isinstance(exc, S3Error):
         return text or type(exc).__name__
     return f"internal error ({type(exc).__name__}): {text}"[:500]

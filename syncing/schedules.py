@@ -10,7 +10,10 @@ from django.conf import settings
 from django.utils import timezone
 
 TASKS = {
-    "skydeck: sync SkyPilot jobs": ("syncing.tasks.sync_skypilot", "SKYDECK_SYNC_SKYPILOT_INTERVAL"),
+    "skydeck: sync SkyPilot jobs": (
+        "syncing.tasks.sync_skypilot",
+        "SKYDECK_SYNC_SKYPILOT_INTERVAL",
+    ),
     "skydeck: sync S3 checkpoints": ("syncing.tasks.sync_s3", "SKYDECK_SYNC_S3_INTERVAL"),
 }
 
@@ -34,7 +37,11 @@ def ensure_schedules() -> list[str]:
         if existing is None:
             Schedule.objects.create(name=name, func=func, repeats=-1, **fields)
             continue
-        changed = [k for k, v in {"func": func, "repeats": -1, **fields}.items() if getattr(existing, k) != v]
+        changed = [
+            k
+            for k, v in {"func": func, "repeats": -1, **fields}.items()
+            if getattr(existing, k) != v
+        ]
         if changed:
             for key in changed:
                 setattr(existing, key, {"func": func, "repeats": -1, **fields}[key])

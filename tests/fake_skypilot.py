@@ -16,7 +16,9 @@ ENDPOINT = "http://skypilot.test:46580"
 ACTIVE = {"PENDING", "SUBMITTED", "STARTING", "RUNNING", "WINDING_DOWN", "RECOVERING", "CANCELLING"}
 
 
-def job_record(job_id: int, name: str | None = "exp", status: str = "RUNNING", **extra: Any) -> dict:
+def job_record(
+    job_id: int, name: str | None = "exp", status: str = "RUNNING", **extra: Any
+) -> dict:
     """A record shaped like the real /jobs/queue/v2 answer (SkyPilot 0.14.1)."""
     record = {
         "job_id": job_id,
@@ -105,7 +107,10 @@ class FakeSkyPilot:
             return self._fail(self.queue_error["type"], self.queue_error["message"])
         if self.truncate_page is not None and body.get("page") == self.truncate_page:
             request_id = str(uuid.uuid4())
-            self.results[request_id] = (200, {"status": "SUCCEEDED", "return_value": '{"jobs": [{"job'})
+            self.results[request_id] = (
+                200,
+                {"status": "SUCCEEDED", "return_value": '{"jobs": [{"job'},
+            )
             return 200, {"X-Skypilot-Request-ID": request_id}, "null"
         rows = list(self.jobs)
         if body.get("skip_finished"):

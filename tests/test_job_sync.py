@@ -20,7 +20,7 @@ from syncing.skypilot import SkyPilotClient
 
 
 @pytest.fixture
-def server(settings, monkeypatch):
+def server(db, settings, monkeypatch):
     settings.SKYDECK_SKYPILOT_ENDPOINT = ENDPOINT
     monkeypatch.delenv("SKYPILOT_SERVICE_ACCOUNT_TOKEN", raising=False)
     monkeypatch.setenv("SKYPILOT_API_COOKIE_FILE", "/nonexistent/cookies.txt")
@@ -85,7 +85,7 @@ def test_first_sync_stores_every_field(server, make_experiment):
     assert one.git_ref == "main"
     assert "user_yaml" not in one.raw
     two = Job.objects.get(pk=2)
-    assert (two.nodes, two.gpus, two.user_name) == (2 - 1, 0, "bob")
+    assert (two.nodes, two.gpus, two.user_name) == (1, 0, "bob")
     assert list(Job.objects.orphaned().values_list("id", flat=True)) == [2]
     assert Experiment.objects.get(name="alpha").current_state == JobStatus.FAILED
     # the listing asks for all users, explicit fields without user_yaml, and pages
@@ -222,7 +222,7 @@ def test_failure_on_a_later_page_writes_nothing(server, monkeypatch):
     assert Job.objects.count() == 1  # page 1's new jobs were not written either
 
 
-def test_login_redirect_is_a_clear_failure(settings, monkeypatch):
+def test_login_redirect_is_a_clear_failure(db, settings, monkeypatch):
     settings.SKYDECK_SKYPILOT_ENDPOINT = ENDPOINT
     monkeypatch.setenv("SKYPILOT_API_COOKIE_FILE", "/nonexistent/cookies.txt")
     with responses.RequestsMock() as rsps:
@@ -238,7 +238,7 @@ def test_login_redirect_is_a_clear_failure(settings, monkeypatch):
     assert SyncState.objects.get(source="skypilot").last_error == outcome.error
 
 
-def test_unreachable_server_fails_the_command_with_one_line(settings, monkeypatch, capsys):
+def test_unreachable_server_fails_the_command_with_one_line(db, settings, monkeypatch, capsys):
     settings.SKYDECK_SKYPILOT_ENDPOINT = "http://127.0.0.1:9"  # nothing listens on discard
     settings.SKYDECK_SKYPILOT_TIMEOUT = 0.5
     monkeypatch.setenv("SKYPILOT_API_COOKIE_FILE", "/nonexistent/cookies.txt")

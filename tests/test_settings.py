@@ -102,6 +102,7 @@ def test_runtime_connection_pragmas(tmp_path):
         ("SKYDECK_DEBUG", "maybe", "SKYDECK_DEBUG"),
         ("SKYDECK_SYNC_SKYPILOT_INTERVAL", "fast", "SKYDECK_SYNC_SKYPILOT_INTERVAL"),
         ("SKYDECK_SYNC_S3_INTERVAL", "1", "too small"),
+        ("SKYDECK_SYNC_S3_INTERVAL", "45", "cannot be scheduled"),
         ("DATABASE_URL", "mysql://x/y", "not supported"),
         ("SKYDECK_SECRET_KEY", "short", "too short"),
     ],

@@ -19,7 +19,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("sources", nargs="*", help="skypilot, s3 (default: all)")
-        parser.add_argument("--full", action="store_true", help="SkyPilot: re-read the whole history")
+        parser.add_argument(
+            "--full", action="store_true", help="SkyPilot: re-read the whole history"
+        )
         parser.add_argument("--loop", action="store_true", help="keep syncing until interrupted")
         parser.add_argument("--interval", type=float, default=30.0, help="seconds between passes")
 
@@ -28,7 +30,9 @@ class Command(BaseCommand):
         sources = options["sources"] or known
         unknown = [s for s in sources if s not in known]
         if unknown:
-            raise CommandError(f"unknown source {', '.join(unknown)}: choose from {', '.join(known)}")
+            raise CommandError(
+                f"unknown source {', '.join(unknown)}: choose from {', '.join(known)}"
+            )
         if options["interval"] <= 0:
             raise CommandError("--interval must be positive")
         if not options["loop"]:
