@@ -1,0 +1,78 @@
+"""Against a real SkyPilot 0.14.1 API server (consolidation mode, no cloud): launch a CPU-only job
+through the HTTP API, then ``manage.py sync skypilot`` must store it as the server reports it.
+
+Run with ``pytest -m integration`` (``.ci/run`` does); the first run installs SkyPilot into a
+cached virtualenv, which takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from skypilot_server import start_server
+
+from experiments import services
+from experiments.models import Job, JobStatus, SyncState
+from syncing.skypilot import SkyPilotClient
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def skypilot(tmp_path_factory):
+    server = start_server(tmp_path_factory.mktemp("skyhome"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_for_terminal(client: SkyPilotClient, job_id: int, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        page = client.queue(job_ids=[job_id], fields=["job_id", "status"])
+        if page.jobs and page.jobs[0].get("status") in JobStatus.terminal():
+            return page.jobs[0]
+        time.sleep(2)
+    raise AssertionError(f"job {job_id} did not finish in {timeout}s")
+
+
+def test_sync_stores_a_real_job(skypilot, db, settings, capsys):
+    settings.SKYDECK_SKYPILOT_ENDPOINT = skypilot.endpoint
+    experiment = services.create_experiment("ci", name="itest-cpu")
+    client = SkyPilotClient(skypilot.endpoint, request_timeout=180)
+    assert client.health()["status"] == "healthy"
+
+    before = timezone.now()
+    job_id = client.launch(
+        "name: itest-cpu\nresources:\n  cpus: 1\nrun: echo hello from skydeck\n",
+        env_vars={"SKYPILOT_USER_ID": "5kyd3ck0", "SKYPILOT_USER": "skydeck-ci"},
+    )
+    wait_for_terminal(client, job_id)
+
+    call_command("sync", "skypilot")
+    out = capsys.readouterr().out
+    assert out.startswith("skypilot (full): new 1,"), out
+
+    job = Job.objects.get(pk=job_id)
+    assert job.experiment == experiment
+    assert job.job_name == "itest-cpu"
+    assert job.user_name == "skydeck-ci"
+    assert job.status == JobStatus.FAILED_PRECHECKS
+    assert before - timedelta(minutes=1) <= job.submitted_at <= timezone.now()
+    assert job.ended_at is not None and job.ended_at >= job.submitted_at
+    assert "Cloud access is not set up" in job.failure_reason
+    assert "\x1b[" not in job.failure_reason
+    assert job.command == "echo hello from skydeck"
+    experiment.refresh_from_db()
+    assert experiment.current_state == JobStatus.FAILED_PRECHECKS
+    state = SyncState.objects.get(source="skypilot")
+    assert state.ok and state.counts["new"] == 1
+
+    # a second pass is incremental and changes nothing
+    call_command("sync", "skypilot")
+    assert "skypilot (incremental): new 0, updated 0, unchanged 1" in capsys.readouterr().out
