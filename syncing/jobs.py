@@ -27,6 +27,8 @@ from experiments.validation import NAME_MAX_LENGTH
 from syncing.skypilot import MalformedResponse, SkyPilotClient, strip_ansi
 
 logger = logging.getLogger(__name__)
+# libyaml's safe loader is ~10x faster; the pure-Python one is the same rules, slower
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 #: The record fields SkyDeck stores (``user_yaml`` is fetched separately, for new jobs only).
 QUEUE_FIELDS = [
@@ -213,7 +215,7 @@ def parse_task_yaml(text: str | None) -> dict[str, str]:
     if not text:
         return {}
     try:
-        docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+        docs = [d for d in yaml.load_all(text, Loader=_YAML_LOADER) if isinstance(d, dict)]
     except yaml.YAMLError:
         return {}
     for doc in docs:

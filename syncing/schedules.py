@@ -11,10 +11,11 @@ from django.utils import timezone
 
 TASKS = {
     "skydeck: sync SkyPilot jobs": (
+        "skypilot",
         "syncing.tasks.sync_skypilot",
         "SKYDECK_SYNC_SKYPILOT_INTERVAL",
     ),
-    "skydeck: sync S3 checkpoints": ("syncing.tasks.sync_s3", "SKYDECK_SYNC_S3_INTERVAL"),
+    "skydeck: sync S3 checkpoints": ("s3", "syncing.tasks.sync_s3", "SKYDECK_SYNC_S3_INTERVAL"),
 }
 
 
@@ -31,7 +32,14 @@ def ensure_schedules() -> list[str]:
     """Create or update SkyDeck's schedules to match the settings; returns their names."""
     from django_q.models import Schedule
 
-    for name, (func, setting) in TASKS.items():
+    from syncing.runner import available_sources
+
+    sources = set(available_sources())
+    names = []
+    for name, (source, func, setting) in TASKS.items():
+        if source not in sources:
+            continue
+        names.append(name)
         fields = schedule_fields(getattr(settings, setting))
         existing = Schedule.objects.filter(name=name).first()
         if existing is None:
@@ -47,7 +55,7 @@ def ensure_schedules() -> list[str]:
                 setattr(existing, key, {"func": func, "repeats": -1, **fields}[key])
             existing.next_run = timezone.now()  # first run of the new rule: now
             existing.save()
-    return list(TASKS)
+    return names
 
 
 def on_post_migrate(sender, **kwargs) -> None:

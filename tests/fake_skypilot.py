@@ -117,7 +117,8 @@ class FakeSkyPilot:
             unfinished = {r["job_id"] for r in rows if r["status"] in ACTIVE}
             rows = [r for r in rows if r["job_id"] in unfinished]
         if body.get("job_ids") is not None:
-            rows = [r for r in rows if r["job_id"] in set(body["job_ids"])]
+            wanted = set(body["job_ids"])
+            rows = [r for r in rows if r["job_id"] in wanted]
         if body.get("submitted_after") is not None:
             rows = [r for r in rows if (r.get("submitted_at") or 0) >= body["submitted_after"]]
         rows.sort(key=lambda r: (-r["job_id"], r.get("task_id") or 0))

@@ -1,0 +1,44 @@
+"""django-q2 schedules: created by migrate, idempotent, following the settings."""
+
+from __future__ import annotations
+
+from django.core.management import call_command
+from django_q.models import Schedule
+
+from experiments.models import SyncState
+from syncing import schedules, tasks
+
+
+def test_migrate_creates_the_schedules_once(db, settings):
+    # the test database was migrated, so the schedules exist already
+    names = schedules.ensure_schedules()
+    assert set(Schedule.objects.values_list("name", flat=True)) == set(names)
+    assert "skydeck: sync SkyPilot jobs" in names
+    call_command("migrate", verbosity=0)
+    schedules.ensure_schedules()
+    assert Schedule.objects.count() == len(names)
+    sky = Schedule.objects.get(func="syncing.tasks.sync_skypilot")
+    assert (sky.schedule_type, sky.cron) == (Schedule.CRON, "* * * * * */30")
+    if "skydeck: sync S3 checkpoints" in names:
+        s3 = Schedule.objects.get(func="syncing.tasks.sync_s3")
+        assert (s3.schedule_type, s3.minutes) == (Schedule.MINUTES, 1)
+    assert sky.repeats == -1
+
+
+def test_schedules_follow_changed_settings(db, settings):
+    settings.SKYDECK_SYNC_SKYPILOT_INTERVAL = 120
+    schedules.ensure_schedules()
+    sky = Schedule.objects.get(func="syncing.tasks.sync_skypilot")
+    assert (sky.schedule_type, sky.minutes) == (Schedule.MINUTES, 2)
+    assert Schedule.objects.count() == len(schedules.ensure_schedules())
+
+
+def test_task_runs_the_same_sync_and_records_it(db, settings, monkeypatch):
+    settings.SKYDECK_SKYPILOT_ENDPOINT = "http://127.0.0.1:9"
+    settings.SKYDECK_SKYPILOT_TIMEOUT = 0.5
+    monkeypatch.setenv("SKYPILOT_API_COOKIE_FILE", "/nonexistent/cookies.txt")
+    monkeypatch.setattr("syncing.skypilot.time.sleep", lambda s: None)
+    summary = tasks.sync_skypilot()
+    assert summary.startswith("skypilot: FAILED")
+    assert SyncState.objects.get(source="skypilot").last_error
+    assert SyncState.objects.get(source="skypilot").lease_owner == ""
