@@ -28,7 +28,7 @@ def health_report() -> dict[str, Any]:
         report.update(status="error", database=f"unreachable: {type(exc).__name__}")
         return report
     sources: dict[str, Any] = {}
-    for source in SyncSource.values:
+    for source in INTERVAL_SETTINGS:
         state = states.get(source)
         interval = getattr(settings, INTERVAL_SETTINGS[source])
         entry: dict[str, Any] = {"interval_seconds": interval, "last_success": None, "ok": None}

@@ -105,6 +105,16 @@ class Experiment(models.Model):
     starred = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Reconciler bookkeeping (never edited by users directly).
+    desired_changed_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When desired_state last changed."
+    )
+    parked_reason = models.TextField(
+        blank=True, editable=False, help_text="Why the reconciler stopped relaunching it."
+    )
+    reconcile_note = models.CharField(
+        max_length=500, blank=True, editable=False, help_text="The reconciler's last decision."
+    )
 
     objects = ExperimentQuerySet.as_manager()
 
@@ -296,6 +306,42 @@ class Checkpoint(models.Model):
         return f"{self.experiment_id}@{self.epoch}"
 
 
+class LaunchStatus(models.TextChoices):
+    SUBMITTING = "SUBMITTING", "Submitting"  # written before the request: a crash leaves this
+    SUBMITTED = "SUBMITTED", "Submitted"  # the server returned a job id
+    LISTED = "LISTED", "Listed"  # the job appeared in a sync
+    FAILED = "FAILED", "Failed"  # the server refused the launch
+    LOST = "LOST", "Lost"  # never appeared within the grace period
+
+
+class Launch(models.Model):
+    """One launch request by the reconciler, recorded before it is sent.
+
+    Until its job shows up in a sync, a pending launch counts as an active job, so a crash
+    between "submitted" and "listed" can never cause a second launch.
+    """
+
+    experiment = models.ForeignKey(
+        Experiment, null=True, blank=True, on_delete=models.SET_NULL, related_name="launches"
+    )
+    experiment_name = models.CharField(max_length=validation.NAME_MAX_LENGTH)
+    status = models.CharField(max_length=16, choices=LaunchStatus.choices)
+    job_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    task_yaml = models.TextField()
+    error_type = models.CharField(max_length=200, blank=True)
+    error_message = models.TextField(blank=True)
+
+    class Meta:
+        db_table = "launches"
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status"], name="launches_status_idx")]
+
+    def __str__(self) -> str:
+        return f"launch {self.experiment_name} ({self.status}, job {self.job_id})"
+
+
 class Operation(models.TextChoices):
     CREATE = "create"
     UPDATE = "update"
@@ -352,6 +398,7 @@ class OperationLog(models.Model):
 class SyncSource(models.TextChoices):
     SKYPILOT = "skypilot", "SkyPilot jobs"
     S3 = "s3", "S3 checkpoints"
+    RECONCILER = "reconciler", "Reconciler"
 
 
 class SyncState(models.Model):

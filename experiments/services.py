@@ -14,6 +14,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Max
+from django.utils import timezone
 
 from experiments.models import (
     DesiredState,
@@ -86,6 +87,7 @@ def create_experiment(actor: Actor, **fields: Any) -> Experiment:
     """Validate and create an experiment."""
     _check_fields(fields)
     experiment = Experiment(**fields)
+    experiment.desired_changed_at = timezone.now()
     experiment.full_clean()
     with transaction.atomic():
         experiment.save()
@@ -106,6 +108,8 @@ def update_experiment(actor: Actor, experiment: Experiment, **changes: Any) -> E
     changed = [field for field in changes if before[field] != getattr(experiment, field)]
     if not changed:
         return experiment
+    if "desired_state" in changed:
+        _desired_changed(experiment)
     with transaction.atomic():
         experiment.save()
         if "name" in changed:
@@ -137,6 +141,13 @@ def delete_experiments(actor: Actor, experiments: Iterable[Experiment]) -> int:
     return count
 
 
+def _desired_changed(experiment: Experiment) -> None:
+    """A user's new intent resets the reconciler's memory (backoff, parking) for it."""
+    experiment.desired_changed_at = timezone.now()
+    experiment.parked_reason = ""
+    experiment.reconcile_note = ""
+
+
 def set_desired_state(actor: Actor, experiments: Iterable[Experiment], state: str) -> int:
     """Set desired RUNNING/STOPPED; returns how many experiments changed."""
     if state not in DesiredState.values:
@@ -148,7 +159,16 @@ def set_desired_state(actor: Actor, experiments: Iterable[Experiment], state: st
             if experiment.desired_state == state:
                 continue
             experiment.desired_state = state
-            experiment.save(update_fields=["desired_state", "updated_at"])
+            _desired_changed(experiment)
+            experiment.save(
+                update_fields=[
+                    "desired_state",
+                    "desired_changed_at",
+                    "parked_reason",
+                    "reconcile_note",
+                    "updated_at",
+                ]
+            )
             record(actor, operation, experiment=experiment, message=f"desired state {state}")
             changed += 1
     return changed

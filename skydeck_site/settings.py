@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
-from skydeck_site.env import envbool, envfloat, envint, envlist, envstr
+from skydeck_site.env import envbool, envchoice, envfloat, envint, envlist, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -249,6 +249,21 @@ def sync_interval(name: str, default: int) -> int:
 
 SKYDECK_SYNC_SKYPILOT_INTERVAL = sync_interval("SKYDECK_SYNC_SKYPILOT_INTERVAL", 30)
 SKYDECK_SYNC_S3_INTERVAL = sync_interval("SKYDECK_SYNC_S3_INTERVAL", 60)
+
+# --- Reconciler (desired state -> SkyPilot) ---------------------------------------------------
+# on: launch and cancel; dry-run: only log the plan; off: do nothing.
+SKYDECK_RECONCILE = envchoice("SKYDECK_RECONCILE", "on", ["on", "off", "dry-run"])
+SKYDECK_RECONCILE_MAX_LAUNCHES = envint("SKYDECK_RECONCILE_MAX_LAUNCHES", 10, minimum=1)
+SKYDECK_BACKOFF_INITIAL = envint("SKYDECK_BACKOFF_INITIAL", 60, minimum=1)
+SKYDECK_BACKOFF_MAX = envint("SKYDECK_BACKOFF_MAX", 3600, minimum=1)
+SKYDECK_MAX_CONSECUTIVE_FAILURES = envint("SKYDECK_MAX_CONSECUTIVE_FAILURES", 5, minimum=1)
+SKYDECK_LAUNCH_GRACE = envint("SKYDECK_LAUNCH_GRACE", 900, minimum=60)
+# Used when an experiment asks for GPUs but names no accelerator; empty means "refuse to launch".
+SKYDECK_DEFAULT_ACCELERATOR = envstr("SKYDECK_DEFAULT_ACCELERATOR", "")
+# A YAML file with the rest of every task (setup, workdir {url, ref}, image_id, use_spot, ...).
+SKYDECK_TASK_TEMPLATE = envstr("SKYDECK_TASK_TEMPLATE")
+# Who launches, as the SkyPilot API server records it on servers without auth.
+SKYDECK_LAUNCH_USER = envstr("SKYDECK_LAUNCH_USER", "skydeck")
 
 Q_CLUSTER = {
     "name": "skydeck",

@@ -1,4 +1,4 @@
-"""django-q2 task entry points: thin wrappers over :func:`syncing.runner.run_sync`."""
+"""django-q2 task entry points: thin wrappers over the syncers and the reconciler."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from syncing.runner import run_sync
 
 
 def sync_skypilot() -> str:
-    return run_sync(SyncSource.SKYPILOT).summary()
+    """Sync jobs, then reconcile on fresh facts (unless SKYDECK_RECONCILE=off)."""
+    from syncing.reconciler import sync_and_reconcile
+
+    summary, result = sync_and_reconcile()
+    if result is None or result.mode == "off":
+        return summary
+    return "\n".join([summary, *result.lines()])
 
 
 def sync_s3() -> str:

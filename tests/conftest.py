@@ -6,7 +6,9 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import responses
 from django.utils import timezone
+from fake_skypilot import ENDPOINT, FakeSkyPilot
 
 from experiments import services
 from experiments.models import Checkpoint, Experiment, Job, JobStatus
@@ -51,3 +53,14 @@ def make_checkpoint(db):
         return Checkpoint.objects.create(experiment=experiment, epoch=epoch, **defaults)
 
     return make
+
+
+@pytest.fixture
+def server(db, settings, monkeypatch):
+    """A SkyPilot API server double (the real request protocol) that SkyDeck is pointed at."""
+    settings.SKYDECK_SKYPILOT_ENDPOINT = ENDPOINT
+    monkeypatch.delenv("SKYPILOT_SERVICE_ACCOUNT_TOKEN", raising=False)
+    monkeypatch.setenv("SKYPILOT_API_COOKIE_FILE", "/nonexistent/cookies.txt")
+    monkeypatch.setattr("syncing.skypilot.time.sleep", lambda s: None)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield FakeSkyPilot(rsps)

@@ -59,6 +59,7 @@ class FakeSkyPilot:
         self.launch_bodies: list[dict] = []
         self.cancel_bodies: list[dict] = []
         self.queue_error: dict | None = None  # {"type": ..., "message": ...} fails the next queues
+        self.launch_error: dict | None = None  # {"type": ..., "message": ...} fails launches
         self.truncate_page: int | None = None  # this queue page answers with broken JSON
         self.next_job_id = 1000
         rsps.add_callback(responses.POST, f"{endpoint}/jobs/queue/v2", callback=self._queue)
@@ -143,6 +144,8 @@ class FakeSkyPilot:
     def _launch(self, request):
         body = json.loads(request.body)
         self.launch_bodies.append(body)
+        if self.launch_error:
+            return self._fail(self.launch_error["type"], self.launch_error["message"])
         job_id = self.next_job_id
         self.next_job_id += 1
         return self._succeed({"job_id": [job_id], "handle": "ignored"})

@@ -9,7 +9,7 @@ import responses
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
-from fake_skypilot import ENDPOINT, FakeSkyPilot, job_record
+from fake_skypilot import ENDPOINT, job_record
 
 from experiments import services
 from experiments.models import NO_JOB, Experiment, Job, JobStatus, SyncState
@@ -17,16 +17,6 @@ from syncing import jobs as job_sync
 from syncing.leases import acquire
 from syncing.runner import run_sync
 from syncing.skypilot import SkyPilotClient
-
-
-@pytest.fixture
-def server(db, settings, monkeypatch):
-    settings.SKYDECK_SKYPILOT_ENDPOINT = ENDPOINT
-    monkeypatch.delenv("SKYPILOT_SERVICE_ACCOUNT_TOKEN", raising=False)
-    monkeypatch.setenv("SKYPILOT_API_COOKIE_FILE", "/nonexistent/cookies.txt")
-    monkeypatch.setattr("syncing.skypilot.time.sleep", lambda s: None)
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield FakeSkyPilot(rsps)
 
 
 def client() -> SkyPilotClient:
