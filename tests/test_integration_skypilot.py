@@ -16,7 +16,7 @@ from django.utils import timezone
 from skypilot_server import start_server
 
 from experiments import services
-from experiments.models import Job, JobStatus, SyncState
+from experiments.models import Job, JobStatus, Launch, LaunchStatus, OperationLog, SyncState
 from syncing.skypilot import SkyPilotClient
 
 pytestmark = pytest.mark.integration
@@ -76,3 +76,39 @@ def test_sync_stores_a_real_job(skypilot, db, settings, capsys):
     # a second pass is incremental and changes nothing
     call_command("sync", "skypilot")
     assert "skypilot (incremental): new 0, updated 0, unchanged 1" in capsys.readouterr().out
+
+
+def test_desired_state_drives_a_real_server(skypilot, db, settings, capsys):
+    """RUNNING -> a real launch -> synced FAILED_PRECHECKS -> backoff -> STOPPED -> no more."""
+    settings.SKYDECK_SKYPILOT_ENDPOINT = skypilot.endpoint
+    settings.SKYDECK_RECONCILE = "on"
+    exp = services.create_experiment(
+        "ci", name="itest-reconcile", base_command="echo", tool_path="hello", gpus=0
+    )
+    services.set_desired_state("ci", [exp], "RUNNING")
+
+    call_command("reconcile")
+    out = capsys.readouterr().out
+    assert "launched itest-reconcile: job" in out, out
+    launch = Launch.objects.get(experiment_name="itest-reconcile")
+    assert launch.status == LaunchStatus.SUBMITTED and launch.job_id
+    client = SkyPilotClient(skypilot.endpoint, request_timeout=180)
+    wait_for_terminal(client, launch.job_id)
+
+    call_command("reconcile")
+    out = capsys.readouterr().out
+    assert "wait itest-reconcile: backing off" in out, out
+    job = Job.objects.get(pk=launch.job_id)
+    assert job.status == JobStatus.FAILED_PRECHECKS
+    assert job.experiment == exp
+    assert job.command.startswith("echo hello run=itest-reconcile")
+    launch.refresh_from_db()
+    assert launch.status == LaunchStatus.LISTED
+    assert OperationLog.objects.filter(operation="backoff", experiment=exp).exists()
+
+    services.set_desired_state("ci", [exp], "STOPPED")
+    call_command("reconcile")
+    assert "nothing to do" in capsys.readouterr().out
+    assert Launch.objects.filter(experiment_name="itest-reconcile").count() == 1
+    names = [j.get("job_name") for j in client.queue(fields=["job_id", "job_name"]).jobs]
+    assert names.count("itest-reconcile") == 1
