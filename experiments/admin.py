@@ -33,6 +33,7 @@ from experiments.models import (
     ExperimentGroup,
     ExperimentGroupMember,
     Job,
+    Launch,
     OperationLog,
     SyncState,
 )
@@ -739,3 +740,24 @@ class SyncStateAdmin(ReadOnlyAdmin):
         if not obj.counts:
             return self.get_empty_value_display()
         return format_html_join(", ", "{}: {}", sorted(obj.counts.items()))
+
+
+@admin.register(Launch)
+class LaunchAdmin(ReadOnlyAdmin):
+    """The reconciler's launch requests, with the server's error when one was refused."""
+
+    list_display = (
+        "created_at",
+        "experiment_name",
+        "status",
+        "job_id",
+        "error_type",
+        "error_short",
+    )
+    list_filter = ("status", "error_type")
+    search_fields = ("experiment_name", "error_message", "job_id__exact")
+    date_hierarchy = "created_at"
+
+    @admin.display(description="error")
+    def error_short(self, obj: Launch) -> str:
+        return truncatechars(obj.error_message, 80)

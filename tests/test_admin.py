@@ -605,3 +605,21 @@ def test_member_admin_adds_and_removes_through_services(
     )
     assert member_names(group) == ["a"]
     assert OperationLog.objects.filter(operation=Operation.GROUP_REMOVE, actor=ADMIN).count() == 1
+
+
+def test_launch_records_are_read_only_and_show_the_server_error(admin_client, make_experiment):
+    from experiments.models import Launch
+
+    exp = make_experiment("refused")
+    Launch.objects.create(
+        experiment=exp,
+        experiment_name="refused",
+        status="FAILED",
+        task_yaml="name: refused\n",
+        error_type="InvalidSkyPilotConfigError",
+        error_message="bad resources",
+    )
+    page = admin_client.get("/admin/experiments/launch/")
+    assert page.status_code == 200
+    assert b"InvalidSkyPilotConfigError" in page.content and b"bad resources" in page.content
+    assert admin_client.get("/admin/experiments/launch/add/").status_code == 403
