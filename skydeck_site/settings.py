@@ -72,6 +72,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_filters",
     "django_q",
     "experiments",
     "syncing",
@@ -203,14 +206,31 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
+# --- REST API (owned by experiments/api*.py) ------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
 }
+SPECTACULAR_SETTINGS = {
+    "TITLE": "SkyDeck API",
+    "DESCRIPTION": "Experiments, groups, SkyPilot jobs and S3 checkpoints.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+# --- end REST API ---------------------------------------------------------------------------
+
+# --- Links shown in the UI (empty = not shown). Placeholders: {name}, {job_id}, {epoch} --------
+SKYDECK_LINK_WANDB = envstr("SKYDECK_LINK_WANDB", "")
+SKYDECK_LINK_SKYPILOT_JOB = envstr("SKYDECK_LINK_SKYPILOT_JOB", "")
+SKYDECK_LINK_LOGS = envstr("SKYDECK_LINK_LOGS", "")
+SKYDECK_LINK_CHECKPOINT_VIEWER = envstr("SKYDECK_LINK_CHECKPOINT_VIEWER", "")
 
 LOGGING = {
     "version": 1,

@@ -5,6 +5,8 @@ from experiments import views
 
 urlpatterns = [
     path("api/health", views.health, name="health"),
+    path("api/", include("experiments.api_urls")),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("experiments.urls")),
 ]
