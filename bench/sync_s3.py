@@ -1,0 +1,200 @@
+"""Benchmark the S3 checkpoint syncer against moto's S3 server on loopback.
+
+Starts ``moto.server.ThreadedMotoServer`` on 127.0.0.1, seeds ``--experiments`` x
+``--checkpoints`` Metta-named checkpoints (plus one replay per experiment), creates the
+Experiment rows in a throwaway SQLite database, then times ``run_sync("s3")``:
+
+1. the first pass (every experiment, everything new),
+2. a second pass over every experiment with nothing changed (``all_experiments=True``),
+3. a regular later pass (active experiments + one sweep slice).
+
+The syncer talks HTTP to the server, so the figures include boto3, the HTTP round trips and
+moto's own (single-process, GIL-bound) request handling. Seeding writes straight into the
+server's in-process backend by default (``--seed direct``, fast); ``--seed http`` uses
+``put_object`` from many threads instead.
+
+    .venv/bin/python bench/sync_s3.py [--experiments 1000] [--checkpoints 100] [--seed direct]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT)]
+
+BUCKET = "skydeck-bench"
+REGION = "us-east-1"
+
+
+def isolate_aws(tmp: str) -> None:
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        os.environ.pop(var, None)
+    empty = Path(tmp) / "empty-aws-file"
+    empty.write_text("")
+    os.environ.update(
+        AWS_SHARED_CREDENTIALS_FILE=str(empty),
+        AWS_CONFIG_FILE=str(empty),
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",  # noqa: S106 - moto accepts anything
+        AWS_DEFAULT_REGION=REGION,
+    )
+
+
+def keys_for(names: list[str], checkpoints: int) -> list[str]:
+    keys = []
+    for name in names:
+        keys += [f"policies/{name}/{name}:v{e}.mpt" for e in range(1, checkpoints + 1)]
+        keys.append(f"replays/{name}/{name}:v{checkpoints}.json.z")
+    return keys
+
+
+def seed_direct(keys: list[str]) -> None:
+    """Write into the moto backend the in-process server serves (no HTTP)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    for key in keys:
+        backend.put_object(BUCKET, key, b"w")
+
+
+def seed_http(raw, keys: list[str]) -> None:
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        list(pool.map(lambda k: raw.put_object(Bucket=BUCKET, Key=k, Body=b"w"), keys))
+
+
+def instrument() -> dict[str, float]:
+    """Accumulate the seconds spent listing S3 and writing the database, per pass."""
+    from syncing import checkpoints
+    from syncing.s3 import S3Client
+
+    spent = {"list": 0.0, "write": 0.0}
+    list_experiments = S3Client.list_experiments
+    write_listings = checkpoints.write_listings
+
+    def timed_list(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return list_experiments(self, *args, **kwargs)
+        finally:
+            spent["list"] += time.perf_counter() - started
+
+    def timed_write(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return write_listings(*args, **kwargs)
+        finally:
+            spent["write"] += time.perf_counter() - started
+
+    S3Client.list_experiments = timed_list
+    checkpoints.write_listings = timed_write
+    return spent
+
+
+def timed(fn):
+    started = time.perf_counter()
+    value = fn()
+    seconds = time.perf_counter() - started
+    return value, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--experiments", type=int, default=1000)
+    parser.add_argument("--checkpoints", type=int, default=100)
+    parser.add_argument("--seed", choices=["direct", "http"], default="direct")
+    args = parser.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="skydeck-bench-")
+    os.environ.update(SKYDECK_HOME=tmp, SKYDECK_DB_PATH=f"{tmp}/bench.db")
+    os.environ.pop("DATABASE_URL", None)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "skydeck_site.settings")
+    isolate_aws(tmp)
+    import django
+
+    django.setup()
+    import boto3
+    from django.conf import settings
+    from django.core.management import call_command
+    from moto.server import ThreadedMotoServer
+
+    from experiments.models import Checkpoint, Experiment
+    from syncing.runner import run_sync
+
+    call_command("migrate", verbosity=0)
+    phase = instrument()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per moto request
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        settings.SKYDECK_S3_BUCKET = BUCKET
+        settings.SKYDECK_S3_ENDPOINT_URL = endpoint
+        settings.SKYDECK_S3_REGION = REGION
+        raw = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
+        raw.create_bucket(Bucket=BUCKET)
+
+        names = [f"exp-{i:05}" for i in range(args.experiments)]
+        keys = keys_for(names, args.checkpoints)
+        seeder = seed_direct if args.seed == "direct" else (lambda k: seed_http(raw, k))
+        _, seed_seconds = timed(lambda: seeder(keys))
+        Experiment.objects.bulk_create(Experiment(name=n) for n in names)
+        total = args.experiments * args.checkpoints
+
+        split = {}
+        for label in ("first", "second", "regular"):
+            phase.update(list=0.0, write=0.0)
+            kwargs = {"all_experiments": True} if label == "second" else {}
+            outcome, seconds = timed(lambda kwargs=kwargs: run_sync("s3", **kwargs))
+            assert outcome.ok, outcome.error
+            split[label] = (outcome, seconds, dict(phase))
+        first, first_seconds, _ = split["first"]
+        second, second_seconds, _ = split["second"]
+        regular, regular_seconds, _ = split["regular"]
+        assert Checkpoint.objects.count() == total, Checkpoint.objects.count()
+        assert second.counts["unchanged"] == total, second.counts
+    finally:
+        server.stop()
+
+    def line(outcome) -> str:
+        c = outcome.counts
+        label = next(k for k, v in split.items() if v[0] is outcome)
+        spent = split[label][2]
+        return (
+            f"{c['experiments']} experiments listed, new {c['new']}, updated {c['updated']}, "
+            f"unchanged {c['unchanged']}, missing {c['missing']}, errors {c['errors']} "
+            f"[listing {spent['list']:.1f} s, db writes {spent['write']:.1f} s]"
+        )
+
+    print(
+        f"tree                     : {args.experiments:,} experiments x {args.checkpoints} "
+        f"checkpoints = {total:,} objects (+{args.experiments:,} replays)"
+    )
+    print(
+        f"seeding ({args.seed:6})         : {seed_seconds:.1f} s = "
+        f"{len(keys) / seed_seconds:,.0f} objects/s"
+    )
+    print(
+        f"first pass (all, new)    : {first_seconds:.1f} s = {total / first_seconds:,.0f} "
+        f"checkpoints/s; {line(first)}"
+    )
+    print(
+        f"second pass (all, same)  : {second_seconds:.1f} s = {total / second_seconds:,.0f} "
+        f"checkpoints/s; {line(second)}"
+    )
+    print(f"regular pass (hot+sweep) : {regular_seconds:.1f} s; {line(regular)}")
+
+
+if __name__ == "__main__":
+    main()
