@@ -44,7 +44,7 @@ def isolate_aws(tmp: str) -> None:
         AWS_CONFIG_FILE=str(empty),
         AWS_EC2_METADATA_DISABLED="true",
         AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",  # noqa: S106 - moto accepts anything
+        AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION=REGION,
     )
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import re
 from typing import Any
 
 from django import forms
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import QuerySet
 
 from experiments import services
@@ -54,3 +58,218 @@ class GroupChoiceForm(forms.Form):
     def __init__(self, *args: Any, groups: QuerySet[ExperimentGroup], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["group"].queryset = groups
+
+
+# --- web UI forms ---------------------------------------------------------------------------
+# The UI forms only parse what the user typed; the services (and so the models) validate, and
+# their ValidationErrors are put back on the form by ``add_service_errors``.
+
+
+def parse_flag_value(text: str) -> Any:
+    """Typed value of what was typed in a flag row.
+
+    ``true``/``false`` -> bool, integers -> int, other numbers -> float, ``"..."`` -> the string
+    inside the quotes (to keep ``"123"`` a string), ``{...}``/``[...]``/``null`` -> the JSON value
+    (which validation then rejects as nested), anything else -> the string as typed.
+    """
+    stripped = text.strip()
+    lowered = stripped.lower()
+    if lowered in {"true", "false"}:
+        return lowered == "true"
+    if re.fullmatch(r"[-+]?\d+", stripped):
+        try:
+            return int(stripped)
+        except ValueError:  # more digits than Python converts: keep the text
+            return text
+    if re.fullmatch(r"[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?", stripped):
+        return float(stripped)  # 1e999 -> inf, which validation rejects
+    if len(stripped) >= 2 and stripped[0] == stripped[-1] == '"':
+        return stripped[1:-1]
+    if lowered == "null" or (stripped[:1] in "{[" and stripped):
+        try:
+            return json.loads(stripped)
+        except (ValueError, RecursionError):
+            return text
+    return text
+
+
+def unparse_flag_value(value: Any) -> str:
+    """The text that ``parse_flag_value`` turns back into ``value`` (strings quoted if needed)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if value is None or isinstance(value, dict | list):
+        return json.dumps(value)
+    text = str(value)
+    if parse_flag_value(text) != text or type(parse_flag_value(text)) is not str:
+        return f'"{text}"'
+    return text
+
+
+def flag_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    return "str"
+
+
+def add_service_errors(form: forms.Form, exc: ValidationError) -> None:
+    """Put a service's ValidationError on the form: per field when the form has it, else on top."""
+    if hasattr(exc, "error_dict"):
+        for name, errors in exc.error_dict.items():
+            target = name if name in form.fields else None
+            for error in errors:
+                for message in error.messages:
+                    if target is None and name != NON_FIELD_ERRORS:
+                        message = f"{name}: {message}"
+                    form.add_error(target, message)
+    else:
+        for message in exc.messages:
+            form.add_error(None, message)
+
+
+class ExperimentForm(forms.Form):
+    """Create / edit an experiment: plain fields plus key-value flag rows (``flag_key``/``flag_value``)."""
+
+    name = forms.CharField(
+        max_length=128,
+        widget=forms.TextInput(
+            attrs={
+                "autocomplete": "off",
+                "spellcheck": "false",
+                "placeholder": "alice.arena.lr.01",
+                "title": "Letters, digits, '-', '_' and '.'; also the SkyPilot job and S3 folder name.",
+            }
+        ),
+    )
+    nodes = forms.IntegerField(min_value=1, max_value=1024, initial=1)
+    gpus = forms.IntegerField(min_value=0, max_value=64, initial=0, label="GPUs per node")
+    accelerator = forms.CharField(
+        max_length=64, required=False, widget=forms.TextInput(attrs={"placeholder": "H100"})
+    )
+    tool_path = forms.CharField(
+        max_length=500,
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "tools/train.py", "spellcheck": "false"}),
+    )
+    base_command = forms.CharField(
+        max_length=500,
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "uv run", "spellcheck": "false"}),
+    )
+    git_ref = forms.CharField(
+        max_length=200,
+        required=False,
+        label="Git ref",
+        widget=forms.TextInput(attrs={"placeholder": "main", "spellcheck": "false"}),
+    )
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    # Filled from the flag rows in clean(); listed so service errors on "flags" land here.
+    flags = forms.Field(required=False, widget=forms.HiddenInput)
+
+    FIELDS = (
+        "name",
+        "nodes",
+        "gpus",
+        "accelerator",
+        "tool_path",
+        "base_command",
+        "git_ref",
+        "description",
+    )
+
+    def __init__(self, *args: Any, experiment: Experiment | None = None, **kwargs: Any) -> None:
+        self.experiment = experiment
+        kwargs.setdefault("label_suffix", "")
+        if experiment is not None and "initial" not in kwargs:
+            kwargs["initial"] = {f: getattr(experiment, f) for f in self.FIELDS}
+        super().__init__(*args, **kwargs)
+        if self.is_bound:
+            keys = self.data.getlist("flag_key") if hasattr(self.data, "getlist") else []
+            values = self.data.getlist("flag_value") if hasattr(self.data, "getlist") else []
+            values = values + [""] * (len(keys) - len(values))
+            self.flag_rows = [
+                {"key": k, "value": v} for k, v in zip(keys, values, strict=False) if k or v
+            ]
+        else:
+            flags = experiment.flags if experiment is not None else {}
+            self.flag_rows = [
+                {"key": k, "value": unparse_flag_value(v), "kind": flag_kind(v)}
+                for k, v in flags.items()
+            ]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        flags: dict[str, Any] = {}
+        problems = []
+        for row in self.flag_rows:
+            key = row["key"].strip()
+            if not key:
+                problems.append(f"The value {row['value']!r} has no flag name.")
+                continue
+            if key in flags:
+                problems.append(f"Flag {key!r} is listed twice.")
+                continue
+            flags[key] = parse_flag_value(row["value"])
+        for problem in problems:
+            self.add_error("flags", problem)
+        cleaned["flags"] = flags
+        return cleaned
+
+    def add_model_errors(self) -> None:
+        """After a failed is_valid(): also run the model's rules on the fields that did parse.
+
+        So one submit shows every problem (a bad name *and* nodes 0), not one at a time. Nothing
+        is saved: the check runs on an unsaved copy.
+        """
+        parsed = {
+            f: self.cleaned_data[f]
+            for f in (*self.FIELDS, "flags")
+            if f in self.cleaned_data and f not in self.errors
+        }
+        candidate = copy.copy(self.experiment) if self.experiment is not None else Experiment()
+        for name, value in parsed.items():
+            setattr(candidate, name, value)
+        skip = [f.name for f in Experiment._meta.fields if f.name not in parsed]
+        try:
+            candidate.full_clean(exclude=skip)
+        except ValidationError as exc:
+            if hasattr(exc, "error_dict"):
+                for name, errors in exc.error_dict.items():
+                    if name in self.errors:
+                        continue
+                    for error in errors:
+                        for message in error.messages:
+                            self.add_error(name if name in self.fields else None, message)
+
+    def changes(self) -> dict[str, Any]:
+        """Field values for the services (only after is_valid())."""
+        data = {f: self.cleaned_data[f] for f in self.FIELDS}
+        data["flags"] = self.cleaned_data["flags"]
+        return data
+
+
+class ExperimentCreateForm(ExperimentForm):
+    group = forms.ModelChoiceField(
+        queryset=ExperimentGroup.objects.none(),
+        required=False,
+        empty_label="— no group —",
+        label="Add to group",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # the template renders the options from a list it already has (no query here)
+        self.fields["group"].queryset = ExperimentGroup.objects.all()
+
+
+class GroupForm(forms.Form):
+    """A new group's name (the service validates it)."""
+
+    name = forms.CharField(
+        max_length=128, widget=forms.TextInput(attrs={"placeholder": "New group name"})
+    )

@@ -1,3 +1,30 @@
-"""Web UI routes."""
+"""Web UI routes (included at "" by skydeck_site.urls; every page needs a login)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from experiments import views
+
+urlpatterns = [
+    path("", views.dashboard_view, name="dashboard"),
+    path("experiments/new", views.experiment_create, name="experiment_create"),
+    path("experiments/bulk", views.bulk_action, name="bulk_action"),
+    path("experiments/<int:pk>/", views.experiment_detail, name="experiment_detail"),
+    path("experiments/<int:pk>/panels", views.experiment_panels, name="experiment_panels"),
+    path("experiments/<int:pk>/edit", views.experiment_edit, name="experiment_edit"),
+    path("experiments/<int:pk>/duplicate", views.experiment_duplicate, name="experiment_duplicate"),
+    path("experiments/<int:pk>/delete", views.experiment_delete, name="experiment_delete"),
+    path("experiments/<int:pk>/desired", views.experiment_desired, name="experiment_desired"),
+    path("experiments/<int:pk>/star", views.experiment_star, name="experiment_star"),
+    path("groups/new", views.group_create, name="group_create"),
+    path("groups/<int:pk>/rename", views.group_rename, name="group_rename"),
+    path("groups/<int:pk>/collapse", views.group_collapse, name="group_collapse"),
+    path("groups/<int:pk>/delete", views.group_delete, name="group_delete"),
+    path("groups/<int:pk>/move", views.group_move, name="group_move"),
+    path(
+        "groups/<int:pk>/members/<int:experiment_pk>/move",
+        views.member_move,
+        name="member_move",
+    ),
+    path("jobs", views.jobs_view, name="jobs"),
+    path("operations", views.operations_view, name="operations"),
+]

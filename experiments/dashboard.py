@@ -1,0 +1,615 @@
+"""View-model for the dashboard: groups of experiment rows built in a constant number of queries.
+
+``build_dashboard`` reads three things, whatever the number of rows:
+
+1. every experiment (``Experiment.objects.with_latest()``, optionally filtered by a search),
+2. every group membership (one ``values_list``),
+3. every group,
+
+then assembles plain Python objects the templates render without touching the database again.
+Health pills and header counts add another fixed handful of queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Q
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from experiments.health import health_report
+from experiments.models import (
+    NO_JOB,
+    DesiredState,
+    Experiment,
+    ExperimentGroup,
+    ExperimentGroupMember,
+    Job,
+    JobStatus,
+)
+
+MISSING = "\u2013"  # en dash
+
+#: Badge colour family of every state the State column can show.
+STATE_TONES: dict[str, str] = {
+    NO_JOB: "idle",
+    JobStatus.PENDING: "wait",
+    JobStatus.SUBMITTED: "wait",
+    JobStatus.STARTING: "wait",
+    JobStatus.RUNNING: "run",
+    JobStatus.RECOVERING: "warn",
+    JobStatus.WINDING_DOWN: "wind",
+    JobStatus.CANCELLING: "wind",
+    JobStatus.SUCCEEDED: "done",
+    JobStatus.CANCELLED: "idle",
+    JobStatus.FAILED: "fail",
+    JobStatus.FAILED_SETUP: "fail",
+    JobStatus.FAILED_PRECHECKS: "fail",
+    JobStatus.FAILED_NO_RESOURCE: "fail",
+    JobStatus.FAILED_CONTROLLER: "fail",
+}
+
+
+FAILED_STATES = frozenset(JobStatus.failed())
+TIMES = "\u00d7"  # multiplication sign
+
+
+def state_tone(state: str | None) -> str:
+    return STATE_TONES.get(state or NO_JOB, "idle")
+
+
+def state_label(state: str | None) -> str:
+    if not state or state == NO_JOB:
+        return "no job"
+    return state.replace("_", " ").lower()
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+def abbreviate_number(value: float | int) -> str:
+    """1500 -> 1.5K, 2000000 -> 2M, 0.0003 -> 0.0003; the exact value belongs in a title."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    magnitude = abs(value)
+    if magnitude < 1000:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+    units = ["", "K", "M", "B", "T"]
+    index = min(int(math.log10(magnitude) // 3), len(units) - 1)
+    text = f"{value / 1000**index:.1f}".rstrip("0").rstrip(".")
+    if abs(float(text)) >= 1000 and index < len(units) - 1:
+        index += 1
+        text = f"{value / 1000**index:.1f}".rstrip("0").rstrip(".")
+    return f"{text}{units[index]}"
+
+
+def format_flag(value: Any) -> str:
+    """Short text for a flag cell: ✓/✗ for booleans, abbreviated numbers, missing as a dash."""
+    if value is _ABSENT or value is None:
+        return MISSING
+    if isinstance(value, bool):
+        return "✓" if value else "✗"
+    if isinstance(value, int | float):
+        return abbreviate_number(value)
+    return str(value)
+
+
+def full_flag(value: Any) -> str:
+    """The exact value, for titles and the editor."""
+    if value is _ABSENT:
+        return "not set"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+_ABSENT = _Absent()
+
+
+def short_labels(keys: list[str]) -> dict[str, str]:
+    """Shortest unique dotted suffix of each key: trainer.optimizer.lr -> lr (unless ambiguous)."""
+    labels: dict[str, str] = {}
+    split = {k: k.split(".") for k in keys}
+    for key, parts in split.items():
+        for n in range(1, len(parts) + 1):
+            candidate = ".".join(parts[-n:])
+            clash = any(other != key and ".".join(split[other][-n:]) == candidate for other in keys)
+            if not clash:
+                labels[key] = candidate
+                break
+        else:
+            labels[key] = key
+    return labels
+
+
+# --- time -----------------------------------------------------------------------------------
+
+
+def ago(moment: datetime | None, now: datetime | None = None) -> str:
+    """'12 s ago', '5 min ago', '3 h ago', '2 d ago' (or 'in 5 s' for clock skew)."""
+    if moment is None:
+        return "never"
+    now = now or timezone.now()
+    seconds = (now - moment).total_seconds()
+    future = seconds < 0
+    seconds = abs(seconds)
+    if seconds < 60:
+        text = f"{int(seconds)} s"
+    elif seconds < 3600:
+        text = f"{int(seconds // 60)} min"
+    elif seconds < 86400 * 2:
+        text = f"{int(seconds // 3600)} h"
+    else:
+        text = f"{int(seconds // 86400)} d"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return MISSING
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, _ = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+# --- health ---------------------------------------------------------------------------------
+
+SOURCE_LABELS = {"skypilot": "SkyPilot", "s3": "S3"}
+
+
+@dataclass
+class HealthPill:
+    source: str
+    label: str
+    tone: str  # ok | late | bad | unknown
+    text: str
+    title: str
+
+
+def health_pills(report: dict[str, Any] | None = None) -> list[HealthPill]:
+    """One pill per sync source; red whenever the last attempt failed, never green over a failure.
+
+    A worker pill appears only when no background worker is alive (then nothing syncs).
+    """
+    report = report if report is not None else health_report()
+    now = timezone.now()
+    if report.get("database") != "ok":
+        return [
+            HealthPill("database", "Database", "bad", "unreachable", str(report.get("database")))
+        ]
+    pills = []
+    for source, entry in (report.get("sync") or {}).items():
+        label = SOURCE_LABELS.get(source, source)
+        interval = entry.get("interval_seconds") or 60
+        success = parse_datetime(entry["last_success"]) if entry.get("last_success") else None
+        attempt = parse_datetime(entry["last_attempt"]) if entry.get("last_attempt") else None
+        success_text = ago(success, now) if success else "never"
+        every = f"every {interval} s"
+        if entry.get("available") is False:
+            pills.append(
+                HealthPill(source, label, "unknown", "off", "This sync is not available here.")
+            )
+            continue
+        if attempt is None:
+            pills.append(HealthPill(source, label, "unknown", "not run yet", f"Runs {every}."))
+            continue
+        if entry.get("ok") is False:
+            error = entry.get("last_error") or "unknown error"
+            pills.append(
+                HealthPill(
+                    source,
+                    label,
+                    "bad",
+                    f"failed, ok {success_text}" if success else "failed",
+                    f"{label} sync: the last attempt ({ago(attempt, now)}) failed: {error}",
+                )
+            )
+            continue
+        age = (now - success).total_seconds() if success else math.inf
+        if entry.get("stale") or age > 6 * interval:
+            tone = "bad" if age > 6 * interval else "late"
+        elif age <= 2 * interval + 30:  # the scheduler wakes every 30 s
+            tone = "ok"
+        else:
+            tone = "late"
+        detail = {"ok": "on schedule", "late": "late", "bad": "stale"}[tone]
+        exact = success.isoformat() if success else "never"
+        pills.append(
+            HealthPill(
+                source,
+                label,
+                tone,
+                success_text,
+                f"{label} sync: last success {exact} ({detail}; runs {every}).",
+            )
+        )
+    worker = report.get("worker")
+    if isinstance(worker, dict) and not worker.get("alive", True):
+        if worker.get("error"):
+            why = f"The worker status could not be read ({worker['error']})."
+        elif worker.get("last_task_at"):
+            last = parse_datetime(worker["last_task_at"])
+            why = f"No task finished since {ago(last, now)}: syncs and launches are not running."
+        else:
+            why = "No background task has ever finished: start SkyDeck with its worker."
+        pills.append(HealthPill("worker", "Worker", "bad", "down", why))
+    return pills
+
+
+# --- rows and groups ------------------------------------------------------------------------
+
+
+@dataclass
+class FlagCell:
+    key: str
+    text: str
+    title: str
+    missing: bool
+
+
+_SENTINELS = (987654321, 987654322)
+_url_patterns: dict[str, str] = {}
+
+
+def fast_url(name: str, *args: int) -> str:
+    """``reverse(name, args=args)`` for integer args, reversing each URL name only once.
+
+    Rendering a thousand rows reverses a handful of URLs per row; doing that through the
+    resolver dominated the dashboard's render time.
+    """
+    pattern = _url_patterns.get(name)
+    if pattern is None:
+        pattern = reverse(name, args=_SENTINELS[: len(args)])
+        for index, sentinel in enumerate(_SENTINELS[: len(args)]):
+            pattern = pattern.replace(str(sentinel), "{" + str(index) + "}")
+        _url_patterns[name] = pattern
+    return pattern.format(*args)
+
+
+@dataclass
+class Row:
+    experiment: Experiment
+    group_id: int | None
+    position: int = 0
+    last: bool = False
+    cells: list[FlagCell] = field(default_factory=list)
+
+    @property
+    def id(self) -> int:
+        return self.experiment.pk
+
+    @property
+    def dom_id(self) -> str:
+        return f"row-{self.group_id or 'u'}-{self.experiment.pk}"
+
+    @property
+    def detail_id(self) -> str:
+        return f"detail-{self.group_id or 'u'}-{self.experiment.pk}"
+
+    @property
+    def detail_url(self) -> str:
+        return fast_url("experiment_detail", self.experiment.pk)
+
+    @property
+    def star_url(self) -> str:
+        return fast_url("experiment_star", self.experiment.pk)
+
+    @property
+    def desired_url(self) -> str:
+        return fast_url("experiment_desired", self.experiment.pk)
+
+    @property
+    def move_url(self) -> str:
+        return fast_url("member_move", self.group_id, self.experiment.pk) if self.group_id else ""
+
+
+@dataclass
+class Column:
+    key: str
+    label: str
+
+
+@dataclass
+class CommonFlag:
+    key: str
+    text: str
+    title: str
+
+
+@dataclass
+class GroupView:
+    group: ExperimentGroup | None
+    rows: list[Row]
+    columns: list[Column]
+    common: list[CommonFlag]
+    total: int  # members before the search filter
+    first: bool = False
+    last: bool = False
+
+    @property
+    def id(self) -> int | None:
+        return self.group.pk if self.group else None
+
+    @property
+    def name(self) -> str:
+        return self.group.name if self.group else "Ungrouped"
+
+    @property
+    def collapsed(self) -> bool:
+        return bool(self.group and self.group.collapsed)
+
+    @property
+    def dom_id(self) -> str:
+        return f"group-{self.group.pk}" if self.group else "group-ungrouped"
+
+    @cached_property
+    def running(self) -> int:
+        return sum(1 for r in self.rows if r.experiment.current_state == JobStatus.RUNNING)
+
+    @cached_property
+    def failed(self) -> int:
+        return sum(1 for r in self.rows if r.experiment.current_state in FAILED_STATES)
+
+    @property
+    def colspan(self) -> int:
+        return 7 + len(self.columns)
+
+
+def desired_hint(experiment: Experiment) -> str:
+    """The desired state when it differs from what is happening in a way that matters."""
+    active = bool(getattr(experiment, "has_active_job", False))
+    if experiment.desired_state == DesiredState.RUNNING and not active:
+        return DesiredState.RUNNING
+    if experiment.desired_state == DesiredState.STOPPED and active:
+        return DesiredState.STOPPED
+    return ""
+
+
+def decorate(experiment: Experiment) -> Experiment:
+    """Attach display attributes used by the row templates (no queries)."""
+    experiment.state_tone = state_tone(experiment.current_state)
+    experiment.state_label = state_label(experiment.current_state)
+    experiment.desired_hint = desired_hint(experiment)
+    if experiment.gpus:
+        accel = f" {experiment.accelerator}" if experiment.accelerator else ""
+        experiment.shape = f"{experiment.nodes}{TIMES}{experiment.gpus}{accel}"
+    else:
+        experiment.shape = f"{experiment.nodes}{TIMES} CPU"
+    return experiment
+
+
+def build_group_view(
+    group: ExperimentGroup | None, experiments: list[Experiment], total: int
+) -> GroupView:
+    """Rows with flag cells; flags equal across the whole group become header pills."""
+    if group is not None and group.flags:
+        keys = list(group.flags)
+    else:
+        seen: dict[str, None] = {}
+        for experiment in experiments:
+            for key in experiment.flags:
+                seen.setdefault(key, None)
+        keys = sorted(seen)
+    common: list[CommonFlag] = []
+    columns_keys: list[str] = []
+    for key in keys:
+        values = [e.flags.get(key, _ABSENT) for e in experiments]
+        first = values[0] if values else _ABSENT
+        same = (
+            len(values) >= 2
+            and first is not _ABSENT
+            and all(v is not _ABSENT and v == first and type(v) is type(first) for v in values)
+        )
+        if same:
+            common.append(CommonFlag(key, f"{key}={format_flag(first)}", full_flag(first)))
+        else:
+            columns_keys.append(key)
+    labels = short_labels(columns_keys)
+    columns = [Column(key, labels[key]) for key in columns_keys]
+    rows = []
+    for position, experiment in enumerate(experiments):
+        cells = []
+        for key in columns_keys:
+            value = experiment.flags.get(key, _ABSENT)
+            cells.append(
+                FlagCell(
+                    key,
+                    format_flag(value),
+                    f"{key} = {full_flag(value)}",
+                    value is _ABSENT,
+                )
+            )
+        rows.append(
+            Row(
+                experiment,
+                group.pk if group else None,
+                position,
+                position == len(experiments) - 1,
+                cells,
+            )
+        )
+    return GroupView(group, rows, columns, common, total)
+
+
+@dataclass
+class Dashboard:
+    groups: list[GroupView]
+    query: str
+    total_experiments: int
+    shown_experiments: int
+    active_jobs: int
+    desired_running: int
+    health: list[HealthPill]
+    all_groups: list[ExperimentGroup]
+    version: str = ""
+    unchanged: bool = False  # the caller already shows this version: groups were not built
+
+
+def _version(
+    query: str,
+    experiments: dict[int, Experiment],
+    memberships: list[tuple[int, int]],
+    groups: list[ExperimentGroup],
+) -> str:
+    """A digest of everything the deck shows, so a poll can skip re-rendering an unchanged deck."""
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(query.encode())
+    for e in experiments.values():
+        digest.update(
+            repr(
+                (
+                    e.pk,
+                    e.name,
+                    e.updated_at,  # every edit through the services saves (flags, config, star)
+                    e.current_state,
+                    e.desired_state,
+                    e.reconcile_note,
+                    e.parked_reason,
+                    e.latest_epoch,
+                    e.has_active_job,
+                )
+            ).encode()
+        )
+    digest.update(repr(memberships).encode())
+    for g in groups:
+        digest.update(repr((g.pk, g.name, g.order, g.collapsed, g.flags, g.updated_at)).encode())
+    return digest.hexdigest()
+
+
+def build_dashboard(query: str = "", known_version: str | None = None) -> Dashboard:
+    """Everything ``/`` shows, in a constant number of queries.
+
+    With ``known_version`` equal to the current version, the groups are not built (the caller
+    keeps what it shows and only refreshes the header).
+    """
+    query = (query or "").strip()
+    experiments_qs = Experiment.objects.with_latest().order_by("name")
+    if query:
+        experiments_qs = experiments_qs.search(query)
+    experiments = {e.pk: e for e in experiments_qs}  # query 1
+    memberships = list(  # query 2
+        ExperimentGroupMember.objects.order_by("group_id", "order", "id").values_list(
+            "group_id", "experiment_id"
+        )
+    )
+    groups = list(ExperimentGroup.objects.all())  # query 3 (ordered by order, id)
+    version = _version(query, experiments, memberships, groups)
+    unchanged = known_version is not None and known_version == version
+
+    views: list[GroupView] = []
+    if not unchanged:
+        for experiment in experiments.values():
+            decorate(experiment)
+        by_group: dict[int, list[int]] = {}
+        grouped: set[int] = set()
+        for group_id, experiment_id in memberships:
+            by_group.setdefault(group_id, []).append(experiment_id)
+            grouped.add(experiment_id)
+        for group in groups:
+            member_ids = by_group.get(group.pk, [])
+            rows = [experiments[i] for i in member_ids if i in experiments]
+            if query and not rows:
+                continue
+            views.append(build_group_view(group, rows, len(member_ids)))
+        if views:
+            views[0].first = True
+            views[-1].last = True
+        ungrouped = [e for pk, e in experiments.items() if pk not in grouped]
+        if ungrouped or not query:
+            views.append(build_group_view(None, ungrouped, len(ungrouped)))
+
+    # query 4 only when filtering
+    total = Experiment.objects.count() if query else len(experiments)
+    desired_running = sum(
+        1 for e in experiments.values() if e.desired_state == DesiredState.RUNNING
+    )
+    return Dashboard(
+        groups=views,
+        query=query,
+        total_experiments=total,
+        shown_experiments=len(experiments),
+        active_jobs=Job.objects.active().count(),  # query 5
+        desired_running=desired_running,
+        health=health_pills(),  # queries 6-9: health_report()
+        all_groups=groups,
+        version=version,
+        unchanged=unchanged,
+    )
+
+
+def build_status(query: str = "") -> Dashboard:
+    """Only the header's figures (no groups): for answers that update a few rows in place."""
+    query = (query or "").strip()
+    shown_qs = Experiment.objects.search(query) if query else Experiment.objects.all()
+    counts = shown_qs.aggregate(
+        shown=Count("id"), running=Count("id", filter=Q(desired_state=DesiredState.RUNNING))
+    )
+    return Dashboard(
+        groups=[],
+        query=query,
+        total_experiments=Experiment.objects.count() if query else counts["shown"],
+        shown_experiments=counts["shown"],
+        active_jobs=Job.objects.active().count(),
+        desired_running=counts["running"],
+        health=health_pills(),
+        all_groups=[],
+    )
+
+
+def rows_for(experiment_ids: list[int]) -> list[Row]:
+    """Decorated rows (without flag cells) of some experiments, for in-place cell updates."""
+    experiments = Experiment.objects.with_latest().filter(pk__in=experiment_ids).order_by("name")
+    return [Row(decorate(e), None) for e in experiments]
+
+
+# --- links ----------------------------------------------------------------------------------
+
+LINK_SETTINGS = {
+    "wandb": "SKYDECK_LINK_WANDB",
+    "job": "SKYDECK_LINK_SKYPILOT_JOB",
+    "logs": "SKYDECK_LINK_LOGS",
+    "checkpoint": "SKYDECK_LINK_CHECKPOINT_VIEWER",
+}
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def build_link(kind: str, **values: Any) -> str:
+    """The configured URL template filled in, or "" when the template is unset or unusable."""
+    from urllib.parse import quote
+
+    template = getattr(settings, LINK_SETTINGS[kind], "") or ""
+    if not template:
+        return ""
+    filled = _Blank({k: quote(str(v), safe="") for k, v in values.items() if v is not None})
+    try:
+        url = template.format_map(filled)
+    except (ValueError, IndexError, AttributeError, KeyError):
+        return ""
+    if not url.lower().startswith(("http://", "https://", "/")):
+        return ""  # never a javascript: or data: URL
+    return url
