@@ -1,3 +1,31 @@
-"""REST API routes (under /api/)."""
+"""REST API routes (under /api/; ``/api/health`` itself is served by ``experiments.views``).
 
-urlpatterns: list = []
+Trailing slashes are optional. Anything else under /api/ answers a JSON 404.
+"""
+
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.routers import SimpleRouter
+
+from experiments.api.experiments import BulkView, ExperimentViewSet
+from experiments.api.groups import GroupViewSet
+from experiments.api.records import CheckpointViewSet, JobViewSet, OperationLogViewSet
+from experiments.api.system import MetaView, SyncView, docs, not_found
+
+router = SimpleRouter()
+router.trailing_slash = "/?"  # the constructor only knows "/" or ""
+router.register("experiments", ExperimentViewSet, basename="api-experiment")
+router.register("groups", GroupViewSet, basename="api-group")
+router.register("jobs", JobViewSet, basename="api-job")
+router.register("checkpoints", CheckpointViewSet, basename="api-checkpoint")
+router.register("operations", OperationLogViewSet, basename="api-operation")
+
+urlpatterns = [
+    *router.urls,
+    re_path(r"^bulk/?$", BulkView.as_view(), name="api-bulk"),
+    re_path(r"^sync/?$", SyncView.as_view(), name="api-sync"),
+    re_path(r"^meta/?$", MetaView.as_view(), name="api-meta"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", docs, name="api-docs"),
+    re_path(r"^[\s\S]*$", not_found),  # any path, even one with newlines
+]

@@ -208,22 +208,60 @@ WHITENOISE_USE_FINDERS = True
 
 # --- REST API (owned by experiments/api*.py) ------------------------------------------------
 REST_FRAMEWORK = {
+    # Token first: an anonymous request then gets 401 with "WWW-Authenticate: Token".
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PERMISSION_CLASSES": [
+        "rest_framework.permissions.IsAuthenticated",
+        "experiments.permissions.WriteUnlessReadOnly",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "experiments.api.Pagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_METADATA_CLASS": None,  # OPTIONS answers 405 instead of describing serializers
+    "EXCEPTION_HANDLER": "experiments.api.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "SkyDeck API",
-    "DESCRIPTION": "Experiments, groups, SkyPilot jobs and S3 checkpoints.",
+    "DESCRIPTION": (
+        "Experiments, groups, SkyPilot jobs and S3 checkpoints. Authenticate with the header "
+        "`Authorization: Token <key>` (`skydeck tokens create USERNAME`) or the web session. "
+        "Members of the `read-only` group may only read. Writes to experiments and groups "
+        "accept a precondition (`If-Match: <updated_at>` or an `updated_at` body field) and "
+        "answer 409 when the object changed since."
+    ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/api/",
+    "ENUM_NAME_OVERRIDES": {
+        "DesiredStateEnum": "experiments.models.DesiredState",
+        "JobStatusEnum": "experiments.models.JobStatus",
+        "CurrentStateEnum": "experiments.models.CURRENT_STATE_CHOICES",
+        "OperationEnum": "experiments.models.Operation",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "experiments.api.system.postprocess_schema",
+    ],
 }
+# Swagger UI's assets come from the drf-spectacular-sidecar package when it is installed (no
+# CDN); without it /api/docs/ shows a plain list of the endpoints.
+try:
+    import drf_spectacular_sidecar  # noqa: F401
+except ImportError:
+    pass
+else:
+    INSTALLED_APPS = [*INSTALLED_APPS, "drf_spectacular_sidecar"]
+    SPECTACULAR_SETTINGS.update(
+        SWAGGER_UI_DIST="SIDECAR", SWAGGER_UI_FAVICON_HREF="SIDECAR", REDOC_DIST="SIDECAR"
+    )
 # --- end REST API ---------------------------------------------------------------------------
 
 # --- Links shown in the UI (empty = not shown). Placeholders: {name}, {job_id}, {epoch} --------

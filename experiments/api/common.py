@@ -1,0 +1,288 @@
+"""Pieces every API view shares: errors, pagination, preconditions and experiment lookups."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
+from rest_framework import exceptions, serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from experiments.models import Experiment
+from experiments.serializers import (
+    MAX_ID,
+    NON_FIELD,
+    ConflictSerializer,
+    ErrorSerializer,
+    ExperimentRef,
+    is_digits,
+)
+from syncing.skypilot import SkyPilotError
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The object changed since you read it: reload it and try again."
+    default_code = "conflict"
+
+
+class BadGateway(exceptions.APIException):
+    status_code = status.HTTP_502_BAD_GATEWAY
+    default_detail = "The SkyPilot API server failed."
+    default_code = "bad_gateway"
+
+
+def validation_detail(exc: DjangoValidationError) -> dict[str, Any]:
+    """Django's ``ValidationError`` as DRF's ``{field: [messages]}``."""
+    if hasattr(exc, "error_dict"):
+        return {
+            (NON_FIELD if field == "__all__" else field): messages
+            for field, messages in exc.message_dict.items()
+        }
+    return {NON_FIELD: exc.messages}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """The one place domain errors become HTTP answers.
+
+    * ``django.core.exceptions.ValidationError`` (the model's ``clean()`` via the services) -> 400
+      with field errors;
+    * ``SkyPilotError`` -> 502 with its message (one line, never secrets);
+    * ``IntegrityError`` (a unique name taken by a concurrent request) -> 409.
+    """
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(validation_detail(exc))
+    elif isinstance(exc, SkyPilotError):
+        exc = BadGateway(f"SkyPilot API server: {exc}")
+    elif isinstance(exc, IntegrityError):
+        exc = Conflict("The change collides with a concurrent one (e.g. a name just taken).")
+    return drf_exception_handler(exc, context)
+
+
+# --- pagination -----------------------------------------------------------------------------
+
+
+class Pagination(PageNumberPagination):
+    """``?page=N`` (from 1; past the end is 404) and ``?page_size=N`` (default 100, 1 to 1000)."""
+
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+    def get_page_size(self, request) -> int:
+        raw = request.query_params.getlist(self.page_size_query_param)
+        if not raw:
+            return self.page_size
+        value = raw[-1]
+        if len(raw) > 1 or not is_digits(value) or not 1 <= int(value) <= self.max_page_size:
+            raise exceptions.ValidationError(
+                {self.page_size_query_param: [f"A whole number from 1 to {self.max_page_size}."]}
+            )
+        return int(value)
+
+    def get_page_number(self, request, paginator) -> int | str:
+        raw = request.query_params.getlist(self.page_query_param)
+        if not raw:
+            return 1
+        value = raw[-1]
+        if value in self.last_page_strings:
+            return value
+        if len(raw) > 1 or not is_digits(value) or len(value) > 18 or int(value) < 1:
+            raise exceptions.ValidationError(
+                {self.page_query_param: ["A page number: a whole number from 1."]}
+            )
+        return int(value)
+
+    def get_schema_operation_parameters(self, view) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": self.page_query_param,
+                "required": False,
+                "in": "query",
+                "description": "Page number, from 1 (a page past the end is a 404).",
+                "schema": {"type": "integer", "minimum": 1},
+            },
+            {
+                "name": self.page_size_query_param,
+                "required": False,
+                "in": "query",
+                "description": f"Results per page (default {self.page_size}).",
+                "schema": {"type": "integer", "minimum": 1, "maximum": self.max_page_size},
+            },
+        ]
+
+
+# --- preconditions --------------------------------------------------------------------------
+
+_ANY = object()
+
+
+def _parse_if_match(header: str) -> list[Any]:
+    values: list[Any] = []
+    for raw in header.split(","):
+        part = raw.strip()
+        if part == "*":
+            values.append(_ANY)
+            continue
+        if part.startswith("W/"):
+            part = part[2:]
+        part = part.strip().strip('"')
+        try:
+            when = parse_datetime(part)
+        except ValueError:
+            when = None
+        if when is None:
+            raise exceptions.ValidationError(
+                {
+                    "If-Match": [
+                        "Send the updated_at value you read (ISO 8601, optionally quoted), or *."
+                    ]
+                }
+            )
+        if timezone.is_naive(when):
+            when = timezone.make_aware(when, dt.UTC)
+        values.append(when)
+    return values
+
+
+def check_precondition(request, instance: Any, body_value: dt.datetime | None = None) -> None:
+    """409 unless the row's ``updated_at`` equals what the client says it read.
+
+    The client may send it as the ``If-Match`` header and/or an ``updated_at`` body field; both
+    are optional. Call this with the row locked (``select_for_update`` in a transaction).
+    """
+    header = request.headers.get("If-Match")
+    expected = _parse_if_match(header) if header else []
+    current = instance.updated_at
+    if expected and not any(value is _ANY or value == current for value in expected):
+        raise_conflict(instance)
+    if body_value is not None and body_value != current:
+        raise_conflict(instance)
+
+
+def raise_conflict(instance: Any) -> None:
+    raise Conflict(
+        {
+            "detail": f"{type(instance).__name__} {instance} changed since you read it "
+            "(updated_at differs): reload it and try again.",
+            "updated_at": serializers.DateTimeField().to_representation(instance.updated_at),
+        }
+    )
+
+
+def etag(instance: Any) -> str:
+    return '"' + serializers.DateTimeField().to_representation(instance.updated_at) + '"'
+
+
+# --- experiment lookups ---------------------------------------------------------------------
+
+#: An experiment in a URL: its id (digits) or its name (names start with a letter).
+EXPERIMENT_LOOKUP_RE = r"[0-9]{1,18}|[A-Za-z][-_.A-Za-z0-9]{0,127}"
+ID_RE = r"[0-9]{1,18}"
+
+
+def experiment_filter(ref: str) -> dict[str, Any]:
+    return {"pk": int(ref)} if is_digits(ref) else {"name": ref}
+
+
+def resolve_refs(refs: Iterable[ExperimentRef]) -> dict[tuple[str, Any], Experiment]:
+    """Find experiments by id and by name in (at most) two queries."""
+    refs = list(refs)
+    ids = {r.id for r in refs if r.id is not None}
+    names = {r.name for r in refs if r.name is not None}
+    found: dict[tuple[str, Any], Experiment] = {}
+    if ids:
+        for experiment in Experiment.objects.filter(pk__in=ids):
+            found[("id", experiment.pk)] = experiment
+    if names:
+        for experiment in Experiment.objects.filter(name__in=names):
+            found[("name", experiment.name)] = experiment
+    return found
+
+
+def resolve_all(refs: list[ExperimentRef], field: str = "experiments") -> list[Experiment]:
+    """Every ref must exist (400 naming the missing ones); order kept."""
+    found = resolve_refs(refs)
+    missing = [r.raw for r in refs if r.key not in found]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:20])
+        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+        raise exceptions.ValidationError({field: [f"No such experiment: {shown}{more}."]})
+    return [found[r.key] for r in refs]
+
+
+# --- schema helpers -------------------------------------------------------------------------
+
+_ERROR_RESPONSES = {
+    400: OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description="Invalid input: {field: [messages]} (non_field_errors for the whole "
+        "request), or {detail} for malformed JSON.",
+    ),
+    401: OpenApiResponse(ErrorSerializer, description="Not logged in: send a token or a session."),
+    403: OpenApiResponse(
+        ErrorSerializer,
+        description='Not allowed: a member of the "read-only" group writing, or a session '
+        "write without the CSRF token.",
+    ),
+    404: OpenApiResponse(ErrorSerializer, description="No such object (or page)."),
+    409: OpenApiResponse(
+        ConflictSerializer,
+        description="Changed since the updated_at you sent (If-Match or body), or a "
+        "concurrent change won.",
+    ),
+    415: OpenApiResponse(ErrorSerializer, description="Send application/json."),
+    502: OpenApiResponse(ErrorSerializer, description="The SkyPilot API server failed."),
+}
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """The documented error answers of an operation (401 is always possible)."""
+    return {code: _ERROR_RESPONSES[code] for code in sorted({401, *codes})}
+
+
+READ_ERRORS = (400, 404)
+WRITE_ERRORS = (400, 403, 404, 409, 415)
+
+IF_MATCH = OpenApiParameter(
+    "If-Match",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="The updated_at value (or ETag) you last read; the write answers 409 if the "
+    "object changed since. * matches anything.",
+)
+
+
+def id_param(what: str) -> OpenApiParameter:
+    """The ``{id}`` path parameter of one kind of object."""
+    return OpenApiParameter(
+        "id",
+        {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+        OpenApiParameter.PATH,
+        description=f"The {what}'s id.",
+        examples=[OpenApiExample("id", value=1)],
+    )
+
+
+ID_OR_NAME = OpenApiParameter(
+    "id_or_name",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    pattern=f"^({EXPERIMENT_LOOKUP_RE})$",
+    description="The experiment's id or its name.",
+    examples=[
+        OpenApiExample("by name", value="baseline"),
+        OpenApiExample("by id", value="1"),
+    ],
+)

@@ -1,0 +1,400 @@
+"""Experiments: CRUD, start/stop/duplicate, launch preview, and bulk changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from django.db.models import Prefetch, QuerySet
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, extend_schema_view
+from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from experiments import launching, services, validation
+from experiments.api.common import (
+    EXPERIMENT_LOOKUP_RE,
+    ID_OR_NAME,
+    IF_MATCH,
+    READ_ERRORS,
+    WRITE_ERRORS,
+    check_precondition,
+    errors,
+    etag,
+    experiment_filter,
+    resolve_refs,
+    validation_detail,
+)
+from experiments.filters import ExperimentFilter
+from experiments.models import (
+    Checkpoint,
+    Experiment,
+    ExperimentGroup,
+    ExperimentGroupMember,
+)
+from experiments.serializers import (
+    BULK_RESULTS,
+    BULK_VARIANTS,
+    BulkResultSerializer,
+    BulkSerializer,
+    DuplicateSerializer,
+    ExperimentCreateSerializer,
+    ExperimentSerializer,
+    ExperimentUpdateSerializer,
+    LaunchPreviewSerializer,
+    PreconditionSerializer,
+)
+from experiments.validation import NAME_RE
+
+
+def apply_experiment_changes(actor: Any, experiment: Experiment, data: dict[str, Any]) -> None:
+    """Apply validated API input through ``services.update_experiment``.
+
+    ``flags_patch`` (the services know only whole ``flags``) is resolved here against the
+    locked row: ``remove`` deletes names, then ``set`` adds or overwrites; every other flag stays.
+    """
+    changes = dict(data)
+    changes.pop("updated_at", None)
+    patch = changes.pop("flags_patch", None)
+    if patch is not None:
+        flags = dict(experiment.flags or {})
+        for key in patch.get("remove", []):
+            flags.pop(key, None)
+        flags.update(patch.get("set", {}))
+        changes["flags"] = flags
+    if changes:
+        services.update_experiment(actor, experiment, **changes)
+
+
+def check_values(changes: dict[str, Any]) -> None:
+    """Run each model field's own validators on bulk changes, before touching any experiment.
+
+    A value that is wrong whatever the experiment (a malformed git ref, a nested flag) makes the
+    whole request a 400; only rules that depend on the experiment (its ``clean()``) remain
+    per-item results.
+    """
+    problems: dict[str, Any] = {}
+    for field, value in changes.items():
+        try:
+            if field == "flags_patch":
+                validation.validate_flags(dict(value.get("set", {})))
+            else:
+                Experiment._meta.get_field(field).clean(value, None)
+        except DjangoValidationError as exc:
+            problems[field] = exc.messages
+    if problems:
+        raise exceptions.ValidationError({"changes": problems})
+
+
+def locked_experiment(pk: int) -> Experiment:
+    """The row, locked until the surrounding transaction ends (404 if it just vanished)."""
+    experiment = Experiment.objects.select_for_update().filter(pk=pk).first()
+    if experiment is None:
+        raise exceptions.NotFound("No such experiment.")
+    return experiment
+
+
+def experiment_queryset() -> QuerySet:
+    """Experiments with their latest job, latest checkpoint and groups: a fixed query count."""
+    return Experiment.objects.with_latest().prefetch_related(
+        Prefetch(
+            "group_memberships",
+            queryset=ExperimentGroupMember.objects.select_related("group").order_by(
+                "group__order", "group_id"
+            ),
+            to_attr="api_memberships",
+        ),
+        Prefetch(
+            "checkpoints",
+            queryset=Checkpoint.objects.latest_per_experiment(),
+            to_attr="api_latest_checkpoints",
+        ),
+    )
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List experiments",
+        description="Paginated; each with its latest job and latest checkpoint.",
+        responses={200: ExperimentSerializer(many=True), **errors(*READ_ERRORS)},
+    ),
+    retrieve=extend_schema(
+        summary="Get an experiment",
+        description="With its latest job and latest checkpoint. The ETag header holds "
+        "updated_at for If-Match.",
+        parameters=[ID_OR_NAME],
+        responses={200: ExperimentSerializer, **errors(404)},
+    ),
+    create=extend_schema(
+        summary="Create an experiment",
+        request=ExperimentCreateSerializer,
+        responses={201: ExperimentSerializer, **errors(400, 403, 409, 415)},
+    ),
+    update=extend_schema(
+        summary="Update an experiment",
+        description="Changes the fields given (name is required); flags replaces all flags, "
+        "flags_patch changes some. Precondition: If-Match or updated_at.",
+        parameters=[ID_OR_NAME, IF_MATCH],
+        request=ExperimentUpdateSerializer,
+        responses={200: ExperimentSerializer, **errors(*WRITE_ERRORS)},
+    ),
+    partial_update=extend_schema(
+        summary="Change some fields of an experiment",
+        description='flags replaces all flags; flags_patch {"set": {...}, "remove": [...]} '
+        "changes only the named ones. Precondition: If-Match or updated_at.",
+        parameters=[ID_OR_NAME, IF_MATCH],
+        request=ExperimentUpdateSerializer,
+        responses={200: ExperimentSerializer, **errors(*WRITE_ERRORS)},
+    ),
+    destroy=extend_schema(
+        summary="Delete an experiment",
+        description="Its checkpoint rows go too; its jobs stay (as orphans) and are not cancelled.",
+        parameters=[ID_OR_NAME, IF_MATCH],
+        responses={204: None, **errors(400, 403, 404, 409)},
+    ),
+)
+class ExperimentViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    serializer_class = ExperimentSerializer
+    filterset_class = ExperimentFilter
+    lookup_url_kwarg = "id_or_name"
+    lookup_value_regex = EXPERIMENT_LOOKUP_RE
+
+    def get_queryset(self) -> QuerySet:
+        return experiment_queryset()
+
+    def get_object(self) -> Experiment:
+        experiment = (
+            self.get_queryset().filter(**experiment_filter(self.kwargs["id_or_name"])).first()
+        )
+        if experiment is None:
+            raise exceptions.NotFound("No such experiment.")
+        return experiment
+
+    def _plain_object(self) -> Experiment:
+        experiment = Experiment.objects.filter(
+            **experiment_filter(self.kwargs["id_or_name"])
+        ).first()
+        if experiment is None:
+            raise exceptions.NotFound("No such experiment.")
+        return experiment
+
+    def _answer(self, pk: int, code: int = status.HTTP_200_OK) -> Response:
+        experiment = experiment_queryset().get(pk=pk)
+        response = Response(ExperimentSerializer(experiment).data, status=code)
+        response["ETag"] = etag(experiment)
+        return response
+
+    def _validated(self, serializer_class, request: Request, **kwargs: Any) -> dict[str, Any]:
+        serializer = serializer_class(data=request.data, **kwargs)
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        experiment = self.get_object()
+        response = Response(self.get_serializer(experiment).data)
+        response["ETag"] = etag(experiment)
+        return response
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        data = self._validated(ExperimentCreateSerializer, request)
+        experiment = services.create_experiment(request.user, **data)
+        return self._answer(experiment.pk, status.HTTP_201_CREATED)
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        target = self._plain_object()
+        data = self._validated(
+            ExperimentUpdateSerializer, request, partial=kwargs.get("partial", False)
+        )
+        with transaction.atomic():
+            experiment = locked_experiment(target.pk)
+            check_precondition(request, experiment, data.get("updated_at"))
+            apply_experiment_changes(request.user, experiment, data)
+        return self._answer(experiment.pk)
+
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return self.update(request, *args, partial=True, **kwargs)
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        target = self._plain_object()
+        data = self._validated(PreconditionSerializer, request)
+        with transaction.atomic():
+            experiment = locked_experiment(target.pk)
+            check_precondition(request, experiment, data.get("updated_at"))
+            services.delete_experiments(request.user, [experiment])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def _set_desired(self, request: Request, state: str) -> Response:
+        target = self._plain_object()
+        data = self._validated(PreconditionSerializer, request)
+        with transaction.atomic():
+            experiment = locked_experiment(target.pk)
+            check_precondition(request, experiment, data.get("updated_at"))
+            services.set_desired_state(request.user, [experiment], state)
+        return self._answer(experiment.pk)
+
+    @extend_schema(
+        summary="Start an experiment",
+        description="Sets desired state RUNNING; the reconciler launches it on its next pass. "
+        "Starting a running experiment changes nothing.",
+        parameters=[ID_OR_NAME, IF_MATCH],
+        request=PreconditionSerializer,
+        responses={200: ExperimentSerializer, **errors(*WRITE_ERRORS)},
+    )
+    @action(detail=True, methods=["post"])
+    def start(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return self._set_desired(request, "RUNNING")
+
+    @extend_schema(
+        summary="Stop an experiment",
+        description="Sets desired state STOPPED; the reconciler cancels its active job.",
+        parameters=[ID_OR_NAME, IF_MATCH],
+        request=PreconditionSerializer,
+        responses={200: ExperimentSerializer, **errors(*WRITE_ERRORS)},
+    )
+    @action(detail=True, methods=["post"])
+    def stop(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return self._set_desired(request, "STOPPED")
+
+    @extend_schema(
+        summary="Duplicate an experiment",
+        description="Copies its configuration under a new name, right after it in its groups. "
+        "The copy is STOPPED.",
+        parameters=[ID_OR_NAME],
+        request=DuplicateSerializer,
+        responses={201: ExperimentSerializer, **errors(400, 403, 404, 409, 415)},
+    )
+    @action(detail=True, methods=["post"])
+    def duplicate(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        source = self._plain_object()
+        data = self._validated(DuplicateSerializer, request)
+        copy = services.duplicate_experiment(request.user, source, name=data.get("name"))
+        return self._answer(copy.pk, status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Preview the launch",
+        description="The exact command and SkyPilot task YAML the reconciler would submit, or "
+        "why it cannot launch (ok false).",
+        parameters=[ID_OR_NAME],
+        responses={200: LaunchPreviewSerializer, **errors(404)},
+    )
+    @action(detail=True, methods=["get"], url_path="launch-preview")
+    def launch_preview(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        preview = launching.launch_preview(self._plain_object())
+        return Response(
+            {
+                "ok": "error" not in preview,
+                "command": preview.get("command"),
+                "task_yaml": preview.get("task_yaml"),
+                "error": preview.get("error"),
+            }
+        )
+
+
+# --- bulk -----------------------------------------------------------------------------------
+
+
+class BulkView(APIView):
+    """One request, many experiments, one result per item: never all-or-nothing."""
+
+    @extend_schema(
+        summary="Change many experiments",
+        description="Applies one action to each listed experiment separately (each in its own "
+        "transaction) and reports every item: ok, unchanged, not_found, invalid (with errors) "
+        "or conflict (its updated_at differs). A malformed request (unknown action, missing "
+        "desired_state/group/changes, more than 1000 items) is a 400 and changes nothing.",
+        request=PolymorphicProxySerializer(
+            component_name="Bulk",
+            serializers={action: cls() for action, cls in BULK_VARIANTS.items()},
+            resource_type_field_name="action",
+        ),
+        responses={200: BulkResultSerializer, **errors(400, 403, 415)},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = BulkSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        action_name = data["action"]
+        if action_name == "update":
+            check_values(data["changes"])
+        group = None
+        if "group" in data:
+            group = ExperimentGroup.objects.filter(pk=data["group"]).first()
+            if group is None:
+                raise exceptions.ValidationError({"group": [f"No group with id {data['group']}."]})
+        items = data["experiments"]
+        found = resolve_refs(ref for ref, _ in items)
+        results = []
+        seen: set[int] = set()
+        for index, (ref, updated_at) in enumerate(items):
+            entry: dict[str, Any] = {
+                "index": index,
+                "ref": ref.raw,
+                "id": None,
+                "name": None,
+                "result": "ok",
+                "detail": "",
+                "errors": None,
+            }
+            results.append(entry)
+            experiment = found.get(ref.key)
+            if experiment is None:
+                if ref.name is not None and (not NAME_RE.match(ref.name) or ".." in ref.name):
+                    entry.update(result="invalid", detail="Not a valid experiment name.")
+                else:
+                    entry.update(result="not_found", detail="No such experiment.")
+                continue
+            entry.update(id=experiment.pk, name=experiment.name)
+            if experiment.pk in seen:
+                entry.update(result="invalid", detail="Listed more than once.")
+                continue
+            seen.add(experiment.pk)
+            try:
+                with transaction.atomic():
+                    locked = Experiment.objects.select_for_update().filter(pk=experiment.pk).first()
+                    if locked is None:
+                        entry.update(result="not_found", detail="Deleted meanwhile.")
+                        continue
+                    if updated_at is not None and updated_at != locked.updated_at:
+                        entry.update(
+                            result="conflict", detail="Changed since the updated_at you sent."
+                        )
+                        continue
+                    entry["result"] = self._apply(request, action_name, data, locked, group)
+            except DjangoValidationError as exc:
+                entry.update(
+                    result="invalid", detail="Refused by validation.", errors=validation_detail(exc)
+                )
+        counts = {name: 0 for name in BULK_RESULTS}
+        for entry in results:
+            counts[entry["result"]] += 1
+        return Response({"action": action_name, "counts": counts, "results": results})
+
+    @staticmethod
+    def _apply(request: Request, action_name: str, data: dict, experiment: Experiment, group):
+        user = request.user
+        if action_name == "set_desired_state":
+            changed = services.set_desired_state(user, [experiment], data["desired_state"])
+            return "ok" if changed else "unchanged"
+        if action_name == "delete":
+            services.delete_experiments(user, [experiment])
+            return "ok"
+        if action_name == "add_to_group":
+            added = services.add_to_group(user, group, [experiment])
+            return "ok" if added else "unchanged"
+        if action_name == "move_to_group":
+            memberships = set(experiment.group_memberships.values_list("group_id", flat=True))
+            if memberships == {group.pk}:
+                return "unchanged"
+            services.move_to_group(user, [experiment], group)
+            return "ok"
+        # update
+        before = experiment.updated_at
+        apply_experiment_changes(user, experiment, data["changes"])
+        return "ok" if experiment.updated_at != before else "unchanged"

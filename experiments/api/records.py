@@ -1,0 +1,168 @@
+"""Synced and recorded data: jobs (with cancel), checkpoints and the operation log."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db.models import Exists, OuterRef, QuerySet
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import exceptions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from experiments import services
+from experiments.api.common import ID_RE, READ_ERRORS, BadGateway, Conflict, errors, id_param
+from experiments.filters import CheckpointFilter, JobFilter, OperationLogFilter
+from experiments.models import (
+    Checkpoint,
+    DesiredState,
+    Experiment,
+    Job,
+    Operation,
+    OperationLog,
+)
+from experiments.serializers import (
+    CancelResultSerializer,
+    CheckpointSerializer,
+    JobSerializer,
+    OperationLogSerializer,
+)
+from syncing.skypilot import SkyPilotClient, SkyPilotError
+
+logger = logging.getLogger(__name__)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List jobs",
+        description="SkyPilot managed jobs as last synced (all users), newest first.",
+        responses={200: JobSerializer(many=True), **errors(*READ_ERRORS)},
+    ),
+    retrieve=extend_schema(
+        summary="Get a job",
+        parameters=[id_param("SkyPilot job")],
+        responses={200: JobSerializer, **errors(404)},
+    ),
+)
+class JobViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = JobSerializer
+    filterset_class = JobFilter
+    lookup_value_regex = ID_RE
+    lookup_url_kwarg = "id"
+    lookup_field = "pk"
+
+    def get_queryset(self) -> QuerySet:
+        return Job.objects.annotate(
+            api_orphaned=~Exists(Experiment.objects.filter(name=OuterRef("experiment_id")))
+        )
+
+    def get_object(self) -> Job:
+        job = self.get_queryset().filter(pk=int(self.kwargs["id"])).first()
+        if job is None:
+            raise exceptions.NotFound("No such job.")
+        return job
+
+    @extend_schema(
+        summary="Cancel a job",
+        description="Asks the SkyPilot API server to cancel the job and waits until it has "
+        "taken the request; the job's status changes at the next sync. The outcome is written "
+        "to the operation log. A job already finished (as last synced) is a 409; a SkyPilot "
+        "failure is a 502 with its message. If the job's experiment is still desired RUNNING "
+        "the reconciler will launch it again: stop the experiment instead to end it for good.",
+        parameters=[id_param("SkyPilot job")],
+        request=None,
+        responses={202: CancelResultSerializer, **errors(403, 404, 409, 502)},
+    )
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        # No transaction here: the call to SkyPilot may take long and must not hold a lock.
+        job = self.get_object()
+        if not job.is_active:
+            raise Conflict(f"Job {job.id} is already {job.status} (as last synced).")
+        experiment = (
+            Experiment.objects.filter(name=job.experiment_id).first() if job.experiment_id else None
+        )
+        where = {
+            "experiment": experiment,
+            "experiment_name": job.experiment_id or job.job_name or "",
+            "job_id": job.id,
+        }
+        try:
+            SkyPilotClient.from_settings().cancel([job.id])
+        except SkyPilotError as exc:
+            services.record(
+                request.user, Operation.CANCEL, success=False, message=str(exc)[:2000], **where
+            )
+            logger.warning("cancel of job %s failed: %s", job.id, exc)
+            raise BadGateway(f"SkyPilot could not cancel job {job.id}: {exc}") from exc
+        services.record(request.user, Operation.CANCEL, message="cancelled via the API", **where)
+        warning = ""
+        if experiment is not None and experiment.desired_state == DesiredState.RUNNING:
+            warning = (
+                f"Experiment {experiment.name} is still desired RUNNING: the reconciler will "
+                "launch it again. Stop the experiment to end it for good."
+            )
+        return Response(
+            {
+                "job_id": job.id,
+                "detail": f"SkyPilot accepted the cancellation of job {job.id}.",
+                "warning": warning,
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List checkpoints",
+        description="Checkpoints found under each experiment's S3 prefix.",
+        responses={200: CheckpointSerializer(many=True), **errors(*READ_ERRORS)},
+    ),
+    retrieve=extend_schema(
+        summary="Get a checkpoint",
+        parameters=[id_param("checkpoint")],
+        responses={200: CheckpointSerializer, **errors(404)},
+    ),
+)
+class CheckpointViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = CheckpointSerializer
+    filterset_class = CheckpointFilter
+    queryset = Checkpoint.objects.select_related("experiment").order_by(
+        "experiment__name", "-epoch"
+    )
+    lookup_value_regex = ID_RE
+    lookup_url_kwarg = "id"
+
+    def get_object(self) -> Checkpoint:
+        checkpoint = self.queryset.filter(pk=int(self.kwargs["id"])).first()
+        if checkpoint is None:
+            raise exceptions.NotFound("No such checkpoint.")
+        return checkpoint
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List the operation log",
+        description="Who changed what, when, and whether it worked; newest first.",
+        responses={200: OperationLogSerializer(many=True), **errors(*READ_ERRORS)},
+    ),
+    retrieve=extend_schema(
+        summary="Get one operation log entry",
+        parameters=[id_param("log entry")],
+        responses={200: OperationLogSerializer, **errors(404)},
+    ),
+)
+class OperationLogViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = OperationLogSerializer
+    filterset_class = OperationLogFilter
+    queryset = OperationLog.objects.all()
+    lookup_value_regex = ID_RE
+    lookup_url_kwarg = "id"
+
+    def get_object(self) -> OperationLog:
+        entry = self.queryset.filter(pk=int(self.kwargs["id"])).first()
+        if entry is None:
+            raise exceptions.NotFound("No such log entry.")
+        return entry

@@ -1,0 +1,229 @@
+"""Sync status and trigger, API metadata, the docs page, JSON 404s and the schema hook."""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.html import format_html, format_html_join
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from experiments import health, services
+from experiments.models import (
+    CURRENT_STATE_CHOICES,
+    DesiredState,
+    JobStatus,
+    Operation,
+    SyncSource,
+)
+from experiments.permissions import READ_ONLY_GROUP, is_read_only_user
+from experiments.serializers import (
+    BULK_ACTIONS,
+    MetaSerializer,
+    SyncQueuedSerializer,
+    SyncStatusSerializer,
+    SyncTriggerSerializer,
+)
+
+from .common import errors
+
+#: What ``POST /api/sync`` enqueues for each source (the same tasks the schedules run).
+SYNC_TASKS = {
+    SyncSource.SKYPILOT: "syncing.tasks.sync_skypilot",
+    SyncSource.S3: "syncing.tasks.sync_s3",
+}
+API_VERSION = "1"
+
+
+def skydeck_version() -> str:
+    try:
+        return metadata.version("skydeck")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a plain checkout
+        return "unknown"
+
+
+class SyncView(APIView):
+    @extend_schema(
+        summary="Sync status",
+        description="For each source (SkyPilot jobs, S3 checkpoints): last attempt and "
+        "success, error, staleness, whether a pass runs now, and the counts of the last pass; "
+        "and whether the background worker is alive.",
+        responses={200: SyncStatusSerializer, **errors()},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(health.sync_status())
+
+    @extend_schema(
+        summary="Trigger a sync",
+        description="Queues one pass of each source (default: every available one) for the "
+        "background worker and answers at once with the task ids. The SkyPilot pass also "
+        "reconciles (unless SKYDECK_RECONCILE=off).",
+        request=SyncTriggerSerializer,
+        responses={202: SyncQueuedSerializer, **errors(400, 403, 415)},
+    )
+    def post(self, request: Request) -> Response:
+        from django_q.tasks import async_task
+
+        from syncing.runner import available_sources
+
+        serializer = SyncTriggerSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        available = available_sources()
+        wanted = list(dict.fromkeys(serializer.validated_data.get("sources") or available))
+        missing = [s for s in wanted if s not in available]
+        if missing:
+            raise exceptions.ValidationError(
+                {"sources": [f"Not available here: {', '.join(missing)}."]}
+            )
+        tasks = []
+        for source in wanted:
+            task_id = async_task(SYNC_TASKS[source], task_name=f"api sync {source}")
+            tasks.append({"source": source, "task_id": str(task_id)})
+        services.record(
+            request.user, Operation.SYNC, message="sync requested via the API: " + ", ".join(wanted)
+        )
+        return Response({"tasks": tasks}, status=status.HTTP_202_ACCEPTED)
+
+
+class MetaView(APIView):
+    @extend_schema(
+        summary="API metadata",
+        description="SkyDeck's version, every enum the API uses, how to authenticate, and who "
+        "you are.",
+        responses={200: MetaSerializer, **errors()},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(
+            {
+                "version": skydeck_version(),
+                "api_version": API_VERSION,
+                "enums": {
+                    "desired_states": list(DesiredState.values),
+                    "current_states": [value for value, _ in CURRENT_STATE_CHOICES],
+                    "job_statuses": list(JobStatus.values),
+                    "active_job_statuses": [str(s) for s in JobStatus.active()],
+                    "operations": list(Operation.values),
+                    "sync_sources": list(SYNC_TASKS),
+                    "bulk_actions": [value for value, _ in BULK_ACTIONS],
+                },
+                "auth": [
+                    {
+                        "scheme": "token",
+                        "description": "Header 'Authorization: Token <key>'; create a key with "
+                        "`skydeck tokens create USERNAME`.",
+                    },
+                    {
+                        "scheme": "session",
+                        "description": "The login cookie of the web UI; writes also need the "
+                        "X-CSRFToken header.",
+                    },
+                ],
+                "read_only_group": READ_ONLY_GROUP,
+                "user": {
+                    "username": request.user.get_username(),
+                    "read_only": is_read_only_user(request.user),
+                },
+            }
+        )
+
+
+@csrf_exempt
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Unknown paths under /api/ answer JSON, like every other API error."""
+    return JsonResponse({"detail": "Not found."}, status=404)
+
+
+def sidecar_installed() -> bool:
+    return "drf_spectacular_sidecar" in settings.INSTALLED_APPS
+
+
+@login_required
+def docs(request: HttpRequest) -> HttpResponse:
+    """The browsable docs: Swagger UI from the sidecar package, else a plain endpoint list."""
+    if sidecar_installed():
+        from drf_spectacular.views import SpectacularSwaggerView
+
+        return SpectacularSwaggerView.as_view(url_name="api-schema")(request)
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    rows = []
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            if method in {"get", "post", "put", "patch", "delete"}:
+                rows.append((method.upper(), path, operation.get("summary", "")))
+    body = format_html_join(
+        "\n", "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>", rows
+    )
+    return HttpResponse(
+        format_html(
+            "<!doctype html><html><head><meta charset='utf-8'><title>SkyDeck API</title>"
+            "<style>body{{font-family:sans-serif;margin:2em}}td{{padding:.2em 1em}}</style>"
+            "</head><body><h1>SkyDeck API</h1><p>Authenticate with "
+            "<code>Authorization: Token &lt;key&gt;</code> (<code>skydeck tokens create "
+            "USERNAME</code>) or this browser session. Full OpenAPI 3 schema: "
+            "<a href='{}'>{}</a> (YAML; add <code>?format=json</code> for JSON).</p>"
+            "<table><tr><th>method</th><th>path</th><th>what</th></tr>{}</table></body></html>",
+            "/api/schema/",
+            "/api/schema/",
+            body,
+        )
+    )
+
+
+# --- schema post-processing -----------------------------------------------------------------
+
+_HEALTH_PATH = {
+    "get": {
+        "operationId": "health",
+        "summary": "Health check (no login)",
+        "description": "Whether the database answers (status), how fresh each sync source is, "
+        "and whether the background worker is alive. 503 when the database is unreachable.",
+        "tags": ["health"],
+        "security": [],
+        "responses": {
+            "200": {
+                "description": "Up.",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Health"}}
+                },
+            },
+            "503": {
+                "description": "The database is unreachable.",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Health"}}
+                },
+            },
+        },
+    }
+}
+_HEALTH_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["ok", "error"]},
+        "time": {"type": "string", "format": "date-time"},
+        "database": {"type": "string"},
+        "sync": {"type": "object", "additionalProperties": {"type": "object"}},
+        "worker": {"type": "object"},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["status", "time", "database"],
+}
+
+
+def postprocess_schema(result: dict[str, Any], generator, request, public) -> dict[str, Any]:
+    """Request bodies allow no other keys (the serializers reject them); add /api/health."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in schemas.items():
+        if name.endswith("Request") and schema.get("type") == "object":
+            schema["additionalProperties"] = False
+    schemas["Health"] = _HEALTH_SCHEMA
+    result.setdefault("paths", {})["/api/health"] = _HEALTH_PATH
+    return result

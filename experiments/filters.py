@@ -1,0 +1,245 @@
+"""Query-string filters of the API lists (django-filter: bad values answer 400).
+
+Each filter maps to one queryset method or lookup, so a filtered list still costs a constant
+number of queries. ``ordering`` takes a field name, ``-`` in front for descending; ties are
+broken by id so pages never overlap.
+"""
+
+from __future__ import annotations
+
+import django_filters as df
+from django import forms
+from django.db.models import QuerySet
+from django_filters.filters import BaseCSVFilter
+from drf_spectacular.utils import extend_schema_field
+
+from experiments.models import (
+    CURRENT_STATE_CHOICES,
+    Checkpoint,
+    DesiredState,
+    Experiment,
+    ExperimentGroup,
+    Job,
+    JobStatus,
+    Operation,
+    OperationLog,
+)
+from experiments.serializers import MAX_ID
+
+MAX_INT64 = 2**63 - 1
+
+
+class StrictBooleanField(forms.NullBooleanField):
+    """``true`` / ``false`` (any case); anything else is an error, not "no filter"."""
+
+    widget = forms.TextInput  # NullBooleanSelect would turn unknown values into "no filter"
+
+    def to_python(self, value):
+        if value in (None, ""):
+            return None
+        text = str(value).lower()
+        if text in {"true", "false"}:
+            return text == "true"
+        raise forms.ValidationError("Use true or false.", code="invalid")
+
+    def validate(self, value) -> None:
+        return None
+
+
+class BooleanFilter(df.BooleanFilter):
+    field_class = StrictBooleanField
+
+
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_ID})
+class IdFilter(df.NumberFilter):
+    """A positive 64-bit integer (no decimals, nothing the database could overflow on)."""
+
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_ID)
+        super().__init__(*args, **kwargs)
+
+
+@extend_schema_field({"type": "integer", "minimum": -MAX_INT64, "maximum": MAX_INT64})
+class Int64Filter(df.NumberFilter):
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("min_value", -MAX_INT64)
+        kwargs.setdefault("max_value", MAX_INT64)
+        super().__init__(*args, **kwargs)
+
+
+class StrictFilterSet(df.FilterSet):
+    """Typed parameters are strict: an empty value (?starred=) or a repeated single-value
+    parameter (?starred=true&starred=false) is an error, never silently "no filter"."""
+
+    def is_valid(self) -> bool:
+        valid = super().is_valid()
+        for name, filter_ in self.filters.items():
+            if name not in self.data or name in self.form.errors:
+                continue
+            values = self.data.getlist(name) if hasattr(self.data, "getlist") else []
+            multiple = isinstance(filter_, df.MultipleChoiceFilter)
+            if len(values) > 1 and not multiple:
+                self.form.add_error(name, "Give this parameter once.")
+                valid = False
+            elif type(filter_) is not df.CharFilter and any(value == "" for value in values):
+                self.form.add_error(name, "Give a value or leave the parameter out.")
+                valid = False
+            elif isinstance(filter_, BaseCSVFilter) and any(
+                part == "" for value in values for part in value.split(",")
+            ):
+                self.form.add_error(name, "Separate the values with single commas.")
+                valid = False
+        return valid
+
+
+class StableOrderingFilter(df.OrderingFilter):
+    """Ordering that always ends with the primary key (stable pagination)."""
+
+    def filter(self, qs: QuerySet, value):
+        qs = super().filter(qs, value)
+        if value:
+            qs = qs.order_by(*qs.query.order_by, "pk")
+        return qs
+
+
+class ExperimentFilter(StrictFilterSet):
+    name = df.CharFilter(
+        field_name="name", lookup_expr="icontains", help_text="Part of the name (any case)."
+    )
+    q = df.CharFilter(
+        method="filter_search",
+        help_text="Search name, description, states, flag names and values.",
+    )
+    state = df.MultipleChoiceFilter(
+        field_name="current_state",
+        choices=CURRENT_STATE_CHOICES,
+        help_text="Current state (the latest job's status, or NO_JOB); repeat for several.",
+    )
+    desired_state = df.ChoiceFilter(choices=DesiredState.choices)
+    group = IdFilter(
+        field_name="group_memberships__group", help_text="Only members of this group (id)."
+    )
+    ungrouped = BooleanFilter(method="filter_ungrouped", help_text="In no group at all.")
+    starred = BooleanFilter()
+    has_active_job = BooleanFilter(help_text="A job of this experiment is not finished.")
+    ordering = StableOrderingFilter(
+        fields=(
+            ("name", "name"),
+            ("created_at", "created_at"),
+            ("updated_at", "updated_at"),
+            ("desired_state", "desired_state"),
+            ("current_state", "current_state"),
+            ("latest_job_submitted_at", "latest_submitted_at"),
+            ("latest_epoch", "latest_epoch"),
+        ),
+        help_text="Sort key; prefix with - for descending. Default: name.",
+    )
+
+    class Meta:
+        model = Experiment
+        fields: list[str] = []
+
+    def filter_search(self, qs: QuerySet, name: str, value: str) -> QuerySet:
+        return qs.search(value)
+
+    def filter_ungrouped(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
+        if value is None:
+            return qs
+        return qs.ungrouped() if value else qs.filter(group_memberships__isnull=False).distinct()
+
+
+class GroupFilter(StrictFilterSet):
+    name = df.CharFilter(lookup_expr="icontains", help_text="Part of the name (any case).")
+
+    class Meta:
+        model = ExperimentGroup
+        fields: list[str] = []
+
+
+class JobFilter(StrictFilterSet):
+    experiment = df.CharFilter(
+        field_name="experiment_id", help_text="Exact experiment (= job) name."
+    )
+    name = df.CharFilter(
+        field_name="job_name", lookup_expr="icontains", help_text="Part of the job name."
+    )
+    status = df.MultipleChoiceFilter(choices=JobStatus.choices, help_text="Repeat for several.")
+    active = BooleanFilter(method="filter_active", help_text="Not finished yet.")
+    orphaned = BooleanFilter(method="filter_orphaned", help_text="No experiment has its name.")
+    user = df.CharFilter(field_name="user_name", help_text="SkyPilot user name (exact).")
+    submitted_after = df.IsoDateTimeFilter(
+        field_name="submitted_at", lookup_expr="gte", help_text="Submitted at or after (ISO 8601)."
+    )
+    submitted_before = df.IsoDateTimeFilter(
+        field_name="submitted_at", lookup_expr="lt", help_text="Submitted before (ISO 8601)."
+    )
+    ordering = StableOrderingFilter(
+        fields=(
+            ("submitted_at", "submitted_at"),
+            ("started_at", "started_at"),
+            ("ended_at", "ended_at"),
+            ("status", "status"),
+            ("id", "id"),
+        ),
+        help_text="Sort key; prefix with - for descending. Default: newest submitted first.",
+    )
+
+    class Meta:
+        model = Job
+        fields: list[str] = []
+
+    def filter_active(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
+        if value is None:
+            return qs
+        return qs.active() if value else qs.exclude(status__in=JobStatus.active())
+
+    def filter_orphaned(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
+        if value is None:
+            return qs
+        return qs.orphaned() if value else qs.attached()
+
+
+class CheckpointFilter(StrictFilterSet):
+    experiment = df.CharFilter(field_name="experiment__name", help_text="Exact experiment name.")
+    experiment_id = IdFilter(field_name="experiment_id", help_text="Experiment id.")
+    epoch_min = Int64Filter(field_name="epoch", lookup_expr="gte", help_text="Epoch at least.")
+    epoch_max = Int64Filter(field_name="epoch", lookup_expr="lte", help_text="Epoch at most.")
+    latest = BooleanFilter(
+        method="filter_latest", help_text="true: only the newest present checkpoint of each."
+    )
+    missing = BooleanFilter(help_text="Not found in S3 at the last sync.")
+    ordering = StableOrderingFilter(
+        fields=(
+            ("epoch", "epoch"),
+            ("last_modified", "last_modified"),
+            ("synced_at", "synced_at"),
+            ("size", "size"),
+        ),
+        help_text="Sort key; prefix with - for descending. Default: experiment, newest epoch.",
+    )
+
+    class Meta:
+        model = Checkpoint
+        fields: list[str] = []
+
+    def filter_latest(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
+        return qs.latest_per_experiment() if value else qs
+
+
+class OperationLogFilter(StrictFilterSet):
+    experiment = df.CharFilter(field_name="experiment_name", help_text="Exact experiment name.")
+    actor = df.CharFilter(help_text="User name, reconciler or sync.")
+    operation = df.MultipleChoiceFilter(choices=Operation.choices, help_text="Repeat for several.")
+    success = BooleanFilter()
+    job_id = IdFilter(field_name="job_id")
+    since = df.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = df.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = OperationLog
+        fields: list[str] = []
