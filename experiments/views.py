@@ -25,6 +25,7 @@ from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, reswap, trigger_client_event
 
@@ -50,6 +51,7 @@ BAD_REQUEST = 400
 STOP_POLLING = 286  # htmx: swap this response, then stop polling
 
 
+@csrf_exempt  # read-only and public: an odd method must get 405, not the CSRF page
 @never_cache
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:

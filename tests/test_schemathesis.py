@@ -54,7 +54,11 @@ def skypilot(live_server, settings, monkeypatch):
 
 
 def _load_schema() -> dict:
-    """The schema /api/schema/ serves, generated in-process (as its JSON rendering)."""
+    """The schema /api/schema/ serves, generated in-process (as its JSON rendering).
+
+    Loaded at import rather than fetched from the live server: schemathesis' lazy
+    ``from_fixture`` loader breaks on pytest 9 (``Function._nodeid``).
+    """
     from drf_spectacular.generators import SchemaGenerator
     from drf_spectacular.renderers import OpenApiJsonRenderer
 

@@ -190,3 +190,10 @@ def test_admin_requires_login(client, db):
     response = client.get("/admin/")
     assert response.status_code == 302
     assert "/admin/login/" in response["Location"]
+
+
+def test_health_answers_405_not_a_csrf_page_to_other_methods(client, db):
+    from django.test import Client
+
+    response = Client(enforce_csrf_checks=True).post("/api/health")
+    assert response.status_code == 405
