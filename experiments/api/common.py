@@ -191,6 +191,22 @@ EXPERIMENT_LOOKUP_RE = r"[0-9]{1,18}|[A-Za-z][-_.A-Za-z0-9]{0,127}"
 ID_RE = r"[0-9]{1,18}"
 
 
+class ValidatedRetrieveMixin:
+    """Shared by the experiment and group viewsets: strict input, and ETags on reads."""
+
+    @staticmethod
+    def _validated(serializer_class, request, **kwargs: Any) -> dict[str, Any]:
+        serializer = serializer_class(data=request.data, **kwargs)
+        serializer.is_valid(raise_exception=True)
+        return dict(serializer.validated_data)
+
+    def retrieve(self, request, *args: Any, **kwargs: Any) -> Response:
+        instance = self.get_object()
+        response = Response(self.get_serializer(instance).data)
+        response["ETag"] = etag(instance)
+        return response
+
+
 def experiment_filter(ref: str) -> dict[str, Any]:
     return {"pk": int(ref)} if is_digits(ref) else {"name": ref}
 

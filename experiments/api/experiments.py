@@ -21,6 +21,7 @@ from experiments.api.common import (
     IF_MATCH,
     READ_ERRORS,
     WRITE_ERRORS,
+    ValidatedRetrieveMixin,
     check_precondition,
     errors,
     etag,
@@ -157,6 +158,7 @@ def experiment_queryset() -> QuerySet:
     ),
 )
 class ExperimentViewSet(
+    ValidatedRetrieveMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     viewsets.GenericViewSet,
@@ -188,17 +190,6 @@ class ExperimentViewSet(
     def _answer(self, pk: int, code: int = status.HTTP_200_OK) -> Response:
         experiment = experiment_queryset().get(pk=pk)
         response = Response(ExperimentSerializer(experiment).data, status=code)
-        response["ETag"] = etag(experiment)
-        return response
-
-    def _validated(self, serializer_class, request: Request, **kwargs: Any) -> dict[str, Any]:
-        serializer = serializer_class(data=request.data, **kwargs)
-        serializer.is_valid(raise_exception=True)
-        return dict(serializer.validated_data)
-
-    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        experiment = self.get_object()
-        response = Response(self.get_serializer(experiment).data)
         response["ETag"] = etag(experiment)
         return response
 

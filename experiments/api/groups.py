@@ -18,6 +18,7 @@ from experiments.api.common import (
     IF_MATCH,
     READ_ERRORS,
     WRITE_ERRORS,
+    ValidatedRetrieveMixin,
     check_precondition,
     errors,
     etag,
@@ -97,7 +98,12 @@ def locked_group(pk: int) -> ExperimentGroup:
         responses={204: None, **errors(400, 403, 404, 409)},
     ),
 )
-class GroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class GroupViewSet(
+    ValidatedRetrieveMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
     serializer_class = GroupSerializer
     filterset_class = GroupFilter
     lookup_value_regex = ID_RE
@@ -121,18 +127,6 @@ class GroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def _answer(self, pk: int, code: int = status.HTTP_200_OK) -> Response:
         group = group_queryset().get(pk=pk)
         response = Response(GroupSerializer(group).data, status=code)
-        response["ETag"] = etag(group)
-        return response
-
-    @staticmethod
-    def _validated(serializer_class, request: Request, **kwargs: Any) -> dict[str, Any]:
-        serializer = serializer_class(data=request.data, **kwargs)
-        serializer.is_valid(raise_exception=True)
-        return dict(serializer.validated_data)
-
-    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        group = self.get_object()
-        response = Response(self.get_serializer(group).data)
         response["ETag"] = etag(group)
         return response
 
