@@ -740,3 +740,20 @@ def test_raw_json_bulk_with_big_ids(api):
         api, "post", "/api/bulk/", json.dumps({"action": "delete", "experiments": [2**63 - 1]})
     )
     assert results(response) == [(2**63 - 1, "not_found")]
+
+
+def test_nul_characters_are_a_400_not_a_database_error(api, make_experiment):
+    make_experiment("keep")
+    body = '{"action": "set_desired_state", "desired_state": "RUNNING", "experiments": ["a\\u0000b", "keep"]}'
+    response = raw(api, "post", "/api/bulk/", body)
+    assert response.status_code == 400
+    assert "NUL" in response.content.decode()
+    assert api.get("/api/experiments/?name=a%00b").status_code == 400
+
+
+def test_dates_the_database_cannot_hold_are_a_400(api):
+    response = api.get(
+        "/api/operations/?since=0518-07-11T06%3A21%3A24%2B20%3A06&job_id=13157873672"
+    )
+    assert response.status_code in (200, 400)
+    assert response.status_code != 500

@@ -7,13 +7,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError
+from django.db import DataError, IntegrityError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -59,7 +60,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     * ``django.core.exceptions.ValidationError`` (the model's ``clean()`` via the services) -> 400
       with field errors;
     * ``SkyPilotError`` -> 502 with its message (one line, never secrets);
-    * ``IntegrityError`` (a unique name taken by a concurrent request) -> 409.
+    * ``IntegrityError`` (a unique name taken by a concurrent request) -> 409;
+    * ``DataError`` (a value the database cannot compare or store, such as a NUL character in a
+      query parameter or a date out of its range) -> 400.
     """
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(validation_detail(exc))
@@ -67,7 +70,35 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = BadGateway(f"SkyPilot API server: {exc}")
     elif isinstance(exc, IntegrityError):
         exc = Conflict("The change collides with a concurrent one (e.g. a name just taken).")
+    elif isinstance(exc, DataError):
+        exc = exceptions.ValidationError(
+            {
+                "non_field_errors": [
+                    "A value is out of range or holds a character (NUL) that cannot be stored."
+                ]
+            }
+        )
     return drf_exception_handler(exc, context)
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+class StrictJSONParser(JSONParser):
+    """JSON whose strings never hold NUL: no database stores it, so it is a 400 up front."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        data = super().parse(stream, media_type, parser_context)
+        if _has_nul(data):
+            raise exceptions.ParseError("JSON strings must not contain NUL (\\u0000) characters.")
+        return data
 
 
 # --- pagination -----------------------------------------------------------------------------
