@@ -14,7 +14,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -79,26 +78,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             }
         )
     return drf_exception_handler(exc, context)
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
-
-
-class StrictJSONParser(JSONParser):
-    """JSON whose strings never hold NUL: no database stores it, so it is a 400 up front."""
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        data = super().parse(stream, media_type, parser_context)
-        if _has_nul(data):
-            raise exceptions.ParseError("JSON strings must not contain NUL (\\u0000) characters.")
-        return data
 
 
 # --- pagination -----------------------------------------------------------------------------
