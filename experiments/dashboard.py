@@ -119,20 +119,20 @@ class _Absent:
 _ABSENT = _Absent()
 
 
-def short_labels(keys: list[str]) -> dict[str, str]:
-    """Shortest unique dotted suffix of each key: trainer.optimizer.lr -> lr (unless ambiguous)."""
-    labels: dict[str, str] = {}
-    split = {k: k.split(".") for k in keys}
-    for key, parts in split.items():
-        for n in range(1, len(parts) + 1):
-            candidate = ".".join(parts[-n:])
-            clash = any(other != key and ".".join(split[other][-n:]) == candidate for other in keys)
-            if not clash:
-                labels[key] = candidate
-                break
-        else:
-            labels[key] = key
-    return labels
+def order_by_parent(keys: list[str]) -> list[str]:
+    """Keys with the same dotted parent brought together, in order of first appearance.
+
+    ``[a.x, lr, a.y]`` -> ``[a.x, a.y, lr]``: a grouped header can then span its columns.
+    """
+    firsts: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        firsts.setdefault(flag_parent(key), index)
+    return sorted(keys, key=lambda k: firsts[flag_parent(k)])
+
+
+def flag_parent(key: str) -> str:
+    """``trainer.optimizer.lr`` -> ``trainer.optimizer``; ``lr`` -> ``""``."""
+    return key.rpartition(".")[0]
 
 
 # --- time -----------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def duration_text(seconds: float | None) -> str:
 
 # --- health ---------------------------------------------------------------------------------
 
-SOURCE_LABELS = {"skypilot": "SkyPilot", "s3": "S3"}
+SOURCE_LABELS = {"skypilot": "SkyPilot", "s3": "S3", "backup": "Backup"}
 
 
 @dataclass
@@ -199,8 +199,12 @@ def health_pills(report: dict[str, Any] | None = None) -> list[HealthPill]:
             HealthPill("database", "Database", "bad", "unreachable", str(report.get("database")))
         ]
     pills = []
-    for source, entry in (report.get("sync") or {}).items():
+    sources = list((report.get("sync") or {}).items())
+    if report.get("backup"):  # only when scheduled backups are on
+        sources.append(("backup", report["backup"]))
+    for source, entry in sources:
         label = SOURCE_LABELS.get(source, source)
+        subject = "Scheduled backup" if source == "backup" else f"{label} sync"
         interval = entry.get("interval_seconds") or 60
         success = parse_datetime(entry["last_success"]) if entry.get("last_success") else None
         attempt = parse_datetime(entry["last_attempt"]) if entry.get("last_attempt") else None
@@ -222,7 +226,7 @@ def health_pills(report: dict[str, Any] | None = None) -> list[HealthPill]:
                     label,
                     "bad",
                     f"failed, ok {success_text}" if success else "failed",
-                    f"{label} sync: the last attempt ({ago(attempt, now)}) failed: {error}",
+                    f"{subject}: the last attempt ({ago(attempt, now)}) failed: {error}",
                 )
             )
             continue
@@ -241,7 +245,7 @@ def health_pills(report: dict[str, Any] | None = None) -> list[HealthPill]:
                 label,
                 tone,
                 success_text,
-                f"{label} sync: last success {exact} ({detail}; runs {every}).",
+                f"{subject}: last success {exact} ({detail}; runs {every}).",
             )
         )
     worker = report.get("worker")
@@ -331,6 +335,32 @@ class Column:
 
 
 @dataclass
+class HeaderBand:
+    """A cell of the first header row: a dotted parent spanning its columns, or a plain flag."""
+
+    label: str
+    title: str
+    span: int  # columns under a parent band; 1 for a plain flag (which spans both rows)
+    parent: bool
+
+
+def header_bands(columns: list[Column]) -> list[HeaderBand]:
+    """First header row over dotted flag columns (empty when no column name has a dot)."""
+    if not any("." in column.key for column in columns):
+        return []
+    bands: list[HeaderBand] = []
+    for column in columns:
+        parent = flag_parent(column.key)
+        if not parent:
+            bands.append(HeaderBand(column.key, column.key, 1, False))
+        elif bands and bands[-1].parent and bands[-1].label == parent:
+            bands[-1].span += 1
+        else:
+            bands.append(HeaderBand(parent, f"{parent}.*", 1, True))
+    return bands
+
+
+@dataclass
 class CommonFlag:
     key: str
     text: str
@@ -374,6 +404,16 @@ class GroupView:
     @property
     def colspan(self) -> int:
         return 7 + len(self.columns)
+
+    @cached_property
+    def bands(self) -> list[HeaderBand]:
+        """Grouped headers for dotted flag names: ``trainer.lr`` sits under ``trainer``."""
+        return header_bands(self.columns)
+
+    @property
+    def dotted_columns(self) -> list[Column]:
+        """The second header row: the leaf names of dotted columns."""
+        return [c for c in self.columns if "." in c.key]
 
 
 def desired_hint(experiment: Experiment) -> str:
@@ -425,8 +465,8 @@ def build_group_view(
             common.append(CommonFlag(key, f"{key}={format_flag(first)}", full_flag(first)))
         else:
             columns_keys.append(key)
-    labels = short_labels(columns_keys)
-    columns = [Column(key, labels[key]) for key in columns_keys]
+    columns_keys = order_by_parent(columns_keys)
+    columns = [Column(key, key.rpartition(".")[2]) for key in columns_keys]
     rows = []
     for position, experiment in enumerate(experiments):
         cells = []

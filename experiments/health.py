@@ -18,6 +18,7 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from experiments.models import SyncSource, SyncState
+from syncing.leases import owner_is_dead
 
 INTERVAL_SETTINGS = {
     SyncSource.SKYPILOT: "SKYDECK_SYNC_SKYPILOT_INTERVAL",
@@ -39,9 +40,51 @@ def _available_sources() -> set[str]:
     return set(available_sources())
 
 
-def _source_entry(source: str, state: SyncState | None, now, available: bool) -> dict[str, Any]:
+#: What a source reports when its last attempt ended without recording success or an error.
+INTERRUPTED = (
+    "the last attempt stopped before it finished (its process was killed or timed out); "
+    "the next pass starts over"
+)
+
+
+def is_running(state: SyncState, now) -> bool:
+    """A pass holds the lease right now (unexpired, and its process has not died)."""
+    return bool(
+        state.lease_owner
+        and state.lease_expires_at
+        and state.lease_expires_at > now
+        and not owner_is_dead(state.lease_owner)  # a killed sync runs no more
+    )
+
+
+def _outcome(state: SyncState, now) -> tuple[bool | None, str]:
+    """(ok, error) of the last attempt whose outcome is known.
+
+    A pass under way has no outcome yet, so it reports the one before it: otherwise every
+    source would flash "failed" for as long as each pass runs. An attempt that ended without
+    an outcome (killed mid-pass) is a failure, and says so.
+    """
+    attempt = state.last_attempt_at
+    if attempt is None:
+        return None, ""
+    if state.ok:
+        return True, ""
+    errored_since = state.last_error and not (state.last_error_at and state.last_error_at < attempt)
+    if errored_since:
+        return False, state.last_error
+    if is_running(state, now):
+        if state.last_error:
+            return False, state.last_error
+        return (True, "") if state.last_success_at else (None, "")
+    return False, INTERRUPTED
+
+
+def _source_entry(
+    source: str, state: SyncState | None, now, available: bool, interval: int | None = None
+) -> dict[str, Any]:
     """The public part: freshness only (no counts, nothing secret)."""
-    interval = getattr(settings, INTERVAL_SETTINGS[source])
+    if interval is None:
+        interval = getattr(settings, INTERVAL_SETTINGS[source])
     entry: dict[str, Any] = {
         "available": available,
         "interval_seconds": interval,
@@ -54,11 +97,12 @@ def _source_entry(source: str, state: SyncState | None, now, available: bool) ->
         "stale": available,
     }
     if state is not None:
+        ok, error = _outcome(state, now)
         entry.update(
             last_attempt=_iso(state.last_attempt_at),
             last_success=_iso(state.last_success_at),
-            ok=state.ok if state.last_attempt_at else None,
-            last_error=state.last_error if not state.ok else "",
+            ok=ok,
+            last_error=error,
         )
         if state.last_success_at:
             age = (now - state.last_success_at).total_seconds()
@@ -125,6 +169,24 @@ def health_report() -> dict[str, Any]:
         for source, entry in sources.items()
         if entry["stale"]
     ]
+    if settings.SKYDECK_BACKUP_DIR:
+        # scheduled backups are on: their freshness and last error, like a sync source
+        entry = _source_entry(
+            SyncSource.BACKUP,
+            states.get(SyncSource.BACKUP),
+            now,
+            True,
+            interval=settings.SKYDECK_BACKUP_INTERVAL,
+        )
+        report["backup"] = entry
+        if entry["ok"] is False:
+            warnings.append(f"the last scheduled backup failed: {entry['last_error']}")
+        elif entry["stale"]:
+            warnings.append(
+                "no scheduled backup has succeeded yet"
+                if not entry["last_success"]
+                else f"no scheduled backup has succeeded for over {entry['stale_after_seconds']} s"
+            )
     try:
         report["worker"] = worker_report(now)
     except DatabaseError as exc:
@@ -148,12 +210,7 @@ def sync_status() -> dict[str, Any]:
             source=str(source),
             label=str(SyncSource(source).label),
             last_error_at=_iso(state.last_error_at) if state else None,
-            running=bool(
-                state
-                and state.lease_owner
-                and state.lease_expires_at
-                and state.lease_expires_at > now
-            ),
+            running=bool(state and is_running(state, now)),
             duration_seconds=state.duration if state else None,
             counts=dict(state.counts or {}) if state else {},
         )

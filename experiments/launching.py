@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,21 @@ def build_command_parts(experiment: Experiment) -> list[str]:
 def build_command(experiment: Experiment) -> str:
     """The shell command the task runs, every part quoted."""
     return shlex.join(build_command_parts(experiment))
+
+
+def commands_text(experiments: Iterable[Experiment]) -> str:
+    """Every experiment's command, one line each, ready to paste into a shell.
+
+    An experiment that has no valid command becomes a ``#`` comment saying why, so a pasted
+    block never runs half of a broken line.
+    """
+    lines = []
+    for experiment in experiments:
+        try:
+            lines.append(build_command(experiment))
+        except LaunchConfigError as exc:
+            lines.append("# " + " ".join(str(exc).split()))
+    return "".join(line + "\n" for line in lines)
 
 
 def load_task_template() -> dict[str, Any]:

@@ -399,6 +399,7 @@ class SyncSource(models.TextChoices):
     SKYPILOT = "skypilot", "SkyPilot jobs"
     S3 = "s3", "S3 checkpoints"
     RECONCILER = "reconciler", "Reconciler"
+    BACKUP = "backup", "Scheduled backups"
 
 
 class SyncState(models.Model):

@@ -221,11 +221,13 @@ def duplicate_experiment(
         copy.tags = list(experiment.tags)
         copy.full_clean()
         copy.save()
-        for membership in experiment.group_memberships.all():
+        memberships = list(experiment.group_memberships.all())
+        for membership in memberships:
             position = _open_slot(membership.group_id, membership.order)
             ExperimentGroupMember.objects.create(
                 group_id=membership.group_id, experiment=copy, order=position
             )
+        _touch_groups(m.group_id for m in memberships)
         record(
             actor,
             Operation.DUPLICATE,
@@ -276,6 +278,20 @@ def delete_group(actor: Actor, group: ExperimentGroup) -> None:
         record(actor, Operation.GROUP_DELETE, message=f"group {name}")
 
 
+def _touch_groups(group_ids: Iterable[int], *, loaded: ExperimentGroup | None = None) -> None:
+    """Bump ``updated_at`` of groups whose membership changed.
+
+    Membership lives in its own table, so without this a group's ETag (and If-Match checks in
+    the API) would not notice experiments being added, removed or reordered.
+    """
+    ids = set(group_ids)
+    if ids:
+        now = timezone.now()
+        ExperimentGroup.objects.filter(pk__in=ids).update(updated_at=now)
+        if loaded is not None and loaded.pk in ids:
+            loaded.updated_at = now
+
+
 def _renumber(group: ExperimentGroup, members: list[ExperimentGroupMember]) -> None:
     changed = []
     for position, member in enumerate(members):
@@ -307,6 +323,8 @@ def add_to_group(
             present.add(experiment.pk)
             record(actor, operation, experiment=experiment, message=f"added to group {group.name}")
             added += 1
+        if added:
+            _touch_groups([group.pk], loaded=group)
     return added
 
 
@@ -321,6 +339,7 @@ def remove_from_group(
             return 0
         group.memberships.filter(pk__in=[m.pk for m in gone]).delete()
         _renumber(group, list(group.memberships.order_by("order", "id")))
+        _touch_groups([group.pk], loaded=group)
         for member in gone:
             record(
                 actor,
@@ -350,6 +369,7 @@ def move_to_group(
         others.delete()
         for group in ExperimentGroup.objects.filter(pk__in=affected):
             _renumber(group, list(group.memberships.order_by("order", "id")))
+        _touch_groups(affected)
         return add_to_group(actor, target, experiments, operation=Operation.GROUP_MOVE)
 
 
@@ -362,6 +382,7 @@ def reorder_group(actor: Actor, group: ExperimentGroup, experiment_ids: Sequence
                 {"order": "The new order must list every experiment of the group exactly once."}
             )
         _renumber(group, [members[i] for i in experiment_ids])
+        _touch_groups([group.pk], loaded=group)
         record(actor, Operation.GROUP_REORDER, message=f"group {group.name} reordered")
 
 
@@ -379,6 +400,7 @@ def move_member(actor: Actor, group: ExperimentGroup, experiment: Experiment, de
             return
         members.insert(target, members.pop(index))
         _renumber(group, members)
+        _touch_groups([group.pk], loaded=group)
         record(
             actor,
             Operation.GROUP_REORDER,

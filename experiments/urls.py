@@ -17,6 +17,7 @@ urlpatterns = [
     path("experiments/<int:pk>/star", views.experiment_star, name="experiment_star"),
     path("groups/new", views.group_create, name="group_create"),
     path("groups/<int:pk>/rename", views.group_rename, name="group_rename"),
+    path("groups/<int:pk>/commands", views.group_commands, name="group_commands"),
     path("groups/<int:pk>/collapse", views.group_collapse, name="group_collapse"),
     path("groups/<int:pk>/delete", views.group_delete, name="group_delete"),
     path("groups/<int:pk>/move", views.group_move, name="group_move"),
@@ -26,5 +27,7 @@ urlpatterns = [
         name="member_move",
     ),
     path("jobs", views.jobs_view, name="jobs"),
+    path("jobs/<int:pk>/logs", views.job_log, name="job_log"),
+    path("jobs/<int:pk>/logs/stream", views.job_log_stream, name="job_log_stream"),
     path("operations", views.operations_view, name="operations"),
 ]

@@ -32,7 +32,7 @@ from django_htmx.http import HttpResponseClientRedirect, reswap, trigger_client_
 from experiments import dashboard, services
 from experiments.forms import ExperimentCreateForm, ExperimentForm, GroupForm, add_service_errors
 from experiments.health import health_report
-from experiments.launching import launch_preview
+from experiments.launching import commands_text, launch_preview
 from experiments.models import (
     DesiredState,
     Experiment,
@@ -42,6 +42,8 @@ from experiments.models import (
     Operation,
     OperationLog,
 )
+from syncing import joblogs
+from syncing.skypilot import SkyPilotError
 
 JOBS_PER_PAGE = 50
 OPERATIONS_PER_PAGE = 50
@@ -201,7 +203,11 @@ def experiment_create(request: HttpRequest) -> HttpResponse:
     template = "experiments/_create_form.html" if request.htmx else "experiments/create.html"
     groups = list(ExperimentGroup.objects.all())
     if request.method == "GET":
-        return render(request, template, {"form": ExperimentCreateForm(), "groups": groups})
+        # "+" in a group's header opens this form with that group chosen
+        initial = {"group": request.GET["group"]} if request.GET.get("group", "").isdigit() else {}
+        return render(
+            request, template, {"form": ExperimentCreateForm(initial=initial), "groups": groups}
+        )
     form = ExperimentCreateForm(request.POST)
     created = None
     if not form.is_valid():
@@ -524,6 +530,17 @@ def group_rename(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @ui_login_required
+@require_GET
+def group_commands(request: HttpRequest, pk: int) -> HttpResponse:
+    """Every member's command as plain text (the group header's "Copy commands")."""
+    group = get_object_or_404(ExperimentGroup, pk=pk)
+    text = commands_text(group.ordered_experiments())
+    response = HttpResponse(text, content_type="text/plain; charset=utf-8")
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@ui_login_required
 @require_POST
 def group_collapse(request: HttpRequest, pk: int) -> HttpResponse:
     group = get_object_or_404(ExperimentGroup, pk=pk)
@@ -689,3 +706,83 @@ def operations_view(request: HttpRequest) -> HttpResponse:
         "experiments/operations.html",
         {"page": page, "operations": rows, "filters": filters, "kinds": Operation.values},
     )
+
+
+# --- job logs ---------------------------------------------------------------------------------
+
+PLAIN_TEXT = "text/plain; charset=utf-8"
+
+
+def _text(body: str, status: int = 200, **headers: str) -> HttpResponse:
+    return HttpResponse(body, status=status, content_type=PLAIN_TEXT, headers=headers or None)
+
+
+@ui_login_required
+@require_GET
+def job_log(request: HttpRequest, pk: int) -> HttpResponse:
+    """A job's log page (skydeck.js fills it from ``job_log_stream``).
+
+    ``?format=text`` answers the last ``tail`` lines as plain text, for use without JavaScript.
+    """
+    output = request.GET.get("format", "")
+    if output not in {"", "html", "text"}:
+        return _text("format: html or text.\n", BAD_REQUEST)
+    try:
+        log_plan = joblogs.plan(pk, request.GET.get("tail"), follow=False)
+    except joblogs.UnknownJob as exc:
+        raise Http404(str(exc)) from None
+    except joblogs.JobLogError as exc:
+        if output == "text":
+            return _text(f"{exc}\n", BAD_REQUEST)
+        job = Job.objects.filter(pk=pk).only("id", "job_name", "status", "experiment_id").get()
+        context = _job_log_context(job, joblogs.DEFAULT_TAIL, error=str(exc))
+        return render(request, "experiments/job_log.html", context, status=BAD_REQUEST)
+    if output == "text":
+        try:
+            lines = joblogs.read_tail(log_plan)
+        except SkyPilotError as exc:
+            return _text(joblogs.error_message(exc) + "\n", 502)
+        return _text("".join(line + "\n" for line in lines))
+    job = Job.objects.filter(pk=pk).only("id", "job_name", "status", "experiment_id").get()
+    return render(request, "experiments/job_log.html", _job_log_context(job, log_plan.tail))
+
+
+def _job_log_context(job: Job, tail: int, error: str = "") -> dict[str, Any]:
+    experiment = (
+        Experiment.objects.filter(name=job.experiment_id).only("pk", "name").first()
+        if job.experiment_id
+        else None
+    )
+    query = urlencode({"tail": tail})
+    return {
+        "job": job,
+        "experiment": experiment,
+        "tail": tail,
+        "tail_choices": sorted({*joblogs.TAIL_CHOICES, tail}),
+        "active": job.is_active,
+        "stream_url": f"{reverse('job_log_stream', args=[job.id])}?{query}",
+        "text_url": f"{reverse('job_log', args=[job.id])}?{query}&format=text",
+        "error": error,
+    }
+
+
+@ui_login_required
+@require_GET
+def job_log_stream(request: HttpRequest, pk: int) -> HttpResponse:
+    """The log as Server-Sent Events, followed while the job is active.
+
+    Closing the page ends the response at the next keep-alive, and that closes the upstream
+    SkyPilot stream. Following takes one of SKYDECK_LOG_STREAMS_MAX slots: beyond that, 503.
+    """
+    try:
+        follow = joblogs.parse_follow(request.GET.get("follow"))
+        log_plan = joblogs.plan(pk, request.GET.get("tail"), follow=follow)
+    except joblogs.UnknownJob as exc:
+        raise Http404(str(exc)) from None
+    except joblogs.JobLogError as exc:
+        return _text(f"{exc}\n", BAD_REQUEST)
+    try:
+        stream = joblogs.open_web_stream(log_plan)
+    except joblogs.TooManyStreams as exc:
+        return _text(f"{exc}\n", 503, **{"Retry-After": "30"})
+    return joblogs.streaming_response(stream, request.META, events=True)

@@ -83,6 +83,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # while `skydeck restore` runs: 503 "restoring" (static files are served above)
+    "skydeck_site.middleware.RestoringMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -284,6 +286,11 @@ SKYDECK_SKYPILOT_ENDPOINT = envstr("SKYDECK_SKYPILOT_ENDPOINT")
 SKYDECK_SKYPILOT_TIMEOUT = envfloat("SKYDECK_SKYPILOT_TIMEOUT", 10.0, minimum=0.1)
 SKYDECK_SKYPILOT_REQUEST_TIMEOUT = envfloat("SKYDECK_SKYPILOT_REQUEST_TIMEOUT", 120.0, minimum=1)
 
+# --- Job logs -------------------------------------------------------------------------------
+# Log views following a running job at once, per web process (`skydeck serve` runs 8 threads per
+# process, so the rest of the app always keeps threads); more answer 503.
+SKYDECK_LOG_STREAMS_MAX = envint("SKYDECK_LOG_STREAMS_MAX", 4, minimum=1, maximum=64)
+
 # --- S3 -------------------------------------------------------------------------------------
 SKYDECK_S3_BUCKET = envstr("SKYDECK_S3_BUCKET", "softmax-public")
 SKYDECK_S3_POLICY_PREFIX = envstr("SKYDECK_S3_POLICY_PREFIX", "policies").strip("/")
@@ -307,6 +314,19 @@ def sync_interval(name: str, default: int) -> int:
 
 SKYDECK_SYNC_SKYPILOT_INTERVAL = sync_interval("SKYDECK_SYNC_SKYPILOT_INTERVAL", 30)
 SKYDECK_SYNC_S3_INTERVAL = sync_interval("SKYDECK_SYNC_S3_INTERVAL", 60)
+
+# --- Backups ---------------------------------------------------------------------------------
+# Scheduled snapshots of the SQLite database (experiments/backup.py): off while the directory is
+# empty; `skydeck backup PATH` and `skydeck restore PATH` work regardless. PostgreSQL: pg_dump.
+_backup_dir = envstr("SKYDECK_BACKUP_DIR", "")
+SKYDECK_BACKUP_DIR = Path(_backup_dir).expanduser().resolve() if _backup_dir else None
+if SKYDECK_BACKUP_DIR is not None and _database_url:
+    raise ImproperlyConfigured(
+        "SKYDECK_BACKUP_DIR schedules SQLite snapshots, but DATABASE_URL selects PostgreSQL: "
+        "unset SKYDECK_BACKUP_DIR and back PostgreSQL up with pg_dump"
+    )
+SKYDECK_BACKUP_KEEP = envint("SKYDECK_BACKUP_KEEP", 7, minimum=1)
+SKYDECK_BACKUP_INTERVAL = sync_interval("SKYDECK_BACKUP_INTERVAL", 86400)
 
 # --- Reconciler (desired state -> SkyPilot) ---------------------------------------------------
 # on: launch and cancel; dry-run: only log the plan; off: do nothing.

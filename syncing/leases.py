@@ -2,22 +2,31 @@
 
 The worker, ``manage.py sync`` and a second worker may all try to run the same source. Taking the
 lease is one conditional UPDATE on the ``sync_states`` row, atomic on SQLite and PostgreSQL alike.
-A lease carries an expiry, so one held by a process that was killed frees itself.
+A lease carries an expiry, so one held by a process that was killed frees itself. The expiry is
+long (the task timeout plus a minute), so a restart after a crash would otherwise skip syncs for
+minutes: an owner name also records the machine (host name, boot id and PID namespace), and a lease
+whose owner ran on this very machine and whose process is gone is taken over at once. Owners on
+other machines (or whose process id was reused) keep their lease until it expires.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import cache
 
 from django.db.models import Q
 from django.utils import timezone
 
 from experiments.models import SyncState
+
+logger = logging.getLogger(__name__)
 
 
 class LeaseHeld(Exception):
@@ -29,20 +38,80 @@ class LeaseHeld(Exception):
         super().__init__(f"{source} sync is already running ({owner}, lease until {until})")
 
 
+@cache
+def machine_id() -> str:
+    """A short digest of this boot of this machine and PID namespace ("" where unknown).
+
+    Two processes with the same id see the same process table, so one can tell whether the
+    other is still alive. Containers sharing a database file have different PID namespaces.
+    """
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            boot = fh.read().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+    return hashlib.blake2b(f"{boot}/{namespace}".encode(), digest_size=4).hexdigest()
+
+
 def new_owner() -> str:
-    """A name unique to this attempt that also says where it runs."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """A name unique to this attempt that says where it runs: ``host:pid:nonce[:machine]``."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    machine = machine_id()
+    return f"{owner}:{machine}" if machine else owner
+
+
+def process_gone(pid: int) -> bool:
+    """True when no process ``pid`` exists here, or it is a zombie (killed, not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it exists, as another user's process
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            state = fh.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in {"Z", "X"}
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True only when ``owner`` ran on this machine (same host and machine id) and has exited."""
+    parts = owner.split(":")
+    machine = machine_id()
+    if len(parts) != 4 or not machine or parts[3] != machine:
+        return False
+    if parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    return pid != os.getpid() and process_gone(pid)
 
 
 def acquire(source: str, owner: str, ttl: float) -> bool:
-    """Take the lease if it is free, expired, or already ours."""
+    """Take the lease if it is free, expired, already ours, or held by a dead local process."""
     SyncState.objects.get_or_create(source=source)
     now = timezone.now()
+    expires = now + timedelta(seconds=ttl)
     taken = (
         SyncState.objects.filter(source=source)
         .filter(Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=owner))
-        .update(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl))
+        .update(lease_owner=owner, lease_expires_at=expires)
     )
+    if taken == 1:
+        return True
+    holder = SyncState.objects.filter(source=source).values_list("lease_owner", flat=True).first()
+    if not holder or not owner_is_dead(holder):
+        return False
+    # compare-and-swap on the dead owner's name: of several contenders exactly one wins
+    taken = SyncState.objects.filter(source=source, lease_owner=holder).update(
+        lease_owner=owner, lease_expires_at=expires
+    )
+    if taken == 1:
+        logger.warning(
+            "%s sync: took over the lease of %s, a process that no longer runs", source, holder
+        )
     return taken == 1
 
 

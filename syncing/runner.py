@@ -81,6 +81,13 @@ def run_sync(source: str, **kwargs: Any) -> SyncOutcome:
     syncers = _syncers()
     if source not in syncers:
         raise ValueError(f"unknown sync source {source!r}: choose from {', '.join(syncers)}")
+    from experiments.backup import restore_in_progress
+
+    restoring = restore_in_progress()
+    if restoring is not None:  # the rows this pass would write are about to be replaced
+        return SyncOutcome(
+            source, ok=True, skipped=True, error=f"restoring: {restoring.describe()}"
+        )
     ttl = settings.Q_CLUSTER["timeout"] + 60
     started = time.monotonic()
     try:

@@ -17,6 +17,9 @@ TASKS = {
     ),
     "skydeck: sync S3 checkpoints": ("s3", "syncing.tasks.sync_s3", "SKYDECK_SYNC_S3_INTERVAL"),
 }
+#: Scheduled snapshots: only while SKYDECK_BACKUP_DIR is set (removed when it is emptied).
+BACKUP_SCHEDULE = "skydeck: back up the database"
+BACKUP_TASK = "syncing.tasks.backup_database"
 
 
 def schedule_fields(interval: int) -> dict:
@@ -35,28 +38,39 @@ def ensure_schedules() -> list[str]:
     from syncing.runner import available_sources
 
     sources = set(available_sources())
-    names = []
-    for name, (source, func, setting) in TASKS.items():
-        if source not in sources:
-            continue
-        names.append(name)
-        fields = schedule_fields(getattr(settings, setting))
-        existing = Schedule.objects.filter(name=name).first()
-        if existing is None:
-            Schedule.objects.create(name=name, func=func, repeats=-1, **fields)
-            continue
-        changed = [
-            k
-            for k, v in {"func": func, "repeats": -1, **fields}.items()
-            if getattr(existing, k) != v
-        ]
-        if changed:
-            for key in changed:
-                setattr(existing, key, {"func": func, "repeats": -1, **fields}[key])
-            existing.next_run = timezone.now()  # first run of the new rule: now
-            existing.save()
-    return names
+    wanted = {
+        name: (func, getattr(settings, setting))
+        for name, (source, func, setting) in TASKS.items()
+        if source in sources
+    }
+    if settings.SKYDECK_BACKUP_DIR:
+        wanted[BACKUP_SCHEDULE] = (BACKUP_TASK, settings.SKYDECK_BACKUP_INTERVAL)
+    else:
+        Schedule.objects.filter(name=BACKUP_SCHEDULE).delete()
+    for name, (func, interval) in wanted.items():
+        _ensure(Schedule, name, func, interval)
+    return list(wanted)
 
 
-def on_post_migrate(sender, **kwargs) -> None:
-    ensure_schedules()
+def _ensure(schedule_model: type, name: str, func: str, interval: int) -> None:
+    """Create the schedule, or update it when its task or interval changed."""
+    fields = {"func": func, "repeats": -1, **schedule_fields(interval)}
+    existing = schedule_model.objects.filter(name=name).first()
+    if existing is None:
+        schedule_model.objects.create(name=name, **fields)
+        return
+    changed = [key for key, value in fields.items() if getattr(existing, key) != value]
+    if changed:
+        for key in changed:
+            setattr(existing, key, fields[key])
+        existing.next_run = timezone.now()  # first run of the new rule: now
+        existing.save()
+
+
+def on_post_migrate(sender, using: str = "default", **kwargs) -> None:
+    """Create the schedules once django-q2's tables exist (a partial ``migrate`` may precede)."""
+    from django.db import connections
+    from django_q.models import Schedule
+
+    if Schedule._meta.db_table in connections[using].introspection.table_names():
+        ensure_schedules()

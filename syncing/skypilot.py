@@ -158,6 +158,25 @@ def _one_line(text: str, limit: int = _MAX_MESSAGE_CHARS) -> str:
     return flat
 
 
+def interrupt_stream(response: requests.Response) -> bool:
+    """Wake a thread blocked reading ``response`` (from any thread); False if it cannot be.
+
+    Closing a socket does not interrupt a ``recv`` running in another thread; shutting its
+    reading side down does: the reader sees the end of the stream and closes the connection,
+    which tells the server to stop. Responses without a live socket (already released, or a
+    test double) cannot be interrupted.
+    """
+    raw = getattr(response, "raw", None)
+    shutdown = getattr(raw, "shutdown", None)
+    if shutdown is None:
+        return False
+    try:
+        shutdown()
+    except (OSError, ValueError, RuntimeError):
+        return False
+    return True
+
+
 # --------------------------------------------------------------------------------------------
 # Configuration: endpoint and credentials
 # --------------------------------------------------------------------------------------------
@@ -523,13 +542,20 @@ class SkyPilotClient:
         logger.info("cancelled SkyPilot managed jobs %s (request %s)", ids, request_id)
 
     def stream_logs(
-        self, job_id: int, *, tail: int | None = None, follow: bool = False
+        self,
+        job_id: int,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        on_open: Callable[[requests.Response], None] | None = None,
     ) -> Iterator[str]:
         """Yield a managed job's log lines, cleaned for display.
 
         Lazy: the request is sent on the first ``next()``. Closing the generator closes the
         connection, which is how the server learns to stop following. With ``follow`` there is
-        no read timeout, since a job may be quiet for a long time.
+        no read timeout, since a job may be quiet for a long time. ``on_open`` receives the
+        streaming response once the server answered: a reader blocked in another thread can only
+        be woken by shutting that response's socket down (see :func:`interrupt_stream`).
         """
         body = {"job_id": job_id, "follow": follow, "tail": tail, "controller": False}
         read_timeout = None if follow else max(self.timeout, self.request_timeout)
@@ -542,6 +568,8 @@ class SkyPilotClient:
             timeout=(self.timeout, read_timeout),
         )
         try:
+            if on_open is not None:
+                on_open(response)
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             pending = ""
             try:

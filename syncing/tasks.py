@@ -18,3 +18,10 @@ def sync_skypilot() -> str:
 
 def sync_s3() -> str:
     return run_sync(SyncSource.S3).summary()
+
+
+def backup_database() -> str:
+    """A scheduled snapshot into SKYDECK_BACKUP_DIR with retention; failures are logged."""
+    from experiments.backup import scheduled_backup
+
+    return scheduled_backup()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import browser_support
 import pytest
 import responses
 from django.utils import timezone
@@ -64,3 +68,47 @@ def server(db, settings, monkeypatch):
     monkeypatch.setattr("syncing.skypilot.time.sleep", lambda s: None)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         yield FakeSkyPilot(rsps)
+
+
+# --- browser tests (marker `browser`; tests/browser_support.py) ------------------------------
+
+
+@pytest.fixture
+def page(live_server, transactional_db, request, monkeypatch) -> Iterator:
+    """A Chromium page (browser tests only); a failing test leaves a screenshot."""
+    # Playwright's sync API runs an event loop in this thread; Django would then refuse the
+    # ORM calls the tests make to seed and check the database (SynchronousOnlyOperation).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright import sync_api as playwright_api
+
+    if not Path(browser_support.CHROMIUM).exists():
+        pytest.fail(
+            f"{browser_support.CHROMIUM} is missing: apt-get install chromium (.ci/run does)"
+        )
+    failed_before = request.session.testsfailed
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=browser_support.CHROMIUM, args=browser_support.CHROMIUM_ARGS
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.js_errors = errors
+        try:
+            yield page
+        finally:
+            if request.session.testsfailed > failed_before:
+                browser_support.ARTIFACTS.mkdir(exist_ok=True)
+                name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)
+                page.screenshot(path=str(browser_support.ARTIFACTS / f"{name}.png"), full_page=True)
+            context.close()
+            browser.close()
+
+
+@pytest.fixture
+def alice(transactional_db):
+    from django.contrib.auth.models import User
+
+    return User.objects.create_user("alice", password="correct-horse", first_name="Alice")

@@ -62,9 +62,17 @@ class FakeSkyPilot:
         self.launch_error: dict | None = None  # {"type": ..., "message": ...} fails launches
         self.truncate_page: int | None = None  # this queue page answers with broken JSON
         self.next_job_id = 1000
+        self.logs_bodies: list[dict] = []
+        # what POST /jobs/logs streams: plain text with colours and control payload lines
+        self.log_text = (
+            "\x1b[1mStarting job\x1b[0m\n"
+            '<sky-payload type="rich_status">{"msg": "Waiting"}</sky-payload>\n'
+            "epoch 1 loss=0.5\n"
+        )
         rsps.add_callback(responses.POST, f"{endpoint}/jobs/queue/v2", callback=self._queue)
         rsps.add_callback(responses.POST, f"{endpoint}/jobs/launch", callback=self._launch)
         rsps.add_callback(responses.POST, f"{endpoint}/jobs/cancel", callback=self._cancel)
+        rsps.add_callback(responses.POST, f"{endpoint}/jobs/logs", callback=self._logs)
         rsps.add_callback(responses.GET, f"{endpoint}/api/status", callback=self._status)
         rsps.add_callback(responses.GET, f"{endpoint}/api/get", callback=self._get)
 
@@ -153,3 +161,9 @@ class FakeSkyPilot:
     def _cancel(self, request):
         self.cancel_bodies.append(json.loads(request.body))
         return self._succeed(None)
+
+    def _logs(self, request):
+        """The log streams in the answer itself (no request to wait for)."""
+        self.logs_bodies.append(json.loads(request.body))
+        headers = {"X-Skypilot-Request-ID": str(uuid.uuid4()), "Content-Type": "text/plain"}
+        return 200, headers, self.log_text

@@ -130,6 +130,28 @@ def test_group_preconditions(api):
     assert ExperimentGroup.objects.get().name == "x"
 
 
+def test_membership_changes_make_an_old_etag_stale(api, trio):
+    """Members live in their own table; changing them must still change the group's ETag."""
+    a, b, _ = trio
+    group = services.create_group("tester", "g")
+    other = services.create_group("tester", "other")
+    url = f"/api/groups/{group.pk}/"
+    changes = [
+        lambda: services.add_to_group("tester", group, [a, b]),
+        lambda: services.move_member("tester", group, b, -1),
+        lambda: services.reorder_group("tester", group, [a.pk, b.pk]),
+        lambda: services.duplicate_experiment("tester", a),
+        lambda: services.move_to_group("tester", [b], other),
+        lambda: services.remove_from_group("tester", group, [a]),
+    ]
+    for change in changes:
+        before = api.get(url)["ETag"]
+        change()
+        stale = api.patch(url, {"name": "x"}, format="json", HTTP_IF_MATCH=before)
+        assert stale.status_code == 409, change
+        assert api.get(url)["ETag"] != before
+
+
 def test_members_add_keeps_other_groups_and_move_takes_them_out(api, trio):
     a, b, c = trio
     one = services.create_group("tester", "one")

@@ -9,76 +9,11 @@ Debian's chromium is driven by the ``playwright`` package (no browser download),
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from browser_support import login
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-@pytest.fixture(autouse=True)
-def allow_orm_beside_playwright(monkeypatch):
-    """Playwright's sync API runs an event loop in this thread; Django would then refuse the ORM
-    calls the tests make to seed and check the database (SynchronousOnlyOperation). Set for the
-    tests of this module only (and undone after each), not for the whole run.
-    """
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.fixture
-def page(live_server, transactional_db, request) -> Iterator:
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed")
-    failed_before = request.session.testsfailed
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.js_errors = errors
-        try:
-            yield page
-        finally:
-            if request.session.testsfailed > failed_before:
-                ARTIFACTS.mkdir(exist_ok=True)
-                name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)
-                page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-            context.close()
-            browser.close()
-
-
-@pytest.fixture
-def alice(transactional_db):
-    from django.contrib.auth.models import User
-
-    return User.objects.create_user("alice", password="correct-horse", first_name="Alice")
-
-
-def login(page, live_server) -> None:
-    from playwright.sync_api import expect
-
-    page.goto(f"{live_server.url}/")
-    expect(page).to_have_url(re.compile(r"/accounts/login/\?next=/$"))
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "correct-horse")
-    page.click("button:has-text('Log in')")
-    expect(page.locator(".username")).to_have_text("Alice")
-    expect(page.locator("#deck")).to_be_visible()
 
 
 def row(page, name: str):
@@ -273,4 +208,82 @@ def test_bulk_delete_asks_for_confirmation(page, live_server, alice):
     page.click("#bulk-form button:has-text('Delete')")
     expect(page.locator("#messages")).to_contain_text("Deleted 2 experiments.")
     assert list(Experiment.objects.values_list("name", flat=True)) == ["keep-c"]
+    assert page.js_errors == []
+
+
+def test_group_header_tools_and_shift_click_ranges(page, live_server, alice):
+    from playwright.sync_api import expect
+
+    from experiments import services
+    from experiments.models import ExperimentGroup
+
+    group = services.create_group("t", "sweep")
+    exps = [
+        services.create_experiment(
+            "t",
+            name=f"sw-{i}",
+            base_command="uv run",
+            tool_path="train.py",
+            flags={"trainer.lr": i, "trainer.batch": 8 * i, "seed": i},
+        )
+        for i in range(1, 5)
+    ]
+    services.add_to_group("t", group, exps)
+    login(page, live_server)
+    table = page.locator(f"#group-{group.pk}-table")
+
+    # dotted flag names: "trainer" spans its two columns above "batch" and "lr"
+    expect(table.locator("th.c-band")).to_have_text("trainer")
+    expect(table.locator("th.c-band")).to_have_attribute("colspan", "2")
+    expect(table.locator("tr.leaf-row th")).to_have_text(["batch", "lr"])
+
+    # shift-click ticks a range; shift-click on a ticked box clears a range
+    boxes = [row(page, f"sw-{i}").locator('input[name="ids"]') for i in range(1, 5)]
+    boxes[0].click()
+    boxes[2].click(modifiers=["Shift"])
+    expect(page.locator("#selection-count")).to_have_text("3 selected")
+    for box, ticked in zip(boxes, (True, True, True, False), strict=True):
+        (expect(box).to_be_checked if ticked else expect(box).not_to_be_checked)()
+    boxes[3].click()
+    boxes[1].click(modifiers=["Shift"])
+    expect(page.locator("#selection-count")).to_have_text("1 selected")
+    expect(boxes[0]).to_be_checked()
+    for box in boxes[1:]:
+        expect(box).not_to_be_checked()
+
+    # "Copy commands" puts every member's command on the clipboard, one per line; where the
+    # browser refuses the clipboard, the text is shown selected for Ctrl+C instead
+    expect(page.locator("#copy-dialog")).to_be_hidden()
+    page.evaluate(
+        "() => { navigator.clipboard.write = () => Promise.reject(new Error('denied')); }"
+    )
+    page.locator(f"#group-{group.pk} a:has-text('Copy commands')").click()
+    expect(page.locator("#copy-dialog")).to_be_visible()
+    expect(page.locator("#copy-text")).to_have_value(re.compile(r"^uv run train.py run=sw-1 "))
+    assert page.evaluate("document.activeElement.id") == "copy-text"
+    page.locator("#copy-dialog [data-close-dialog]").click()
+    page.reload()
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    page.locator(f"#group-{group.pk} a:has-text('Copy commands')").click()
+    expect(page.locator("#toast")).to_have_text("Copied 4 commands of sweep.")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied.splitlines() == [
+        f"uv run train.py run=sw-{i} seed={i} trainer.batch={8 * i} trainer.lr={i}"
+        for i in range(1, 5)
+    ]
+
+    # "+" in the header creates the new experiment inside that group
+    page.locator(f"#group-{group.pk} a[title='New experiment in sweep']").click()
+    dialog = page.locator("#create-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#id_group")).to_have_value(str(group.pk))
+    dialog.locator("#id_name").fill("sw-5")
+    dialog.locator("button:has-text('Create experiment')").click()
+    expect(dialog.locator(".notice.success")).to_contain_text("Created sw-5")
+    dialog.locator("button:has-text('Close')").click()
+    expect(table.locator("a.exp-name")).to_have_text(["sw-1", "sw-2", "sw-3", "sw-4", "sw-5"])
+    assert [e.name for e in ExperimentGroup.objects.get().ordered_experiments()][-1] == "sw-5"
+    # the top bar's button opens the same dialog with no group chosen
+    page.click(".toolbar >> text=New experiment")
+    expect(dialog.locator("#id_group")).to_have_value("")
     assert page.js_errors == []

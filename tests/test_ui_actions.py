@@ -137,6 +137,48 @@ def test_create_into_group(client):
     assert members(group) == ["new-exp"]
 
 
+def test_plus_in_group_header_opens_create_form_for_that_group(client):
+    services.create_group("t", "first")
+    group = services.create_group("t", "sweep")
+    html = client.get("/").content.decode()
+    plus = f'href="{reverse("experiment_create")}?group={group.pk}"'
+    assert plus in html and f'data-dialog-group="{group.pk}"' in html
+    page = client.get(f"{reverse('experiment_create')}?group={group.pk}").content.decode()
+    assert f'<option value="{group.pk}" selected>sweep</option>' in page
+    # a junk group parameter is ignored, not an error
+    junk = client.get(f"{reverse('experiment_create')}?group=x'y")
+    assert junk.status_code == 200 and b" selected>" not in junk.content
+
+
+def test_group_commands_are_plain_text_in_member_order(client, make_experiment):
+    group = services.create_group("t", "sweep")
+    second = make_experiment("b-run", base_command="uv run", tool_path="train.py", flags={"lr": 2})
+    first = make_experiment(
+        "a-run", base_command="uv run", tool_path="train.py", flags={"note": "a; rm -rf /"}
+    )
+    broken = make_experiment("no-cmd")
+    services.add_to_group("t", group, [second, first, broken])
+    make_experiment("outsider", base_command="echo")
+    url = reverse("group_commands", args=[group.pk])
+    assert url in client.get("/").content.decode()
+    response = client.get(url)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    assert response.content.decode().splitlines() == [
+        "uv run train.py run=b-run lr=2",
+        "uv run train.py run=a-run 'note=a; rm -rf /'",
+        "# no-cmd has no command: set its base command and/or tool path",
+    ]
+    assert client.post(url).status_code == 405
+    assert client.get(reverse("group_commands", args=[9999])).status_code == 404
+
+
+def test_group_commands_need_login(make_experiment):
+    group = services.create_group("t", "sweep")
+    response = Client().get(reverse("group_commands", args=[group.pk]))
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -199,11 +199,58 @@ def test_boolean_false_and_formatting_helpers():
     assert dashboard.format_flag(999_999) == "1M"
     assert dashboard.format_flag(0.0003) == "0.0003"
     assert dashboard.format_flag("text") == "text"
-    assert dashboard.short_labels(["a.lr", "b.lr", "c.batch"]) == {
-        "a.lr": "a.lr",
-        "b.lr": "b.lr",
-        "c.batch": "batch",
-    }
+
+
+def test_dotted_flags_get_grouped_two_level_headers(client, make_experiment):
+    group = services.create_group("t", "nested")
+    a = make_experiment(
+        "n1", flags={"trainer.lr": 0.1, "seed": 1, "env.name": "a", "trainer.batch": 8}
+    )
+    b = make_experiment(
+        "n2", flags={"trainer.lr": 0.2, "seed": 2, "env.name": "b", "trainer.batch": 16}
+    )
+    services.add_to_group("t", group, [a, b])
+    view = dashboard.build_dashboard().groups[0]
+    assert [c.key for c in view.columns] == ["env.name", "seed", "trainer.batch", "trainer.lr"]
+    assert [c.label for c in view.columns] == ["name", "seed", "batch", "lr"]
+    assert [(b.label, b.span, b.parent) for b in view.bands] == [
+        ("env", 1, True),
+        ("seed", 1, False),
+        ("trainer", 2, True),
+    ]
+    html = client.get("/").content.decode()
+    assert 'scope="colgroup" colspan="2" title="trainer.*">trainer</th>' in html
+    assert 'rowspan="2" title="seed">seed</th>' in html
+    leaf_row = html[
+        html.index('<tr class="leaf-row">') : html.index("</tr>", html.index("leaf-row"))
+    ]
+    assert [part.split("</th>")[0].rsplit(">", 1)[1] for part in leaf_row.split("<th")[1:]] == [
+        "name",
+        "batch",
+        "lr",
+    ]
+    # cells follow the same column order as the headers
+    row = next(r for r in view.rows if r.experiment.name == "n2")
+    assert [c.text for c in row.cells] == ["b", "2", "16", "0.2"]
+
+
+def test_group_flag_order_keeps_dotted_siblings_together():
+    assert dashboard.order_by_parent(["a.x", "lr", "a.y", "b.z", "a.w"]) == [
+        "a.x",
+        "a.y",
+        "a.w",
+        "lr",
+        "b.z",
+    ]
+    flat = [dashboard.Column(k, k) for k in ("lr", "seed")]
+    assert dashboard.header_bands(flat) == []
+
+
+def test_flat_flags_keep_one_header_row(client, make_experiment):
+    make_experiment("flat1", flags={"lr": 1})
+    make_experiment("flat2", flags={"lr": 2})
+    html = client.get("/").content.decode()
+    assert "leaf-row" not in html and "colgroup" not in html
 
 
 @pytest.mark.parametrize("status", [*JobStatus.values, "NO_JOB"])

@@ -6,8 +6,16 @@ import logging
 from typing import Any
 
 from django.db.models import Exists, OuterRef, QuerySet
-from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import exceptions, status, viewsets
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import exceptions, renderers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -26,12 +34,50 @@ from experiments.models import (
 from experiments.serializers import (
     CancelResultSerializer,
     CheckpointSerializer,
+    ErrorSerializer,
     JobSerializer,
     OperationLogSerializer,
 )
+from syncing import joblogs
 from syncing.skypilot import SkyPilotClient, SkyPilotError
 
 logger = logging.getLogger(__name__)
+
+#: How long ``follow=true`` waits for SkyPilot to answer before the 200 is committed, so that an
+#: unreachable server is still a 502 (the client's own timeouts and retries usually end sooner).
+FOLLOW_CONNECT_WAIT_SECONDS = 60.0
+
+
+class PlainTextRenderer(renderers.BaseRenderer):
+    """Lets clients send ``Accept: text/plain`` for the log; errors are still JSON."""
+
+    media_type = "text/plain"
+    format = "txt"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context=None):
+        return data.encode() if isinstance(data, str) else b""
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "Too busy: try again later."
+    default_code = "unavailable"
+
+
+def _json_errors(*codes: int) -> dict[Any, OpenApiResponse]:
+    """Error answers of an operation whose success is not JSON: errors are always JSON."""
+    known = [code for code in codes if code != 503]
+    documented: dict[Any, OpenApiResponse] = {
+        (code, "application/json"): response for code, response in errors(*known).items()
+    }
+    if 503 in codes:
+        documented[(503, "application/json")] = OpenApiResponse(
+            ErrorSerializer,
+            description="Every follow slot of this server process is taken "
+            "(SKYDECK_LOG_STREAMS_MAX).",
+        )
+    return documented
 
 
 @extend_schema_view(
@@ -112,6 +158,83 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
             },
             status=status.HTTP_202_ACCEPTED,
         )
+
+    @extend_schema(
+        summary="A job's log",
+        description="The last `tail` lines of the job's log from the SkyPilot API server as "
+        "plain text, with control lines and colour codes removed. With `follow=true` and an "
+        "active job the answer streams until the job ends or the client disconnects (which "
+        "stops the stream on SkyPilot too); if it breaks off, the last line starts with "
+        "`# skydeck:`. Only jobs SkyDeck has synced are known (404 otherwise). A SkyPilot "
+        "failure is a 502 with its message; too many followed logs at once a 503.",
+        parameters=[
+            id_param("SkyPilot job"),
+            OpenApiParameter(
+                "tail",
+                {"type": "integer", "minimum": 1, "maximum": joblogs.MAX_TAIL},
+                OpenApiParameter.QUERY,
+                required=False,
+                description=f"How many of the last lines (default {joblogs.DEFAULT_TAIL}).",
+                examples=[OpenApiExample("tail", value=100)],
+            ),
+            OpenApiParameter(
+                "follow",
+                OpenApiTypes.BOOL,
+                OpenApiParameter.QUERY,
+                required=False,
+                description="Keep streaming new lines while the job is active (default false). "
+                "A finished job's log is complete: it is never followed.",
+            ),
+            OpenApiParameter("format", exclude=True),  # the answer's type does not vary
+        ],
+        request=None,
+        responses={
+            (200, "text/plain"): OpenApiResponse(
+                OpenApiTypes.STR, description="The log, one line per line."
+            ),
+            **_json_errors(400, 404, 502, 503),
+        },
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        renderer_classes=[renderers.JSONRenderer, PlainTextRenderer],
+        filter_backends=[],
+        pagination_class=None,
+    )
+    def logs(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            follow = joblogs.parse_follow(request.query_params.get("follow"))
+            log_plan = joblogs.plan(
+                int(self.kwargs["id"]), request.query_params.get("tail"), follow=bool(follow)
+            )
+        except joblogs.UnknownJob as exc:
+            raise exceptions.NotFound(str(exc)) from None
+        except joblogs.JobLogError as exc:
+            field, _, message = str(exc).partition(": ")
+            raise exceptions.ValidationError({field: [message]}) from None
+        if not log_plan.follow:
+            lines = joblogs.read_tail(log_plan)  # SkyPilotError -> 502 (exception handler)
+            return HttpResponse(
+                "".join(line + "\n" for line in lines), content_type="text/plain; charset=utf-8"
+            )
+        try:
+            stream = joblogs.open_web_stream(log_plan)
+        except joblogs.TooManyStreams as exc:
+            raise ServiceUnavailable(str(exc)) from None
+        stream.wait_settled(FOLLOW_CONNECT_WAIT_SECONDS)
+        if stream.error is not None:
+            stream.close()
+            raise stream.error
+        return joblogs.streaming_response(stream, request.META, events=False)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # The log is text, but its errors are JSON whatever the client accepts.
+        response = super().handle_exception(exc)
+        if self.action == "logs":
+            self.request.accepted_renderer = renderers.JSONRenderer()
+            self.request.accepted_media_type = "application/json"
+        return response
 
 
 @extend_schema_view(

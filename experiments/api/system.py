@@ -185,7 +185,8 @@ _HEALTH_PATH = {
         "operationId": "health",
         "summary": "Health check (no login)",
         "description": "Whether the database answers (status), how fresh each sync source is, "
-        "and whether the background worker is alive. 503 when the database is unreachable.",
+        "whether scheduled backups succeed (when on) and whether the background worker is "
+        "alive. 503 when the database is unreachable.",
         "tags": ["health"],
         "security": [],
         "responses": {
@@ -211,6 +212,10 @@ _HEALTH_SCHEMA = {
         "time": {"type": "string", "format": "date-time"},
         "database": {"type": "string"},
         "sync": {"type": "object", "additionalProperties": {"type": "object"}},
+        "backup": {
+            "type": "object",
+            "description": "Scheduled backups (present only when SKYDECK_BACKUP_DIR is set).",
+        },
         "worker": {"type": "object"},
         "warnings": {"type": "array", "items": {"type": "string"}},
     },

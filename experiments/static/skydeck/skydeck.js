@@ -74,6 +74,29 @@
     }
   }
 
+  // shift-click ticks (or clears) every box between the last one clicked and this one, in one table
+  var anchor = null; // {value, table} of the last box clicked without shift
+  function anchorBox(table) {
+    if (!anchor || anchor.table !== table.id) return null;
+    return $all('input[name="ids"]', table).filter(function (b) { return b.value === anchor.value; })[0] || null;
+  }
+  document.addEventListener("click", function (e) {
+    var el = e.target;
+    if (!(el.matches && el.matches('#deck input[name="ids"]'))) return;
+    var table = el.closest("table");
+    var from = e.shiftKey && table ? anchorBox(table) : null;
+    if (from && from !== el) {
+      var inTable = $all('input[name="ids"]', table);
+      var a = inTable.indexOf(from), b = inTable.indexOf(el);
+      inTable.slice(Math.min(a, b), Math.max(a, b) + 1).forEach(function (box) {
+        if (el.checked) selected.add(box.value); else selected.delete(box.value);
+      });
+      var textSel = window.getSelection && window.getSelection();
+      if (textSel) textSel.removeAllRanges();
+    }
+    anchor = table ? { value: el.value, table: table.id } : null;
+  });
+
   document.addEventListener("change", function (e) {
     var el = e.target;
     if (el.matches && el.matches('#deck input[name="ids"]')) {
@@ -137,6 +160,10 @@
       var dialog = document.getElementById(opener.dataset.openDialog);
       if (dialog && dialog.showModal) {
         e.preventDefault();
+        if (opener.dataset.dialogGroup !== undefined) {
+          var picker = dialog.querySelector('select[name="group"]');
+          if (picker) picker.value = opener.dataset.dialogGroup;
+        }
         dialog.showModal();
         var first = dialog.querySelector("input:not([type=hidden]), select, textarea");
         if (first) first.focus();
@@ -172,6 +199,14 @@
       return;
     }
 
+    // a group's "Copy commands": fetch the plain-text list, then copy it
+    var copyUrl = e.target.closest && e.target.closest("a[data-copy-url]");
+    if (copyUrl && !(e.metaKey || e.ctrlKey || e.shiftKey || e.altKey || e.button > 0)) {
+      e.preventDefault();
+      copyCommands(copyUrl);
+      return;
+    }
+
     // copy buttons
     var copy = e.target.closest && e.target.closest("[data-copy]");
     if (copy) {
@@ -183,6 +218,45 @@
       } else { selectText(source); }
     }
   });
+
+  function copyCommands(link) {
+    var label = link.dataset.copyLabel || "this group";
+    var text = fetch(link.getAttribute("href"), { credentials: "same-origin", headers: { "Accept": "text/plain" } })
+      .then(function (r) {
+        if (r.redirected) throw new Error("your session has ended; reload the page and sign in.");
+        if (!r.ok) throw new Error("the server answered " + r.status + ".");
+        return r.text();
+      });
+    var count = function (t) { return t.split("\n").filter(function (l) { return l && l.charAt(0) !== "#"; }).length; };
+    var copied = function (t) {
+      var n = count(t);
+      toast(n ? "Copied " + n + " command" + (n === 1 ? "" : "s") + " of " + label + "." : "No command to copy in " + label + ".");
+    };
+    var manual = function (t) {
+      var dialog = document.getElementById("copy-dialog");
+      var area = document.getElementById("copy-text");
+      if (!dialog || !area || !dialog.showModal) return;
+      area.value = t;
+      dialog.showModal();
+      area.focus();
+      area.select();
+    };
+    if (navigator.clipboard && window.isSecureContext && window.ClipboardItem) {
+      // write() takes the pending text, so the click still counts as the user's gesture
+      var blob = text.then(function (t) { return new Blob([t], { type: "text/plain" }); });
+      navigator.clipboard.write([new ClipboardItem({ "text/plain": blob })])
+        .then(function () { return text.then(copied); })
+        .catch(function () {
+          text.then(manual, function (err) { toast("Commands of " + label + " not copied: " + err.message); });
+        });
+    } else {
+      text.then(function (t) {
+        if (navigator.clipboard && window.isSecureContext) {
+          navigator.clipboard.writeText(t).then(function () { copied(t); }, function () { manual(t); });
+        } else { manual(t); }
+      }, function (err) { toast("Commands of " + label + " not copied: " + err.message); });
+    }
+  }
 
   function selectText(el) {
     if (!el) return;
@@ -320,4 +394,153 @@
   }, 10000);
 
   document.addEventListener("DOMContentLoaded", renderSelection);
+})();
+
+/* --- job log viewer (templates/experiments/job_log.html) ----------------------------------------
+   Fills a <pre> from the Server-Sent Events of /jobs/<id>/logs/stream. Log lines are untrusted:
+   they only ever become text nodes. Auto-scrolls while the reader is at the bottom. */
+(function () {
+  "use strict";
+
+  var MAX_LINES = 50000;   // older lines are dropped from the page beyond this
+  var BOTTOM_SLACK = 24;   // px from the bottom that still counts as "at the bottom"
+
+  function LogViewer(root) {
+    this.root = root;
+    this.out = root.querySelector("[data-log-output]");
+    this.statusEl = root.querySelector("[data-log-status]");
+    this.stopBtn = root.querySelector("[data-log-stop]");
+    this.scrollNote = root.querySelector("[data-log-scroll]");
+    this.tailSel = root.querySelector("[data-log-tail]");
+    this.textLink = root.querySelector("[data-log-text]");
+    this.url = root.getAttribute("data-stream-url");
+    this.source = null;
+    this.chunks = [];      // [text node, line count], oldest first
+    this.lineCount = 0;
+    this.gotEvent = false;
+    var self = this;
+    this.out.addEventListener("scroll", function () {
+      if (self.scrollNote) self.scrollNote.hidden = self.atBottom();
+    });
+    this.stopBtn.hidden = false;
+    this.stopBtn.addEventListener("click", function () {
+      if (self.source) self.end("stopped.");
+      else self.start();
+    });
+    if (this.tailSel) {
+      this.tailSel.addEventListener("change", function () {
+        var tail = encodeURIComponent(self.tailSel.value);
+        self.url = self.url.replace(/([?&]tail=)[^&]*/, "$1" + tail);
+        if (self.textLink) {
+          self.textLink.href = self.textLink.getAttribute("href").replace(/([?&]tail=)[^&]*/, "$1" + tail);
+        }
+        var here = new URL(window.location.href);
+        here.searchParams.set("tail", self.tailSel.value);
+        window.history.replaceState(null, "", here.toString());
+        self.start();
+      });
+    }
+    window.addEventListener("pagehide", function () { self.close(); });
+  }
+
+  LogViewer.prototype.atBottom = function () {
+    var o = this.out;
+    return o.scrollHeight - o.scrollTop - o.clientHeight <= BOTTOM_SLACK;
+  };
+
+  LogViewer.prototype.setStatus = function (text, state) {
+    this.statusEl.textContent = text;
+    this.root.setAttribute("data-state", state);
+  };
+
+  LogViewer.prototype.append = function (lines) {
+    if (!lines.length) return;
+    // Whether to follow is read from where the reader is now, not from the last scroll event:
+    // lines arrive faster than scroll events are dispatched.
+    var follow = this.atBottom();
+    var node = document.createTextNode(lines.join("\n") + "\n");
+    this.out.appendChild(node);
+    this.chunks.push([node, lines.length]);
+    this.lineCount += lines.length;
+    while (this.lineCount > MAX_LINES && this.chunks.length > 1) {
+      var first = this.chunks.shift();
+      this.out.removeChild(first[0]);
+      this.lineCount -= first[1];
+    }
+    if (follow) this.out.scrollTop = this.out.scrollHeight;
+  };
+
+  LogViewer.prototype.close = function () {
+    if (this.source) {
+      this.source.close();
+      this.source = null;
+    }
+    this.stopBtn.textContent = "Restart";
+  };
+
+  LogViewer.prototype.end = function (reason, state) {
+    this.close();
+    this.setStatus("ended: " + reason, state || "ended");
+  };
+
+  LogViewer.prototype.start = function () {
+    var self = this;
+    this.close();
+    this.out.textContent = "";
+    this.chunks = [];
+    this.lineCount = 0;
+    this.gotEvent = false;
+    if (this.scrollNote) this.scrollNote.hidden = true;
+    this.stopBtn.textContent = "Stop";
+    this.setStatus("connecting…", "connecting");
+    var source = new EventSource(this.url);
+    this.source = source;
+    source.addEventListener("ready", function (e) {
+      self.gotEvent = true;
+      var info = JSON.parse(e.data);
+      self.setStatus(info.follow ? "following (job " + info.status + ")" : "loading the last " + info.tail + " lines…",
+        info.follow ? "following" : "loading");
+    });
+    source.addEventListener("lines", function (e) {
+      self.gotEvent = true;
+      self.append(JSON.parse(e.data));
+    });
+    source.addEventListener("end", function (e) {
+      var info = JSON.parse(e.data);
+      self.end(info.message, info.outcome === "error" ? "error" : "ended");
+    });
+    source.onerror = function () {
+      if (source !== self.source) return;
+      // Never let EventSource reconnect by itself: it would repeat the tail.
+      self.close();
+      if (self.gotEvent) {
+        self.end("the connection to SkyDeck was lost.", "error");
+        return;
+      }
+      // EventSource hides why it failed: ask once more with fetch to show the server's answer.
+      self.setStatus("ended: could not connect…", "error");
+      var abort = new AbortController();
+      fetch(self.url, { signal: abort.signal, headers: { Accept: "text/event-stream" } }).then(function (r) {
+        if (r.redirected) {
+          abort.abort();
+          self.end("you are logged out: reload the page.", "error");
+        } else if (!r.ok) {
+          return r.text().then(function (t) { self.end(t.trim() || ("HTTP " + r.status), "error"); });
+        } else {
+          abort.abort();
+          self.end("the connection to SkyDeck broke off: press Restart.", "error");
+        }
+      }).catch(function () {
+        if (!abort.signal.aborted) self.end("SkyDeck could not be reached.", "error");
+      });
+    };
+  };
+
+  document.addEventListener("DOMContentLoaded", function () {
+    Array.prototype.forEach.call(document.querySelectorAll("[data-log-viewer]"), function (root) {
+      var viewer = new LogViewer(root);
+      root.skydeckLog = viewer;
+      viewer.start();
+    });
+  });
 })();

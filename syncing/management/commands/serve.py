@@ -20,6 +20,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 STOP_GRACE_SECONDS = 15
+WEB_THREADS = 8
 
 
 class Command(BaseCommand):
@@ -59,11 +60,13 @@ class Command(BaseCommand):
 
     def _start(self, options: dict[str, Any]) -> dict[str, subprocess.Popen]:
         bind = f"{options['host']}:{options['port']}"
+        # 8 threads per process: up to SKYDECK_LOG_STREAMS_MAX (default 4) may be held by log
+        # views following running jobs, and the rest of the app must keep threads to answer.
         web = [
             sys.executable, "-m", "gunicorn", "skydeck_site.wsgi:application",
             "--bind", bind,
             "--workers", str(options["workers"]),
-            "--threads", "4",
+            "--threads", str(WEB_THREADS),
             "--timeout", "120",
             "--graceful-timeout", str(STOP_GRACE_SECONDS - 5),
             "--access-logfile", "-",

@@ -1,0 +1,611 @@
+"""Load test of the served app on loopback while syncs run every few seconds.
+
+Starts everything itself in a fresh temporary SKYDECK_HOME / SQLite file (WAL):
+
+* the stub SkyPilot API server (tests/stub_skypilot.py) with ``--jobs`` jobs whose statuses move on
+  every 2 s, in its own process;
+* moto's S3 server with ``--experiments`` x ``--checkpoints`` checkpoints, behind a fault proxy, in
+  its own process;
+* ``skydeck serve`` (gunicorn + the django-q2 worker, sync intervals at the 10 s minimum, the
+  reconciler on) and, beside it, ``manage.py sync --loop --interval 3`` (both sources);
+
+then runs ``--clients`` threads for ``--duration`` seconds, each mixing dashboard loads, deck
+refreshes (as htmx sends them), ``/jobs``, API reads and API writes (PATCH flags, start/stop,
+create). Every acknowledged write is remembered and read back through the API afterwards.
+
+Prints requests/s and p50/p95/p99 latency (overall and per kind), the number of 5xx answers and of
+"database is locked" (in answers and in every server/sync log), and the write check. Exits
+non-zero if there was any 5xx, any lock error or any lost write.
+
+``--fault`` turns a fault on once the first syncs have succeeded and keeps it for the whole run
+(``skypilot-slow`` is the real 30 s case against the default 10 s client timeout); the run then
+also reports the health pills and checks that no stored job or checkpoint was lost.
+
+    .venv/bin/python bench/load.py [--duration 60] [--clients 20] [--fault none]
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import itertools
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+BUCKET = "skydeck-load"
+REGION = "us-east-1"
+PASSWORD = "load-bench-password"
+LOCKED = "database is locked"
+FAULTS = ("none", "skypilot-slow", "skypilot-down", "skypilot-garbage", "s3-throttle")
+PILL_RE = re.compile(
+    r'<span class="pill health-(?P<tone>\w+)" title="(?P<title>[^"]*)" tabindex="0" '
+    r'data-source="(?P<source>\w+)">'
+)
+#: Request kinds and their weights in the mix.
+MIX = {
+    "dashboard": 12,
+    "deck-refresh": 20,
+    "jobs-page": 8,
+    "api-experiments": 12,
+    "api-jobs": 10,
+    "api-detail": 12,
+    "write-patch": 14,
+    "write-start-stop": 7,
+    "write-create": 5,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"load: {what} did not come up at {url}")
+
+
+# --- the S3 side: a process of its own ----------------------------------------------------------
+
+
+def serve_s3(port: int, experiments: int, checkpoints: int) -> None:
+    """moto on loopback, seeded in-process, behind the fault proxy on ``port``.
+
+    Reads ``throttle`` / ``ok`` lines on stdin to switch 503 SlowDown on and off.
+    """
+    import boto3
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+    from moto.server import ThreadedMotoServer
+    from stub_skypilot import S3FaultProxy
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, moto_port = server.get_host_and_port()
+    boto3.client("s3", endpoint_url=f"http://{host}:{moto_port}", region_name=REGION).create_bucket(
+        Bucket=BUCKET
+    )
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    for i in range(experiments):
+        name = f"exp-{i:04}"
+        for epoch in range(1, checkpoints + 1):
+            backend.put_object(BUCKET, f"policies/{name}/{name}:v{epoch}.mpt", b"w")
+    proxy = S3FaultProxy(f"http://{host}:{moto_port}", port=port).start()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        proxy.throttle = line.strip() == "throttle"
+        print(f"throttle={proxy.throttle}", flush=True)
+
+
+# --- seeding ------------------------------------------------------------------------------------
+
+
+def seed(experiments: int) -> str:
+    """Experiments (named like the stub's jobs), groups, a superuser and its API token."""
+    import django
+
+    django.setup()
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+    from django.db import connections
+    from rest_framework.authtoken.models import Token
+
+    from experiments import services
+    from experiments.models import Experiment
+
+    call_command("migrate", verbosity=0)
+    user = User.objects.create_superuser("bench", "bench@example.com", PASSWORD)
+    token = Token.objects.create(user=user).key
+    Experiment.objects.bulk_create(
+        Experiment(
+            name=f"exp-{i:04}",
+            flags={"trainer.lr": 0.001 * (1 + i % 3), "trainer.batch": 512 * (1 + i % 2)},
+            nodes=1 + i % 2,
+            gpus=8,
+            accelerator="H100",
+            base_command="uv run ./tools/train.py",
+        )
+        for i in range(experiments)
+    )
+    all_experiments = list(Experiment.objects.order_by("name"))
+    per_group = max(1, len(all_experiments) // 10)
+    for g in range(10):
+        group = services.create_group("bench", f"sweep-{g}", flags=["trainer.lr", "trainer.batch"])
+        services.add_to_group("bench", group, all_experiments[g * per_group : (g + 1) * per_group])
+    connections.close_all()
+    return token
+
+
+# --- the clients --------------------------------------------------------------------------------
+
+
+@dataclass
+class Stats:
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    codes: Counter = field(default_factory=Counter)
+    errors_5xx: list[str] = field(default_factory=list)
+    locked: int = 0
+    failures: list[str] = field(default_factory=list)  # transport errors, unexpected 4xx
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(
+        self, kind: str, seconds: float, response: requests.Response | None, note: str
+    ) -> None:
+        with self.lock:
+            if response is None:
+                self.failures.append(f"{kind}: {note}")
+                return
+            self.latencies[kind].append(seconds)
+            self.codes[response.status_code] += 1
+            if LOCKED in response.text:
+                self.locked += 1
+            if response.status_code >= 500:
+                self.errors_5xx.append(f"{kind} {response.status_code}: {response.text[:200]}")
+            elif response.status_code >= 400:
+                self.failures.append(f"{kind} {response.status_code}: {response.text[:200]}")
+
+
+class Client(threading.Thread):
+    """One user: a logged-in browser session plus an API token, mixing every kind of request."""
+
+    def __init__(self, index: int, base: str, token: str, stop_at: float, stats: Stats) -> None:
+        super().__init__(daemon=True, name=f"client-{index}")
+        self.index, self.base, self.stop_at, self.stats = index, base, stop_at, stats
+        self.api = {"Authorization": f"Token {token}"}
+        self.session = requests.Session()
+        self.random = random.Random(index)
+        self.version = ""
+        self.owned: list[str] = []  # experiments only this client writes to
+        self.expected: dict[str, dict[str, Any]] = {}  # name -> fields as last acknowledged
+        self.created = itertools.count()
+        self.writes = 0
+
+    def login(self) -> None:
+        page = self.session.get(f"{self.base}/accounts/login/", timeout=30)
+        token = self.session.cookies.get("csrftoken") or ""
+        answer = self.session.post(
+            f"{self.base}/accounts/login/",
+            data={"username": "bench", "password": PASSWORD, "csrfmiddlewaretoken": token},
+            headers={"Referer": page.url},
+            timeout=30,
+        )
+        if answer.status_code != 200 or "sessionid" not in self.session.cookies:
+            raise SystemExit(f"load: client {self.index} could not log in ({answer.status_code})")
+
+    def run(self) -> None:
+        kinds, weights = list(MIX), list(MIX.values())
+        while time.monotonic() < self.stop_at:
+            kind = self.random.choices(kinds, weights)[0]
+            if kind.startswith("write") and not self.owned:
+                kind = "write-create"
+            self.one(kind)
+
+    def one(self, kind: str) -> None:
+        method, path, body, headers = "GET", "/", None, {}
+        name = self.random.choice(self.owned) if self.owned else ""
+        if kind == "deck-refresh":
+            path = f"/?v={self.version}" if self.version else "/"
+            headers = {"HX-Request": "true", "HX-Target": "deck", "HX-Current-URL": self.base + "/"}
+        elif kind == "jobs-page":
+            path = "/jobs"
+        elif kind == "api-experiments":
+            path, headers = f"/api/experiments/?page={self.random.randint(1, 3)}", self.api
+        elif kind == "api-jobs":
+            path, headers = f"/api/jobs/?name=exp-00{self.random.randint(0, 9)}", self.api
+        elif kind == "api-detail":
+            target = name or f"exp-{self.random.randrange(100):04}"
+            path, headers = f"/api/experiments/{target}/", self.api
+        elif kind == "write-patch":
+            value = self.writes
+            method, path, headers = "PATCH", f"/api/experiments/{name}/", self.api
+            body = {"flags_patch": {"set": {"bench.writer": self.index, "bench.value": value}}}
+        elif kind == "write-start-stop":
+            action = self.random.choice(["start", "stop"])
+            method, path, headers = "POST", f"/api/experiments/{name}/{action}/", self.api
+        elif kind == "write-create":
+            name = f"load-{self.index:02}-{next(self.created):05}"
+            method, path, headers = "POST", "/api/experiments/", self.api
+            body = {
+                "name": name,
+                "flags": {"bench.writer": self.index, "bench.value": self.writes},
+                "nodes": 1,
+                "gpus": 8,
+                "accelerator": "H100",
+                "base_command": "uv run ./tools/train.py",
+            }
+        started = time.perf_counter()
+        try:
+            response = self.session.request(
+                method, self.base + path, json=body, headers=headers, timeout=120
+            )
+        except requests.RequestException as exc:
+            self.stats.record(kind, 0, None, type(exc).__name__)
+            return
+        seconds = time.perf_counter() - started
+        self.stats.record(kind, seconds, response, "")
+        if response.status_code >= 300:
+            return
+        if kind in ("dashboard", "deck-refresh"):
+            match = re.search(r'data-version="([^"]+)"', response.text)
+            if match:
+                self.version = match.group(1)
+        elif kind.startswith("write"):
+            self.remember(kind, name, path, body)
+
+    def remember(self, kind: str, name: str, path: str, body: dict | None) -> None:
+        """An acknowledged write: this is what reading it back must show."""
+        self.writes += 1
+        expected = self.expected.setdefault(name, {})
+        if kind == "write-create":
+            self.owned.append(name)
+            expected["flags"] = dict(body["flags"])  # type: ignore[index]
+            expected["desired_state"] = "STOPPED"
+        elif kind == "write-patch":
+            expected.setdefault("flags", {}).update(body["flags_patch"]["set"])  # type: ignore[index]
+        else:
+            expected["desired_state"] = "RUNNING" if path.endswith("/start/") else "STOPPED"
+            expected["toggles"] = expected.get("toggles", 0) + 1
+
+
+STATE_OPERATIONS = {"start": "RUNNING", "stop": "STOPPED", "complete": "STOPPED", "park": "STOPPED"}
+
+
+def verify_writes(base: str, token: str, clients: list[Client]) -> tuple[int, int, list[str]]:
+    """Read every written experiment back through the API; returns (checked, superseded, problems).
+
+    Flags must read exactly as last written. Desired state must be the last one written, unless
+    the operation log shows the reconciler changed it afterwards (a launched job succeeded:
+    ``complete``; too many failures: ``park``); the log must also hold every acknowledged
+    start/stop at most once (one that changed nothing is not logged).
+    """
+    headers = {"Authorization": f"Token {token}"}
+    problems: list[str] = []
+    checked = superseded = 0
+    with requests.Session() as session:
+        for client in clients:
+            for name, expected in client.expected.items():
+                checked += 1
+                response = session.get(
+                    f"{base}/api/experiments/{name}/", headers=headers, timeout=60
+                )
+                if response.status_code != 200:
+                    problems.append(f"{name}: HTTP {response.status_code}")
+                    continue
+                data = response.json()
+                for key, value in expected.get("flags", {}).items():
+                    if data["flags"].get(key) != value:
+                        problems.append(
+                            f"{name}: flag {key}={data['flags'].get(key)!r}, wrote {value!r}"
+                        )
+                state = expected.get("desired_state")
+                toggles = expected.get("toggles", 0)
+                if not toggles:
+                    if state and data["desired_state"] != state:
+                        problems.append(
+                            f"{name}: desired_state {data['desired_state']}, wrote {state}"
+                        )
+                    continue
+                query = "&".join(f"operation={op}" for op in STATE_OPERATIONS)
+                log = session.get(
+                    f"{base}/api/operations/?experiment={name}&success=true&page_size=1000&{query}",
+                    headers=headers,
+                    timeout=60,
+                ).json()["results"]
+                log.sort(key=lambda entry: entry["id"])
+                ours = [
+                    e for e in log if e["actor"] == "bench" and e["operation"] in ("start", "stop")
+                ]
+                if len(ours) > toggles:  # a start/stop that changed nothing is not logged
+                    problems.append(
+                        f"{name}: {toggles} start/stop acknowledged, {len(ours)} logged"
+                    )
+                implied = STATE_OPERATIONS[log[-1]["operation"]] if log else state
+                if data["desired_state"] != implied:
+                    problems.append(
+                        f"{name}: desired_state {data['desired_state']}, log says {implied}"
+                    )
+                elif data["desired_state"] != state:
+                    superseded += 1  # the reconciler's logged decision came after our write
+    return checked, superseded, problems
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def latency_line(label: str, values: list[float], seconds: float) -> str:
+    ms = [v * 1000 for v in values]
+    return (
+        f"  {label:17} {len(values):7,} req {len(values) / seconds:7.1f}/s   p50 {percentile(ms, 50):7.1f} ms"
+        f"   p95 {percentile(ms, 95):7.1f} ms   p99 {percentile(ms, 99):7.1f} ms   max {max(ms):7.1f} ms"
+    )
+
+
+def health_pills(base: str, session: requests.Session) -> dict[str, tuple[str, str]]:
+    page = session.get(f"{base}/", timeout=60)
+    page.raise_for_status()
+    return {
+        m["source"]: (m["tone"], html.unescape(m["title"])) for m in PILL_RE.finditer(page.text)
+    }
+
+
+def counts(base: str, token: str) -> dict[str, int]:
+    headers = {"Authorization": f"Token {token}"}
+    out = {}
+    for kind in ("jobs", "checkpoints", "experiments"):
+        answer = requests.get(f"{base}/api/{kind}/?page_size=1", headers=headers, timeout=60)
+        answer.raise_for_status()
+        out[kind] = answer.json()["count"]
+    return out
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=60, help="seconds of load (CI: 20)")
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--jobs", type=int, default=3000, help="jobs the stub SkyPilot holds")
+    parser.add_argument("--experiments", type=int, default=300)
+    parser.add_argument("--checkpoints", type=int, default=10, help="per experiment")
+    parser.add_argument("--fault", choices=FAULTS, default="none")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--serve-s3", type=int, help=argparse.SUPPRESS)  # internal: the S3 process
+    args = parser.parse_args()
+    if args.serve_s3:
+        serve_s3(args.serve_s3, args.experiments, args.checkpoints)
+        return 0
+
+    tmp = Path(tempfile.mkdtemp(prefix="skydeck-load-"))
+    logs = tmp / "logs"
+    logs.mkdir()
+    empty = tmp / "empty-aws-file"
+    empty.write_text("")
+    skypilot_port, s3_port, web_port = free_port(), free_port(), free_port()
+    base = f"http://127.0.0.1:{web_port}"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"}
+    }
+    env.update(
+        HOME=str(tmp),
+        SKYDECK_HOME=str(tmp / "home"),
+        SKYDECK_DB_PATH=str(tmp / "load.db"),
+        SKYDECK_STATIC_ROOT=str(tmp / "static"),
+        SKYDECK_SKYPILOT_ENDPOINT=f"http://127.0.0.1:{skypilot_port}",
+        SKYPILOT_API_COOKIE_FILE=str(tmp / "no-cookies.txt"),
+        SKYDECK_S3_ENDPOINT_URL=f"http://127.0.0.1:{s3_port}",
+        SKYDECK_S3_BUCKET=BUCKET,
+        SKYDECK_S3_REGION=REGION,
+        SKYDECK_SYNC_SKYPILOT_INTERVAL="10",
+        SKYDECK_SYNC_S3_INTERVAL="10",
+        SKYDECK_RECONCILE="on",
+        AWS_SHARED_CREDENTIALS_FILE=str(empty),
+        AWS_CONFIG_FILE=str(empty),
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION=REGION,
+        DJANGO_SETTINGS_MODULE="skydeck_site.settings",
+    )
+    env.pop("SKYPILOT_SERVICE_ACCOUNT_TOKEN", None)
+    os.environ.clear()
+    os.environ.update(env)
+    children: dict[str, subprocess.Popen] = {}
+
+    def start(name: str, argv: list[str], **kwargs: Any) -> subprocess.Popen:
+        out = open(logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, **kwargs
+        )
+        children[name] = proc
+        return proc
+
+    try:
+        print(f"load: setting up in {tmp}", flush=True)
+        start(
+            "skypilot",
+            [sys.executable, str(ROOT / "tests" / "stub_skypilot.py"), "--jobs", str(args.jobs),
+             "--experiments", str(args.experiments), "--port", str(skypilot_port), "--tick", "2"],
+        )  # fmt: skip
+        s3 = start(
+            "s3",
+            [sys.executable, __file__, "--serve-s3", str(s3_port), "--experiments",
+             str(args.experiments), "--checkpoints", str(args.checkpoints)],
+            stdin=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        token = seed(args.experiments)
+        wait_http(f"http://127.0.0.1:{skypilot_port}/api/health", 60, "the stub SkyPilot server")
+        wait_http(f"http://127.0.0.1:{s3_port}/", 120, "the S3 server")
+        start("serve", [sys.executable, "-m", "skydeck_site.cli", "serve", "--port", str(web_port)])
+        wait_http(f"{base}/api/health", 90, "skydeck serve")
+        start(
+            "sync-loop",
+            [sys.executable, str(ROOT / "manage.py"), "sync", "--loop", "--interval", "3"],
+        )
+        # the first passes of both sources, so the deck has jobs and checkpoints to show
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            sync = requests.get(f"{base}/api/health", timeout=30).json()["sync"]
+            if all(sync[s]["ok"] for s in ("skypilot", "s3")):
+                break
+            time.sleep(1)
+        else:
+            raise SystemExit(f"load: the first syncs did not succeed: {json.dumps(sync)}")
+        before = counts(base, token)
+        print(
+            f"load: {before['jobs']:,} jobs, {before['checkpoints']:,} checkpoints, "
+            f"{before['experiments']:,} experiments synced; fault: {args.fault}",
+            flush=True,
+        )
+        control = f"http://127.0.0.1:{skypilot_port}/_stub/mode"
+        if args.fault == "skypilot-slow":
+            requests.post(
+                control, json={"mode": "slow", "seconds": 30}, timeout=5
+            ).raise_for_status()
+        elif args.fault == "skypilot-garbage":
+            requests.post(control, json={"mode": "garbage"}, timeout=5).raise_for_status()
+        elif args.fault == "skypilot-down":
+            children.pop("skypilot").kill()
+        elif args.fault == "s3-throttle":
+            s3.stdin.write("throttle\n")
+            s3.stdin.flush()
+
+        stats = Stats()
+        clients = [Client(i, base, token, 0.0, stats) for i in range(args.clients)]
+        names = [f"exp-{i:04}" for i in range(args.experiments)]
+        for i, name in enumerate(names[: args.clients * 10]):
+            clients[i % args.clients].owned.append(name)
+        for client in clients:
+            client.login()
+        print(f"load: {args.clients} clients for {args.duration:g} s", flush=True)
+        started = time.monotonic()
+        for client in clients:
+            client.stop_at = started + args.duration
+            client.start()
+        for client in clients:
+            client.join()
+        elapsed = time.monotonic() - started
+
+        checked, superseded, problems = verify_writes(base, token, clients)
+        with requests.Session() as ui:
+            ui.cookies.update(clients[0].session.cookies)
+            pills = health_pills(base, ui)
+        after = counts(base, token)
+    finally:
+        for name in ("sync-loop", "serve", "skypilot", "s3"):
+            proc = children.get(name)
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in children.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    log_text = {p.stem: p.read_text(errors="replace") for p in logs.glob("*.log")}
+    locked_in_logs = {name: text.count(LOCKED) for name, text in log_text.items()}
+    sync_lines = log_text.get("sync-loop", "")
+    passes = {s: len(re.findall(rf"^{s}\b", sync_lines, re.MULTILINE)) for s in ("skypilot", "s3")}
+    failed_passes = len(re.findall(r"FAILED after", sync_lines))
+    every = [v for values in stats.latencies.values() for v in values]
+    total = len(every)
+
+    print()
+    print(f"SkyDeck load: {args.clients} clients, {elapsed:.1f} s, fault: {args.fault}")
+    print(
+        f"  data: {before['jobs']:,} jobs (stub: {args.jobs:,} + new), {before['checkpoints']:,} "
+        f"checkpoints, {args.experiments} experiments in 10 groups"
+    )
+    print(
+        f"  syncs during the run (sync --loop --interval 3, plus the worker every 10-30 s): "
+        f"skypilot {passes['skypilot']}, s3 {passes['s3']} passes logged, {failed_passes} failed"
+    )
+    print(
+        f"  requests: {total:,} = {total / elapsed:.1f} requests/s; status codes {dict(sorted(stats.codes.items()))}"
+    )
+    print(latency_line("all", every, elapsed))
+    for kind in MIX:
+        if stats.latencies.get(kind):
+            print(latency_line(kind, stats.latencies[kind], elapsed))
+    print(f"  5xx answers: {len(stats.errors_5xx)}")
+    print(
+        f"  'database is locked': {stats.locked} in answers, {sum(locked_in_logs.values())} in logs {locked_in_logs}"
+    )
+    print(f"  transport errors / unexpected 4xx: {len(stats.failures)}")
+    print(
+        f"  writes acknowledged: {sum(c.writes for c in clients):,}; experiments read back: "
+        f"{checked}; lost or wrong: {len(problems)}; desired state changed later by the "
+        f"reconciler (logged): {superseded}"
+    )
+    print(f"  stored before -> after: {before} -> {after}")
+    for source, (tone, title) in sorted(pills.items()):
+        print(f"  health pill {source}: {tone}: {title}")
+
+    failures = []
+    if stats.errors_5xx:
+        failures.append(f"{len(stats.errors_5xx)} 5xx, e.g. {stats.errors_5xx[0]}")
+    if stats.locked or any(locked_in_logs.values()):
+        failures.append("'database is locked' seen")
+    if problems:
+        failures.append(f"{len(problems)} writes not readable as written, e.g. {problems[0]}")
+    if stats.failures:
+        failures.append(f"{len(stats.failures)} failed requests, e.g. {stats.failures[0]}")
+    if after["jobs"] < before["jobs"] or after["checkpoints"] < before["checkpoints"]:
+        failures.append("stored jobs or checkpoints were lost")
+    faulted = {"skypilot-slow": "skypilot", "skypilot-down": "skypilot",
+               "skypilot-garbage": "skypilot", "s3-throttle": "s3"}.get(args.fault)  # fmt: skip
+    if faulted and pills.get(faulted, ("", ""))[0] != "bad":
+        failures.append(f"the {faulted} health pill is not red during the fault")
+    if args.fault == "none" and any(tone == "bad" for tone, _ in pills.values()):
+        failures.append("a health pill is red without a fault")
+    if args.keep or failures:
+        print(f"  logs kept in {logs}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for failure in failures:
+        print(f"FAIL: {failure}")
+    for problem in problems[:10]:
+        print(f"  write problem: {problem}")
+    print("OK" if not failures else "FAILED")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

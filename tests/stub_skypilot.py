@@ -1,0 +1,362 @@
+"""Real loopback HTTP stubs for the crash, fault and load proofs.
+
+* :class:`StubSkyPilot` serves the SkyPilot API server's request-id protocol over real HTTP
+  (``ThreadingHTTPServer`` on 127.0.0.1). It does not re-implement the protocol: it drives
+  :class:`fake_skypilot.FakeSkyPilot` (the ``responses`` double the unit tests use) through a small
+  router, so both doubles answer identically. On top it adds what only a real socket can show:
+  thousands of jobs whose statuses move on over time, launches that create jobs, and fault modes
+  (``down`` = the port is closed, ``slow`` = every answer waits, ``garbage`` = 200 with non-JSON
+  bodies, ``wrong-shape`` = valid JSON of the wrong shape).
+* :class:`S3FaultProxy` sits in front of a moto S3 server and can answer every request with
+  ``503 SlowDown`` (throttling) or stop listening (down).
+
+As a subprocess (the load bench)::
+
+    python tests/stub_skypilot.py --jobs 3000 --port 46581 [--tick 2]
+
+``POST /_stub/mode {"mode": "slow", "seconds": 30}`` switches the fault mode of a running stub and
+``GET /_stub/jobs`` lists ``{"job_ids": [...], "total": N}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import random
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fake_skypilot import ACTIVE, FakeSkyPilot, job_record
+
+MODES = ("ok", "slow", "garbage", "wrong-shape")
+#: Status a job moves to on each tick (launched and seeded active jobs finish after a few ticks).
+NEXT_STATUS = {
+    "PENDING": "STARTING",
+    "SUBMITTED": "STARTING",
+    "STARTING": "RUNNING",
+    "RUNNING": "SUCCEEDED",
+    "RECOVERING": "RUNNING",
+    "WINDING_DOWN": "SUCCEEDED",
+    "CANCELLING": "CANCELLED",
+}
+_NAME_RE = re.compile(r"^name:\s*(\S+)\s*$", re.MULTILINE)
+
+Callback = Callable[[Any], tuple[int, dict, str]]
+
+
+class _Router:
+    """Collects the callbacks FakeSkyPilot registers with ``responses`` (method, path) -> callback."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], Callback] = {}
+
+    def add_callback(self, method: str, url: str, callback: Callback) -> None:
+        self.routes[(method, urlsplit(url).path)] = callback
+
+
+class _Request:
+    """The two attributes FakeSkyPilot's callbacks read from a ``responses`` request."""
+
+    def __init__(self, url: str, body: bytes) -> None:
+        self.url = url
+        self.body = body
+
+
+class StubSkyPilot:
+    """A SkyPilot API server on loopback: FakeSkyPilot's answers over real HTTP, plus faults."""
+
+    def __init__(self, jobs: int = 0, *, port: int = 0, experiments: int = 100) -> None:
+        self._router = _Router()
+        self.fake = FakeSkyPilot(self._router, endpoint="http://stub")  # type: ignore[arg-type]
+        self.lock = threading.Lock()
+        self.mode = "ok"
+        self.slow_seconds = 0.0
+        self.requests = 0
+        now = time.time()
+        self.fake.jobs = [
+            job_record(
+                i,
+                f"exp-{i % experiments:04}",
+                "RUNNING" if i > jobs - max(1, jobs // 50) else "SUCCEEDED",
+                submitted_at=now - (jobs - i) * 60.0,
+            )
+            for i in range(1, jobs + 1)
+        ]
+        self.fake.next_job_id = jobs + 1
+        self._port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._ticker: threading.Thread | None = None
+        self._stop_ticking = threading.Event()
+
+    # --- lifecycle ---
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    def start(self) -> StubSkyPilot:
+        """Listen (again, on the same port after :meth:`stop`) and serve in a daemon thread."""
+        handler = _handler_for(self)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
+        self._server.daemon_threads = True
+        self._port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Close the listening socket: clients now get "connection refused" (the *down* fault)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        self._stop_ticking.set()
+
+    def __enter__(self) -> StubSkyPilot:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def set_mode(self, mode: str, seconds: float = 0.0) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}: choose from {', '.join(MODES)}")
+        self.mode, self.slow_seconds = mode, float(seconds)
+
+    # --- job history moving on ---
+    def job_ids(self) -> list[int]:
+        with self.lock:
+            return sorted({r["job_id"] for r in self.fake.jobs})
+
+    def advance(self, moves: int = 20, new_jobs: int = 2) -> None:
+        """Move up to ``moves`` active jobs one status on and submit ``new_jobs`` new ones."""
+        with self.lock:
+            jobs = self.fake.jobs
+            active = [i for i, r in enumerate(jobs) if r["status"] in ACTIVE]
+            for index in active[:moves]:
+                record = jobs[index]
+                status = NEXT_STATUS.get(record["status"], "SUCCEEDED")
+                # replace, never mutate: a handler thread may be encoding the old record
+                jobs[index] = {
+                    **record,
+                    "status": status,
+                    "end_at": None if status in ACTIVE else time.time(),
+                    "job_duration": record["job_duration"] + 30,
+                }
+            for _ in range(new_jobs):
+                job_id = self.fake.next_job_id
+                self.fake.next_job_id += 1
+                name = f"exp-{random.randrange(100):04}"
+                jobs.append(job_record(job_id, name, "PENDING", submitted_at=time.time()))
+
+    def start_ticking(self, every: float) -> None:
+        """Advance the history every ``every`` seconds (statuses change while syncs run)."""
+
+        def tick() -> None:
+            while not self._stop_ticking.wait(every):
+                self.advance()
+
+        self._ticker = threading.Thread(target=tick, daemon=True)
+        self._ticker.start()
+
+    # --- answering ---
+    def answer(self, method: str, path: str, query: str, body: bytes) -> tuple[int, dict, bytes]:
+        """One HTTP exchange: (status, headers, body)."""
+        self.requests += 1
+        if self.mode == "slow":
+            time.sleep(self.slow_seconds)
+        if path == "/_stub/mode" and method == "POST":
+            data = json.loads(body or b"{}")
+            self.set_mode(data.get("mode", "ok"), data.get("seconds", 0))
+            return 200, {}, b'{"ok": true}'
+        if path == "/_stub/jobs":
+            ids = self.job_ids()
+            return 200, {}, json.dumps({"job_ids": ids, "total": len(ids)}).encode()
+        if self.mode == "garbage":
+            headers = {"X-Skypilot-Request-ID": "garbage-0000"} if method == "POST" else {}
+            return 200, {"Content-Type": "text/html", **headers}, b"<html>502 upstream oops"
+        if path == "/api/health":
+            return 200, {}, b'{"status": "healthy", "api_version": "62", "version": "0.14.1"}'
+        callback = self._router.routes.get((method, path))
+        if callback is None:
+            return 404, {}, json.dumps({"detail": "Not Found"}).encode()
+        with self.lock:
+            if path == "/jobs/launch":
+                self._record_launch(body)
+            elif path == "/jobs/cancel":
+                self._record_cancel(body)
+            status, headers, text = self._router_call(callback, path, query, body)
+        if self.mode == "wrong-shape" and path == "/api/get" and status == 200:
+            data = json.loads(text)
+            data["return_value"] = json.dumps({"jobs": "not a list", "total": "many"})
+            text = json.dumps(data)
+        return status, headers, text.encode()
+
+    def _router_call(
+        self, callback: Callback, path: str, query: str, body: bytes
+    ) -> tuple[int, dict, str]:
+        url = f"http://stub{path}" + (f"?{query}" if query else "")
+        return callback(_Request(url, body))
+
+    def _record_launch(self, body: bytes) -> None:
+        """A launch creates a PENDING job with the task's name (FakeSkyPilot only hands out ids)."""
+        task = json.loads(body).get("task") or ""
+        match = _NAME_RE.search(task)
+        name = match.group(1) if match else None
+        job_id = self.fake.next_job_id  # FakeSkyPilot._launch returns this id next
+        self.fake.jobs.append(
+            job_record(job_id, name, "PENDING", submitted_at=time.time(), user_yaml=task)
+        )
+
+    def _record_cancel(self, body: bytes) -> None:
+        wanted = set(json.loads(body).get("job_ids") or [])
+        jobs = self.fake.jobs
+        for index, record in enumerate(jobs):
+            if record["job_id"] in wanted and record["status"] in ACTIVE:
+                jobs[index] = {**record, "status": "CANCELLING"}
+
+
+def _handler_for(stub: StubSkyPilot) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            parts = urlsplit(self.path)
+            status, headers, payload = stub.answer(self.command, parts.path, parts.query, body)
+            try:
+                self.send_response(status)
+                headers.setdefault("Content-Type", "application/json")
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up waiting (the slow fault): nothing to answer
+
+        do_GET = do_POST = _handle
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+# --- S3 ------------------------------------------------------------------------------------------
+
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message><RequestId>stub</RequestId></Error>"
+)
+
+
+class S3FaultProxy:
+    """A loopback HTTP proxy in front of an S3 server: passes through, throttles, or is down."""
+
+    def __init__(self, upstream: str, *, port: int = 0) -> None:
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.throttle = False
+        self.throttled = 0
+        self.delay = 0.0  # seconds each passed-through request waits first (a slow S3)
+        self._port = port
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    def start(self) -> S3FaultProxy:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if proxy.throttle:
+                    proxy.throttled += 1
+                    status, headers, payload = 503, {"Content-Type": "application/xml"}, SLOW_DOWN
+                else:
+                    time.sleep(proxy.delay)
+                    status, headers, payload = proxy._forward(self, body)
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
+        self._server.daemon_threads = True
+        self._port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def _forward(self, request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict, bytes]:
+        conn = http.client.HTTPConnection(*self.upstream, timeout=30)
+        try:
+            skip = {"host", "content-length", "connection", "transfer-encoding"}
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
+            conn.request(request.command, request.path, body=body or None, headers=headers)
+            response = conn.getresponse()
+            payload = response.read()
+            passed = {
+                k: v
+                for k, v in response.getheaders()
+                if k.lower() not in {"content-length", "connection", "transfer-encoding"}
+            }
+            return response.status, passed, payload
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        """Stop listening: S3 requests now fail with "connection refused" (S3 down)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--experiments", type=int, default=100, help="names exp-0000 ...")
+    parser.add_argument("--port", type=int, default=46581)
+    parser.add_argument("--tick", type=float, default=2.0, help="seconds between status moves")
+    args = parser.parse_args()
+    stub = StubSkyPilot(args.jobs, port=args.port, experiments=args.experiments).start()
+    if args.tick > 0:
+        stub.start_ticking(args.tick)
+    print(f"stub SkyPilot API server with {args.jobs} jobs on {stub.endpoint}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        stub.stop()
+
+
+if __name__ == "__main__":
+    main()
