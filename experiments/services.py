@@ -94,7 +94,9 @@ def create_experiment(actor: Actor, **fields: Any) -> Experiment:
         # jobs already synced under this name attach now
         Experiment.objects.filter(pk=experiment.pk).refresh_current_state()
         record(actor, Operation.CREATE, experiment=experiment)
-    experiment.refresh_from_db(fields=["current_state"])
+        # read back inside the transaction: a restore that lands between the commit and a
+        # later read would otherwise leave this caller with a row that no longer exists
+        experiment.refresh_from_db(fields=["current_state"])
     return experiment
 
 
