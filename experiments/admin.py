@@ -36,6 +36,7 @@ from experiments.models import (
     ExperimentGroupMember,
     Job,
     Launch,
+    Operation,
     OperationLog,
     SyncState,
 )
@@ -795,6 +796,8 @@ def backup_view(request: HttpRequest) -> HttpResponse:
             messages.error(request, f"No snapshot: {exc}")
             return HttpResponseRedirect(request.path)
         logger.info("%s downloaded the database snapshot %s", request.user.get_username(), name)
+        # who took a copy of every password hash and token belongs in the audit trail
+        services.record(request.user, Operation.BACKUP, message=f"downloaded the snapshot {name}")
         return FileResponse(
             handle, as_attachment=True, filename=name, content_type="application/vnd.sqlite3"
         )

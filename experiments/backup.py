@@ -52,6 +52,7 @@ SNAPSHOT_PATTERN = re.compile(r"^skydeck-\d{8}-\d{6}\.db$")
 SNAPSHOT_TIME_FORMAT = "%Y%m%d-%H%M%S"
 #: The actor of scheduled backups in the operation log.
 ACTOR = "backup"
+RESTORE_ACTOR = "restore"
 #: A restore marker written on another host cannot be checked by pid: it counts as stale after
 #: this long (restoring a SkyDeck database takes seconds).
 FOREIGN_MARKER_MAX_AGE = 3600
@@ -550,7 +551,22 @@ def restore(path: Path | str) -> RestoreResult:
                 f"the previous database is kept at {kept}: restore it with `skydeck restore {kept}`"
             )
         migrated = _after_restore(info)
+        _record_restore(info, kept, migrated)
     return RestoreResult(info, live, kept, migrated, time.monotonic() - started)
+
+
+def _record_restore(info: SnapshotInfo, kept: Path | None, migrated: list[str]) -> None:
+    """Note the restore in the restored database's own operation log: whoever looks at it next
+    sees that its history was replaced, from which file, and where the old one went."""
+    from experiments import services
+    from experiments.models import Operation
+
+    message = f"restored {info.path} ({describe_counts(info.counts)})"
+    if kept is not None:
+        message += f"; the previous database is kept at {kept}"
+    if migrated:
+        message += f"; applied {len(migrated)} newer migrations"
+    services.record(RESTORE_ACTOR, Operation.RESTORE, message=message)
 
 
 def _check_page_size(live: Path, info: SnapshotInfo) -> None:
@@ -637,13 +653,13 @@ def scheduled_backup() -> str:
         )
         logger.error("scheduled backup failed: %s", message)
         _record_attempt(started, error=message)
-        services.record(ACTOR, Operation.SYNC, success=False, message=f"backup failed: {message}")
+        services.record(ACTOR, Operation.BACKUP, success=False, message=f"backup failed: {message}")
         return f"backup: FAILED: {message}"
     line = f"backup: wrote {result.summary()}"
     if removed:
         line += f"; removed {len(removed)} older: {', '.join(p.name for p in removed)}"
     _record_attempt(started, counts={"size": result.size, "kept": settings.SKYDECK_BACKUP_KEEP})
-    services.record(ACTOR, Operation.SYNC, message=line)
+    services.record(ACTOR, Operation.BACKUP, message=line)
     return line
 
 

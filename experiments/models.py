@@ -362,6 +362,8 @@ class Operation(models.TextChoices):
     GROUP_MOVE = "group_move"
     GROUP_REORDER = "group_reorder"
     SYNC = "sync"
+    BACKUP = "backup"
+    RESTORE = "restore"
 
 
 class OperationLog(models.Model):

@@ -140,6 +140,11 @@ def consistent(db: Path) -> bool:
     return created == count(db)
 
 
+def without_log(lines: list[str]) -> list[str]:
+    """A dump without the operation log (and its id sequence), which a restore appends to."""
+    return [line for line in lines if "operation_logs" not in line]
+
+
 def integrity(db: Path) -> str:
     return query(db, "PRAGMA integrity_check")[0][0]
 
@@ -277,11 +282,18 @@ def test_restore_round_trip_restores_the_snapshot_and_keeps_the_old_file(live, h
         assert result.returncode == 0, result.stderr
         assert reader.execute("SELECT COUNT(*) FROM experiments").fetchone()[0] == 5
     assert "Restored" in result.stdout
-    assert dump(live) == wanted
+    # exactly the snapshot, plus the restore noted in its operation log
+    assert without_log(dump(live)) == without_log(wanted)
     assert "after-snap" not in names(live)
     kept = list(tmp_path.glob("live.db.pre-restore-*"))
     assert len(kept) == 1
     assert f"kept at {kept[0]}" in result.stdout
+    log_sql = "SELECT actor, operation, message FROM operation_logs ORDER BY id"
+    assert query(live, log_sql)[:-1] == query(snap, log_sql)
+    actor, operation, message = query(live, log_sql)[-1]
+    assert (actor, operation) == (backup.RESTORE_ACTOR, "restore")
+    assert f"restored {snap}" in message
+    assert f"the previous database is kept at {kept[0]}" in message
     assert "after-snap" in names(kept[0])
     assert integrity(kept[0]) == "ok"
     assert integrity(live) == "ok"
@@ -490,6 +502,11 @@ def test_superuser_downloads_a_valid_snapshot(admin_client, use_live, tmp_path, 
     assert integrity(downloaded) == "ok"
     assert names(downloaded) == names(use_live)
     assert list(scratch.iterdir()) == []  # the temporary file is gone
+    # the audit trail says who took a copy of every password hash
+    log = OperationLog.objects.get(operation=Operation.BACKUP)
+    assert log.actor == "admin"
+    name = SNAPSHOT_FILENAME.search(response["Content-Disposition"]).group(1)
+    assert log.message == f"downloaded the snapshot {name}"
 
 
 def test_backup_page_lists_scheduled_snapshots_newest_first(
@@ -596,7 +613,7 @@ def test_scheduled_backup_writes_a_snapshot_and_prunes(db, settings, use_live, t
     assert integrity(files[1]) == "ok"
     assert names(files[1]) == names(use_live)
     log = OperationLog.objects.get(actor=backup.ACTOR)
-    assert (log.operation, log.success) == (Operation.SYNC, True)
+    assert (log.operation, log.success) == (Operation.BACKUP, True)
     assert files[1].name in log.message
     # the header's Backup pill: green, with the time of this backup
     report = health.health_report()
