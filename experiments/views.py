@@ -740,6 +740,8 @@ def job_log(request: HttpRequest, pk: int) -> HttpResponse:
     if output == "text":
         try:
             lines = joblogs.read_tail(log_plan)
+        except joblogs.NoLog as exc:
+            return _text(f"{exc}\n", 404)
         except SkyPilotError as exc:
             return _text(joblogs.error_message(exc) + "\n", 502)
         return _text("".join(line + "\n" for line in lines))

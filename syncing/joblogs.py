@@ -29,7 +29,14 @@ from django.conf import settings
 from django.http import StreamingHttpResponse
 
 from experiments.models import Job, JobStatus
-from syncing.skypilot import ServerUnavailable, SkyPilotClient, SkyPilotError, interrupt_stream
+from syncing import skypilot
+from syncing.skypilot import (
+    REQUEST_ID_HEADER,
+    ServerUnavailable,
+    SkyPilotClient,
+    SkyPilotError,
+    interrupt_stream,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +70,10 @@ class UnknownJob(JobLogError):
 
 class InvalidTail(JobLogError):
     """``tail`` is not a whole number from 1 to MAX_TAIL."""
+
+
+class NoLog(JobLogError):
+    """SkyPilot's jobs controller does not know the job, so it has no log."""
 
 
 class TooManyStreams(JobLogError):
@@ -156,6 +167,31 @@ def outcome_message(log_plan: LogPlan) -> str:
     )
 
 
+def ended_with(log_plan: LogPlan, exit_code: int) -> Ended:
+    """How a log that SkyPilot finished sending ended, from its request's exit code.
+
+    The exit code tells what the job table may not know yet: that the job failed or was
+    cancelled meanwhile, or that the controller has no such job (then no log was shown at all).
+    """
+    job = f"job {log_plan.job_id}"
+    if exit_code == skypilot.LOG_SUCCEEDED or (
+        exit_code == skypilot.LOG_NOT_FINISHED and not log_plan.follow
+    ):
+        return Ended(COMPLETE, outcome_message(log_plan))
+    if exit_code == skypilot.LOG_NOT_FOUND:
+        return Ended(
+            ERROR,
+            f"SkyPilot has no log of {job}: its jobs controller does not know the job "
+            f"(exit code {exit_code}).",
+        )
+    meaning = {
+        skypilot.LOG_FAILED: "the job failed",
+        skypilot.LOG_CANCELLED: "the job was cancelled",
+        skypilot.LOG_NOT_FINISHED: "the job has not finished",
+    }.get(exit_code, "SkyPilot reported an unknown outcome")
+    return Ended(COMPLETE, f"the log of {job} ended: {meaning} (exit code {exit_code}).")
+
+
 def error_message(exc: SkyPilotError) -> str:
     """A SkyPilot failure as one line for users (the client never puts secrets in messages)."""
     if isinstance(exc, ServerUnavailable):
@@ -164,9 +200,32 @@ def error_message(exc: SkyPilotError) -> str:
 
 
 def read_tail(log_plan: LogPlan, client: SkyPilotClient | None = None) -> list[str]:
-    """The last ``tail`` lines, not followed (raises SkyPilotError): for plain-text answers."""
+    """The last ``tail`` lines, not followed, for plain-text answers.
+
+    Raises SkyPilotError, or NoLog when SkyPilot's controller does not know the job. If only
+    the exit code cannot be fetched afterwards, the lines are still returned (they are what was
+    asked for) and the failure is logged.
+    """
     client = client or SkyPilotClient.from_settings()
-    return list(client.stream_logs(log_plan.job_id, tail=log_plan.tail, follow=False))
+    request_ids: list[str] = []
+
+    def opened(response: requests.Response) -> None:
+        request_ids.append((response.headers.get(REQUEST_ID_HEADER) or "").strip())
+
+    lines = list(
+        client.stream_logs(log_plan.job_id, tail=log_plan.tail, follow=False, on_open=opened)
+    )
+    if not request_ids or not request_ids[0]:
+        logger.warning("log of job %s: SkyPilot sent no %s", log_plan.job_id, REQUEST_ID_HEADER)
+        return lines
+    try:
+        ended = ended_with(log_plan, client.log_exit_code(request_ids[0]))
+    except SkyPilotError as exc:
+        logger.warning("log of job %s: no exit code: %s", log_plan.job_id, exc)
+        return lines
+    if ended.outcome == ERROR:
+        raise NoLog(ended.message)
+    return lines
 
 
 # --- concurrency cap ------------------------------------------------------------------------
@@ -265,6 +324,9 @@ class LogStream:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.lines_read = 0
+        #: SkyPilot's id of the log request (from the stream's headers): its result says how
+        #: the log ended.
+        self.request_id = ""
 
     # -- lifecycle
 
@@ -356,6 +418,7 @@ class LogStream:
     # -- reader thread
 
     def _opened(self, response: requests.Response) -> None:
+        self.request_id = (response.headers.get(REQUEST_ID_HEADER) or "").strip()
         with self._lock:
             self._response = response
             stopping = self._stopping.is_set()
@@ -406,12 +469,30 @@ class LogStream:
             logger.exception("log stream of job %s broke", log_plan.job_id)
             ended = Ended(ERROR, "SkyDeck failed to read the log (see the server log).")
         else:
-            if self._stopping.is_set():
-                ended = Ended(STOPPED, "stopped.")
-            else:
-                ended = Ended(COMPLETE, outcome_message(log_plan))
+            ended = Ended(STOPPED, "stopped.") if self._stopping.is_set() else self._outcome(client)
         self._settled.set()
         self._put(("end", ended))
+
+    def _outcome(self, client: SkyPilotClient) -> Ended:
+        """Ask SkyPilot how the log it finished sending ended (its request's exit code)."""
+        log_plan = self.plan
+        if not self.request_id:
+            return Ended(
+                COMPLETE,
+                f"{outcome_message(log_plan)} (SkyPilot sent no {REQUEST_ID_HEADER}, so how "
+                "the log ended is unknown)",
+            )
+        try:
+            code = client.log_exit_code(self.request_id)
+        except SkyPilotError as exc:
+            if self._stopping.is_set():
+                return Ended(STOPPED, "stopped.")
+            logger.warning("log of job %s: no exit code: %s", log_plan.job_id, exc)
+            return Ended(
+                COMPLETE,
+                f"{outcome_message(log_plan)} (SkyPilot did not say how it ended: {exc})",
+            )
+        return ended_with(log_plan, code)
 
 
 def open_web_stream(log_plan: LogPlan, *, keepalive: float | None = None) -> LogStream:

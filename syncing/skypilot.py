@@ -49,6 +49,14 @@ VERSION_HEADER = "X-SkyPilot-Version"
 REQUEST_STATUSES = frozenset({"PENDING", "WAITING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"})
 TERMINAL_REQUEST_STATUSES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
+#: What a finished ``/jobs/logs`` request's result (an exit code) means: SkyPilot's
+#: ``JobExitCode``. Any other number is reported as it is.
+LOG_SUCCEEDED = 0
+LOG_FAILED = 100
+LOG_NOT_FINISHED = 101
+LOG_NOT_FOUND = 102
+LOG_CANCELLED = 103
+
 _LOGIN_HINT = "run `sky api login`"
 _REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 _UNAVAILABLE_CODES = frozenset({502, 503, 504})
@@ -596,6 +604,17 @@ class SkyPilotClient:
                     yield line
         finally:
             response.close()
+
+    def log_exit_code(self, request_id: str) -> int:
+        """The exit code of a finished ``/jobs/logs`` request (``LOG_*``): how the job ended,
+        or that SkyPilot had no such job. ``request_id`` is the stream's request-id header."""
+        value = self._wait(request_id)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise MalformedResponse(
+                f"SkyPilot API server at {self.endpoint} returned a log result that is not an "
+                f"exit code ({type(value).__name__})"
+            )
+        return value
 
     # ---- asynchronous request protocol ------------------------------------------------------
 

@@ -69,6 +69,7 @@ class FakeSkyPilot:
             '<sky-payload type="rich_status">{"msg": "Waiting"}</sky-payload>\n'
             "epoch 1 loss=0.5\n"
         )
+        self.log_exit_code = 0  # what /api/get answers for a log request (0: the job succeeded)
         rsps.add_callback(responses.POST, f"{endpoint}/jobs/queue/v2", callback=self._queue)
         rsps.add_callback(responses.POST, f"{endpoint}/jobs/launch", callback=self._launch)
         rsps.add_callback(responses.POST, f"{endpoint}/jobs/cancel", callback=self._cancel)
@@ -163,7 +164,10 @@ class FakeSkyPilot:
         return self._succeed(None)
 
     def _logs(self, request):
-        """The log streams in the answer itself (no request to wait for)."""
+        """The log streams in the answer itself; its request's result is the exit code."""
         self.logs_bodies.append(json.loads(request.body))
-        headers = {"X-Skypilot-Request-ID": str(uuid.uuid4()), "Content-Type": "text/plain"}
+        request_id = str(uuid.uuid4())
+        result = {"status": "SUCCEEDED", "return_value": json.dumps(self.log_exit_code)}
+        self.results[request_id] = (200, result)
+        headers = {"X-Skypilot-Request-ID": request_id, "Content-Type": "text/plain"}
         return 200, headers, self.log_text

@@ -71,6 +71,23 @@ class LogServer:
             def log_message(self, *args: object) -> None:  # keep test output clean
                 pass
 
+            def do_GET(self) -> None:
+                """The log request's result, once it ended: exit code 0."""
+                path = self.path.split("?", 1)[0]
+                if path == "/api/status":
+                    body = [{"request_id": "logs-req-1", "status": "SUCCEEDED"}]
+                elif path == "/api/get":
+                    body = {"request_id": "logs-req-1", "status": "SUCCEEDED", "return_value": "0"}
+                else:
+                    self.send_error(404)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
@@ -158,13 +175,24 @@ def rsps():
         yield mock
 
 
-def serve_log(rsps, body: str = RAW_LOG) -> None:
+def serve_log(rsps, body: str = RAW_LOG, *, exit_code: int = 0) -> None:
+    """The log as SkyPilot streams it, and its request's result (the exit code) afterwards."""
     rsps.add(
         responses.POST,
         LOGS_URL,
         body=body.encode(),
         content_type="text/plain",
         headers={REQUEST_ID_HEADER: "logs-1"},
+    )
+    rsps.add(
+        responses.GET,
+        f"{ENDPOINT}/api/status",
+        json=[{"request_id": "logs-1", "status": "SUCCEEDED"}],
+    )
+    rsps.add(
+        responses.GET,
+        f"{ENDPOINT}/api/get",
+        json={"request_id": "logs-1", "status": "SUCCEEDED", "return_value": str(exit_code)},
     )
 
 
@@ -270,6 +298,84 @@ def test_stream_cleans_lines_and_ends_with_the_outcome(db, make_job, rsps):
         "showed the last 100 lines of job 12: it is SUCCEEDED, so its log is complete.",
     )
     assert sent_bodies(rsps) == [{"job_id": 12, "follow": False, "tail": 100, "controller": False}]
+
+
+def _events(job_id: int, **plan) -> list:
+    stream = joblogs.LogStream(joblogs.plan(job_id, **plan))
+    try:
+        return list(stream.events())
+    finally:
+        stream.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "follow", "code", "outcome", "message"),
+    [
+        ("SUCCEEDED", False, 0, joblogs.COMPLETE, "it is SUCCEEDED, so its log is complete."),
+        ("RUNNING", True, 0, joblogs.COMPLETE, "ended: the job is no longer running."),
+        ("RUNNING", True, 100, joblogs.COMPLETE, "ended: the job failed (exit code 100)."),
+        ("RUNNING", True, 103, joblogs.COMPLETE, "ended: the job was cancelled (exit code 103)."),
+        ("RUNNING", True, 101, joblogs.COMPLETE, "the job has not finished (exit code 101)."),
+        ("RUNNING", False, 101, joblogs.COMPLETE, "(RUNNING); not following."),
+        ("RUNNING", True, 7, joblogs.COMPLETE, "an unknown outcome (exit code 7)."),
+        ("SUCCEEDED", False, 102, joblogs.ERROR, "does not know the job (exit code 102)."),
+    ],
+)
+def test_the_end_of_a_log_says_how_the_job_ended(
+    db, make_job, rsps, status, follow, code, outcome, message
+):
+    """After the stream, the log request's exit code (from /api/get) says what the job table
+    may not know yet: that the job failed, was cancelled, or is unknown to the controller."""
+    make_job(12, status=status)
+    serve_log(rsps, exit_code=code)
+    ended = _events(12, follow=follow)[-1]
+    assert (ended.outcome, ended.message.endswith(message)) == (outcome, True), ended
+    asked = [c.request.url for c in rsps.calls if "/api/get" in c.request.url]
+    assert asked == [f"{ENDPOINT}/api/get?request_id=logs-1"]
+
+
+def test_a_missing_exit_code_is_said_not_hidden(db, make_job, rsps):
+    make_job(12, status="SUCCEEDED")
+    rsps.add(responses.POST, LOGS_URL, body=b"only\n", headers={REQUEST_ID_HEADER: "logs-1"})
+    rsps.add(responses.GET, f"{ENDPOINT}/api/status", json=[])  # the request expired
+    rsps.add(
+        responses.GET,
+        f"{ENDPOINT}/api/get",
+        status=404,
+        json={"detail": "Request logs-1 not found"},
+    )
+    events = _events(12)
+    assert joblogs.Lines(["only"]) in events
+    ended = events[-1]
+    assert ended.outcome == joblogs.COMPLETE
+    assert ended.message.startswith("showed the last 200 lines of job 12")
+    assert "(SkyPilot did not say how it ended: " in ended.message
+    # and without a request id there is nothing to ask: also said
+    rsps.replace(responses.POST, LOGS_URL, body=b"only\n")
+    ended = _events(12)[-1]
+    assert "SkyPilot sent no X-Skypilot-Request-ID, so how the log ended is unknown" in (
+        ended.message
+    )
+
+
+def test_a_job_unknown_to_the_controller_is_404_in_plain_text_and_the_api(web, api, make_job, rsps):
+    make_job(12, status="SUCCEEDED")
+    serve_log(rsps, "No managed job found with ID 12\n", exit_code=102)
+    text = web.get("/jobs/12/logs?format=text")
+    assert text.status_code == 404
+    assert "its jobs controller does not know the job (exit code 102)" in text.content.decode()
+    response = api.get("/api/jobs/12/logs", HTTP_ACCEPT="text/plain")
+    assert response.status_code == 404
+    assert "does not know the job" in response.json()["detail"]
+    with pytest.raises(CommandError, match="does not know the job"):
+        call_command("logs", "12")
+
+
+def test_plain_tail_keeps_its_lines_when_the_exit_code_is_unavailable(db, make_job, rsps):
+    make_job(12, status="SUCCEEDED")
+    rsps.add(responses.POST, LOGS_URL, body=b"a\nb\n", headers={REQUEST_ID_HEADER: "logs-1"})
+    rsps.add(responses.GET, f"{ENDPOINT}/api/status", status=503)
+    assert joblogs.read_tail(joblogs.plan(12)) == ["a", "b"]
 
 
 def test_stream_reports_skypilot_down_as_its_last_event(db, make_job, settings):

@@ -165,7 +165,8 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
         "plain text, with control lines and colour codes removed. With `follow=true` and an "
         "active job the answer streams until the job ends or the client disconnects (which "
         "stops the stream on SkyPilot too); if it breaks off, the last line starts with "
-        "`# skydeck:`. Only jobs SkyDeck has synced are known (404 otherwise). A SkyPilot "
+        "`# skydeck:`. Only jobs SkyDeck has synced are known (404 otherwise; also 404 when "
+        "SkyPilot's jobs controller does not know the job). A SkyPilot "
         "failure is a 502 with its message; too many followed logs at once a 503.",
         parameters=[
             id_param("SkyPilot job"),
@@ -214,7 +215,10 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
             field, _, message = str(exc).partition(": ")
             raise exceptions.ValidationError({field: [message]}) from None
         if not log_plan.follow:
-            lines = joblogs.read_tail(log_plan)  # SkyPilotError -> 502 (exception handler)
+            try:
+                lines = joblogs.read_tail(log_plan)  # SkyPilotError -> 502 (exception handler)
+            except joblogs.NoLog as exc:
+                raise exceptions.NotFound(str(exc)) from None
             return HttpResponse(
                 "".join(line + "\n" for line in lines), content_type="text/plain; charset=utf-8"
             )
