@@ -4,7 +4,8 @@ checkpoints (temporary SQLite database, rows seeded with bulk_create).
 Prints the median server time (Django test client, logged in; no network), the SQL query count
 and the response size of the dashboard ``/``, of its htmx refresh fragment (the deck; also when
 the deck is unchanged, which only refreshes the header), of ``/jobs``, ``/operations``, an
-expanded row's polled panels, and of starring an experiment (cells updated in place).
+expanded row's polled panels, the API's experiment and job lists, and of starring an
+experiment (cells updated in place).
 
     .venv/bin/python bench/dashboard.py [--experiments 1000] [--groups 50] [--jobs 50000]
                                         [--checkpoints 200000] [--runs 15]
@@ -210,6 +211,8 @@ def main() -> None:
         ("/jobs?status=RUNNING&page=20", "/jobs?status=RUNNING&page=20", {}),
         ("/operations", "/operations", {}),
         ("expanded row panels", f"/experiments/{some.pk}/panels", htmx),
+        ("API /api/experiments/ (100)", "/api/experiments/", {}),
+        ("API /api/jobs/ (100)", "/api/jobs/", {}),
     ]
     deck = client.get("/", **htmx_deck).content.decode()
     version = re.search(r'data-version="([0-9a-f]+)"', deck).group(1)
