@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.utils import timezone
 from skypilot_server import start_server
 
@@ -112,3 +113,32 @@ def test_desired_state_drives_a_real_server(skypilot, db, settings, capsys):
     assert Launch.objects.filter(experiment_name="itest-reconcile").count() == 1
     names = [j.get("job_name") for j in client.queue(fields=["job_id", "job_name"]).jobs]
     assert names.count("itest-reconcile") == 1
+
+
+def test_a_real_job_log_and_how_it_ended(skypilot, db, settings, capsys):
+    """The log of a real (failed) job through ``manage.py logs`` and the API's plain text; the
+    exit code SkyPilot gives for the log request says how the job ended, and a job the
+    controller does not know is reported as such, not as an empty log."""
+    settings.SKYDECK_SKYPILOT_ENDPOINT = skypilot.endpoint
+    client = SkyPilotClient(skypilot.endpoint, request_timeout=180)
+    job_id = client.launch("name: itest-log\nresources:\n  cpus: 1\nrun: echo log line\n")
+    wait_for_terminal(client, job_id)
+    call_command("sync", "skypilot")
+    capsys.readouterr()
+    assert Job.objects.get(pk=job_id).status == JobStatus.FAILED_PRECHECKS
+
+    call_command("logs", str(job_id), "--tail", "50")
+    out, err = capsys.readouterr()
+    assert "\x1b[" not in out and "<sky-payload" not in out
+    assert f"the log of job {job_id} ended: the job failed (exit code 100)." in err, err
+
+    Job.objects.create(
+        id=job_id + 1000,
+        job_name="itest-ghost",
+        status=JobStatus.SUCCEEDED,
+        submitted_at=timezone.now(),
+        first_seen=timezone.now(),
+        last_seen=timezone.now(),
+    )
+    with pytest.raises(CommandError, match=r"does not know the job \(exit code 102\)"):
+        call_command("logs", str(job_id + 1000))
