@@ -495,6 +495,12 @@ def test_superuser_downloads_a_valid_snapshot(admin_client, use_live, tmp_path, 
     assert response["Content-Disposition"].startswith("attachment")
     assert SNAPSHOT_FILENAME.search(response["Content-Disposition"])
     body = b"".join(response.streaming_content)
+    # the audit trail says who took a copy of every password hash (asked before close():
+    # closing a response sends request_finished, which closes the database connection)
+    log = OperationLog.objects.get(operation=Operation.BACKUP)
+    assert log.actor == "admin"
+    name = SNAPSHOT_FILENAME.search(response["Content-Disposition"]).group(1)
+    assert log.message == f"downloaded the snapshot {name}"
     response.close()
     assert body.startswith(b"SQLite format 3\x00")
     downloaded = tmp_path / "downloaded.db"
@@ -502,11 +508,6 @@ def test_superuser_downloads_a_valid_snapshot(admin_client, use_live, tmp_path, 
     assert integrity(downloaded) == "ok"
     assert names(downloaded) == names(use_live)
     assert list(scratch.iterdir()) == []  # the temporary file is gone
-    # the audit trail says who took a copy of every password hash
-    log = OperationLog.objects.get(operation=Operation.BACKUP)
-    assert log.actor == "admin"
-    name = SNAPSHOT_FILENAME.search(response["Content-Disposition"]).group(1)
-    assert log.message == f"downloaded the snapshot {name}"
 
 
 def test_backup_page_lists_scheduled_snapshots_newest_first(
