@@ -8,7 +8,6 @@ sync states) and the audit trail itself are read-only. Changelists use annotatio
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +35,6 @@ from experiments.models import (
     ExperimentGroupMember,
     Job,
     Launch,
-    Operation,
     OperationLog,
     SyncState,
 )
@@ -46,7 +44,6 @@ admin.site.site_title = "SkyDeck admin"
 
 GROUP_ACTION_TEMPLATE = "admin/experiments/group_action.html"
 BACKUP_TEMPLATE = "admin/backup.html"
-logger = logging.getLogger(__name__)
 
 
 def _plural(count: int, noun: str) -> str:
@@ -791,13 +788,10 @@ def backup_view(request: HttpRequest) -> HttpResponse:
         return TemplateResponse(request, BACKUP_TEMPLATE, context)
     if request.method == "POST":
         try:
-            handle, name = backup.open_snapshot()
+            handle, name = backup.download_snapshot(request.user)
         except backup.BackupError as exc:
             messages.error(request, f"No snapshot: {exc}")
             return HttpResponseRedirect(request.path)
-        logger.info("%s downloaded the database snapshot %s", request.user.get_username(), name)
-        # who took a copy of every password hash and token belongs in the audit trail
-        services.record(request.user, Operation.BACKUP, message=f"downloaded the snapshot {name}")
         return FileResponse(
             handle, as_attachment=True, filename=name, content_type="application/vnd.sqlite3"
         )

@@ -34,7 +34,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.db import connections
@@ -337,6 +337,18 @@ def open_snapshot() -> tuple[BinaryIO, str]:
         snapshot(path)
         handle = path.open("rb")
         path.unlink()
+    return handle, name
+
+
+def download_snapshot(actor: Any) -> tuple[BinaryIO, str]:
+    """:func:`open_snapshot` for a person taking a copy away: who took a copy of every password
+    hash and token is noted in the operation log (and the server log)."""
+    from experiments import services
+    from experiments.models import Operation
+
+    handle, name = open_snapshot()
+    logger.info("%s downloaded the database snapshot %s", services.actor_name(actor), name)
+    services.record(actor, Operation.BACKUP, message=f"downloaded the snapshot {name}")
     return handle, name
 
 

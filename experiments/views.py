@@ -46,6 +46,7 @@ from syncing import joblogs
 from syncing.skypilot import SkyPilotError
 
 JOBS_PER_PAGE = 50
+PLAIN_TEXT = "text/plain; charset=utf-8"
 OPERATIONS_PER_PAGE = 50
 DETAIL_LIMIT = 15  # recent jobs / checkpoints / operations in the expanded row
 
@@ -529,15 +530,17 @@ def group_rename(request: HttpRequest, pk: int) -> HttpResponse:
     return deck_response(request)
 
 
+def _text(body: str, status: int = 200, **headers: str) -> HttpResponse:
+    """A plain-text answer (SecurityMiddleware adds ``X-Content-Type-Options: nosniff``)."""
+    return HttpResponse(body, status=status, content_type=PLAIN_TEXT, headers=headers or None)
+
+
 @ui_login_required
 @require_GET
 def group_commands(request: HttpRequest, pk: int) -> HttpResponse:
     """Every member's command as plain text (the group header's "Copy commands")."""
     group = get_object_or_404(ExperimentGroup, pk=pk)
-    text = commands_text(group.ordered_experiments())
-    response = HttpResponse(text, content_type="text/plain; charset=utf-8")
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
+    return _text(commands_text(group.ordered_experiments()))
 
 
 @ui_login_required
@@ -710,12 +713,6 @@ def operations_view(request: HttpRequest) -> HttpResponse:
 
 # --- job logs ---------------------------------------------------------------------------------
 
-PLAIN_TEXT = "text/plain; charset=utf-8"
-
-
-def _text(body: str, status: int = 200, **headers: str) -> HttpResponse:
-    return HttpResponse(body, status=status, content_type=PLAIN_TEXT, headers=headers or None)
-
 
 @ui_login_required
 @require_GET
@@ -739,12 +736,11 @@ def job_log(request: HttpRequest, pk: int) -> HttpResponse:
         return render(request, "experiments/job_log.html", context, status=BAD_REQUEST)
     if output == "text":
         try:
-            lines = joblogs.read_tail(log_plan)
+            return _text(joblogs.tail_text(log_plan))
         except joblogs.NoLog as exc:
             return _text(f"{exc}\n", 404)
         except SkyPilotError as exc:
             return _text(joblogs.error_message(exc) + "\n", 502)
-        return _text("".join(line + "\n" for line in lines))
     job = Job.objects.filter(pk=pk).only("id", "job_name", "status", "experiment_id").get()
     return render(request, "experiments/job_log.html", _job_log_context(job, log_plan.tail))
 

@@ -199,12 +199,31 @@ def error_message(exc: SkyPilotError) -> str:
     return f"SkyPilot failed: {exc}"
 
 
-def read_tail(log_plan: LogPlan, client: SkyPilotClient | None = None) -> list[str]:
-    """The last ``tail`` lines, not followed, for plain-text answers.
+def how_it_ended(log_plan: LogPlan, client: SkyPilotClient, request_id: str) -> Ended:
+    """Ask SkyPilot how a log it finished sending ended (its request's exit code).
 
-    Raises SkyPilotError, or NoLog when SkyPilot's controller does not know the job. If only
-    the exit code cannot be fetched afterwards, the lines are still returned (they are what was
-    asked for) and the failure is logged.
+    If SkyPilot cannot tell, the log still counts as shown and the message says so.
+    """
+    if not request_id:
+        return Ended(
+            COMPLETE,
+            f"{outcome_message(log_plan)} (SkyPilot sent no {REQUEST_ID_HEADER}, so how the "
+            "log ended is unknown)",
+        )
+    try:
+        code = client.log_exit_code(request_id)
+    except SkyPilotError as exc:
+        logger.warning("log of job %s: no exit code: %s", log_plan.job_id, exc)
+        return Ended(
+            COMPLETE, f"{outcome_message(log_plan)} (SkyPilot did not say how it ended: {exc})"
+        )
+    return ended_with(log_plan, code)
+
+
+def tail_text(log_plan: LogPlan, client: SkyPilotClient | None = None) -> str:
+    """The last ``tail`` lines, not followed, as plain text (one line each).
+
+    Raises SkyPilotError, or NoLog when SkyPilot's controller does not know the job.
     """
     client = client or SkyPilotClient.from_settings()
     request_ids: list[str] = []
@@ -215,17 +234,10 @@ def read_tail(log_plan: LogPlan, client: SkyPilotClient | None = None) -> list[s
     lines = list(
         client.stream_logs(log_plan.job_id, tail=log_plan.tail, follow=False, on_open=opened)
     )
-    if not request_ids or not request_ids[0]:
-        logger.warning("log of job %s: SkyPilot sent no %s", log_plan.job_id, REQUEST_ID_HEADER)
-        return lines
-    try:
-        ended = ended_with(log_plan, client.log_exit_code(request_ids[0]))
-    except SkyPilotError as exc:
-        logger.warning("log of job %s: no exit code: %s", log_plan.job_id, exc)
-        return lines
+    ended = how_it_ended(log_plan, client, request_ids[0] if request_ids else "")
     if ended.outcome == ERROR:
         raise NoLog(ended.message)
-    return lines
+    return "".join(line + "\n" for line in lines)
 
 
 # --- concurrency cap ------------------------------------------------------------------------
@@ -474,25 +486,9 @@ class LogStream:
         self._put(("end", ended))
 
     def _outcome(self, client: SkyPilotClient) -> Ended:
-        """Ask SkyPilot how the log it finished sending ended (its request's exit code)."""
-        log_plan = self.plan
-        if not self.request_id:
-            return Ended(
-                COMPLETE,
-                f"{outcome_message(log_plan)} (SkyPilot sent no {REQUEST_ID_HEADER}, so how "
-                "the log ended is unknown)",
-            )
-        try:
-            code = client.log_exit_code(self.request_id)
-        except SkyPilotError as exc:
-            if self._stopping.is_set():
-                return Ended(STOPPED, "stopped.")
-            logger.warning("log of job %s: no exit code: %s", log_plan.job_id, exc)
-            return Ended(
-                COMPLETE,
-                f"{outcome_message(log_plan)} (SkyPilot did not say how it ended: {exc})",
-            )
-        return ended_with(log_plan, code)
+        ended = how_it_ended(self.plan, client, self.request_id)
+        # closed while asking: the consumer is gone, say so rather than guess
+        return Ended(STOPPED, "stopped.") if self._stopping.is_set() else ended
 
 
 def open_web_stream(log_plan: LogPlan, *, keepalive: float | None = None) -> LogStream:

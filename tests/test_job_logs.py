@@ -375,7 +375,7 @@ def test_plain_tail_keeps_its_lines_when_the_exit_code_is_unavailable(db, make_j
     make_job(12, status="SUCCEEDED")
     rsps.add(responses.POST, LOGS_URL, body=b"a\nb\n", headers={REQUEST_ID_HEADER: "logs-1"})
     rsps.add(responses.GET, f"{ENDPOINT}/api/status", status=503)
-    assert joblogs.read_tail(joblogs.plan(12)) == ["a", "b"]
+    assert joblogs.tail_text(joblogs.plan(12)) == "a\nb\n"
 
 
 def test_stream_reports_skypilot_down_as_its_last_event(db, make_job, settings):

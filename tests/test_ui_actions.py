@@ -164,6 +164,7 @@ def test_group_commands_are_plain_text_in_member_order(client, make_experiment):
     response = client.get(url)
     assert response.status_code == 200
     assert response["Content-Type"] == "text/plain; charset=utf-8"
+    assert response["X-Content-Type-Options"] == "nosniff"
     assert response.content.decode().splitlines() == [
         "uv run train.py run=b-run lr=2",
         "uv run train.py run=a-run 'note=a; rm -rf /'",

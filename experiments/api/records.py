@@ -216,12 +216,10 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
             raise exceptions.ValidationError({field: [message]}) from None
         if not log_plan.follow:
             try:
-                lines = joblogs.read_tail(log_plan)  # SkyPilotError -> 502 (exception handler)
+                text = joblogs.tail_text(log_plan)  # SkyPilotError -> 502 (exception handler)
             except joblogs.NoLog as exc:
                 raise exceptions.NotFound(str(exc)) from None
-            return HttpResponse(
-                "".join(line + "\n" for line in lines), content_type="text/plain; charset=utf-8"
-            )
+            return HttpResponse(text, content_type="text/plain; charset=utf-8")
         try:
             stream = joblogs.open_web_stream(log_plan)
         except joblogs.TooManyStreams as exc:
