@@ -51,6 +51,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from aws_isolation import isolated_environ  # noqa: E402 - tests/ is on the path from here
 
 BUCKET = "skydeck-load"
 REGION = "us-east-1"
@@ -413,15 +414,11 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="skydeck-load-"))
     logs = tmp / "logs"
     logs.mkdir()
-    empty = tmp / "empty-aws-file"
-    empty.write_text("")
     skypilot_port, s3_port, web_port = free_port(), free_port(), free_port()
     base = f"http://127.0.0.1:{web_port}"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"}
-    }
+    env = isolated_environ(
+        {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}, tmp, REGION
+    )
     env.update(
         HOME=str(tmp),
         SKYDECK_HOME=str(tmp / "home"),
@@ -435,12 +432,6 @@ def main() -> int:
         SKYDECK_SYNC_SKYPILOT_INTERVAL="10",
         SKYDECK_SYNC_S3_INTERVAL="10",
         SKYDECK_RECONCILE="on",
-        AWS_SHARED_CREDENTIALS_FILE=str(empty),
-        AWS_CONFIG_FILE=str(empty),
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION=REGION,
         DJANGO_SETTINGS_MODULE="skydeck_site.settings",
     )
     env.pop("SKYPILOT_SERVICE_ACCOUNT_TOKEN", None)

@@ -28,25 +28,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from aws_isolation import isolated_environ  # noqa: E402 - tests/ is on the path from here
 
 BUCKET = "skydeck-bench"
 REGION = "us-east-1"
 
 
 def isolate_aws(tmp: str) -> None:
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        os.environ.pop(var, None)
-    empty = Path(tmp) / "empty-aws-file"
-    empty.write_text("")
-    os.environ.update(
-        AWS_SHARED_CREDENTIALS_FILE=str(empty),
-        AWS_CONFIG_FILE=str(empty),
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION=REGION,
-    )
+    environ = isolated_environ(dict(os.environ), Path(tmp), REGION)
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def keys_for(names: list[str], checkpoints: int) -> list[str]:

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
+from aws_isolation import isolate_aws
 from botocore.awsrequest import AWSResponse
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -30,38 +31,13 @@ from syncing.s3 import S3Client
 BUCKET = "softmax-public"
 REGION = "us-east-1"
 
-_AWS_ENV = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_ROLE_ARN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-)
-
-
 # --------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch, tmp_path, settings):
     """Isolate from the developer's AWS setup; fake credentials; S3 settings for moto."""
-    for var in _AWS_ENV:
-        monkeypatch.delenv(var, raising=False)
-    empty = tmp_path / "empty-aws-file"
-    empty.write_text("")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    isolate_aws(monkeypatch, tmp_path, REGION)
     settings.SKYDECK_S3_BUCKET = BUCKET
     settings.SKYDECK_S3_POLICY_PREFIX = "policies"
     settings.SKYDECK_S3_REPLAY_PREFIX = "replays"

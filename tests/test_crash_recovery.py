@@ -24,6 +24,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from aws_isolation import isolated_environ
 from stub_skypilot import S3FaultProxy, StubSkyPilot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,20 +36,12 @@ BUCKET = "skydeck-crash"
 
 def base_env(tmp: Path, **extra: str) -> dict[str, str]:
     """A child environment on its own SKYDECK_HOME, never the suite's database or AWS config."""
-    drop = {"DATABASE_URL", "SKYDECK_DB_PATH", "AWS_PROFILE", "AWS_SESSION_TOKEN"}
-    environ = {k: v for k, v in os.environ.items() if k not in drop}
-    empty = tmp / "empty-aws-file"
-    empty.write_text("")
+    drop = {"DATABASE_URL", "SKYDECK_DB_PATH"}
+    environ = isolated_environ({k: v for k, v in os.environ.items() if k not in drop}, tmp)
     environ.update(
         HOME=str(tmp),
         SKYDECK_HOME=str(tmp / "home"),
         SKYPILOT_API_COOKIE_FILE=str(tmp / "no-cookies.txt"),
-        AWS_SHARED_CREDENTIALS_FILE=str(empty),
-        AWS_CONFIG_FILE=str(empty),
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
         SKYDECK_RECONCILE="off",
         SKYDECK_LOG_LEVEL="WARNING",
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_isolation import isolate_aws
 from django.contrib.auth.models import User
 from django.test import Client
 from stub_skypilot import S3FaultProxy, StubSkyPilot
@@ -148,15 +149,7 @@ def s3(db, settings, monkeypatch, tmp_path) -> Iterator[S3FaultProxy]:
     """moto's S3 behind a fault proxy; six experiments with four checkpoints each, synced once."""
     from moto.server import ThreadedMotoServer
 
-    empty = tmp_path / "empty-aws-file"
-    empty.write_text("")
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    isolate_aws(monkeypatch, tmp_path)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 import pytest
+from aws_isolation import isolate_aws
 from django.core.management import call_command
 
 from experiments.models import Checkpoint, Experiment, SyncState
@@ -24,16 +25,7 @@ EPOCHS = 100
 def moto_endpoint(monkeypatch, tmp_path, settings):
     from moto.server import ThreadedMotoServer
 
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(var, raising=False)
-    empty = tmp_path / "empty-aws-file"
-    empty.write_text("")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    isolate_aws(monkeypatch, tmp_path, REGION)
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
