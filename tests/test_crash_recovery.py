@@ -137,6 +137,24 @@ def kill_group(proc: subprocess.Popen[str]) -> str:
     return output or ""
 
 
+def kill_once_written(
+    deck: Deck, proc: subprocess.Popen[str], table: str, total: int, timeout: float, step: float
+) -> int:
+    """SIGKILL a sync pass as soon as its first rows in ``table`` are committed; the kill must
+    land mid-write (some rows, not all ``total``). Returns how many rows were written."""
+    count = f"SELECT COUNT(*) FROM {table}"  # noqa: S608 - a table name from the test itself
+    wait_for(
+        lambda: proc.poll() is not None or deck.scalar(count) > 0,
+        timeout,
+        f"the first rows in {table}",
+        step=step,
+    )
+    output = kill_group(proc)
+    written = deck.scalar(count)
+    assert 0 < written < total, (written, output)  # killed mid-write
+    return written
+
+
 def assert_held_by_dead_process(deck: Deck, source: str, pid: int) -> None:
     """The killed pass left its lease behind, unexpired: nothing released it."""
     owner, expires = deck.lease(source)
@@ -208,15 +226,7 @@ def test_sync_killed_while_writing_then_next_pass_completes(deck: Deck, stub: St
     total = len(stub.job_ids())
     proc = deck.start("sync", "skypilot")
     # kill the moment the first chunk (500 jobs) is committed: five more chunks are to come
-    wait_for(
-        lambda: proc.poll() is not None or deck.scalar("SELECT COUNT(*) FROM jobs") > 0,
-        30,
-        "the first committed chunk",
-        step=0.002,
-    )
-    output = kill_group(proc)
-    written = deck.scalar("SELECT COUNT(*) FROM jobs")
-    assert 0 < written < total, (written, output)  # killed mid-write
+    written = kill_once_written(deck, proc, "jobs", total, 30, step=0.002)
 
     assert deck.integrity() == "ok"
     # what was committed is whole: complete chunks of rows that are right in every field we check
@@ -331,15 +341,7 @@ def test_checkpoint_sync_killed_between_batches(deck: Deck, s3_proxy: S3FaultPro
     )
     s3_proxy.delay = 0.02  # the next batch is still being listed when the kill comes
     proc = deck.start("sync", "s3")
-    wait_for(
-        lambda: proc.poll() is not None or deck.scalar("SELECT COUNT(*) FROM checkpoints") > 0,
-        60,
-        "the first written batch",
-        step=0.01,
-    )
-    output = kill_group(proc)
-    written = deck.scalar("SELECT COUNT(*) FROM checkpoints")
-    assert 0 < written < total, (written, output)
+    written = kill_once_written(deck, proc, "checkpoints", total, 60, step=0.01)
     assert deck.integrity() == "ok"
     assert_held_by_dead_process(deck, "s3", proc.pid)
 
