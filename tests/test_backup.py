@@ -307,6 +307,7 @@ def test_restore_while_another_process_writes(live, home, tmp_path):
     with writer(live, home, "during"):
         result = manage(live, "restore", str(snap), home=home)
         assert result.returncode == 0, result.stderr
+        restored = count(live, "name LIKE 'during-%'")
         time.sleep(0.5)  # the writer goes on writing into the restored database
     assert integrity(live) == "ok"
     assert consistent(live)
@@ -314,6 +315,11 @@ def test_restore_while_another_process_writes(live, home, tmp_path):
     kept = next(tmp_path.glob("live.db.pre-restore-*"))
     assert integrity(kept) == "ok"
     assert consistent(kept)
+    # what the writer wrote before the restore is in the kept copy and gone from the live one
+    before = set(names(kept)) - set(names(snap))
+    assert before and not before & set(names(live))
+    # and its later writes went into the restored database (not into a replaced, unlinked file)
+    assert count(live, "name LIKE 'during-%'") > restored
 
 
 def test_restore_migrates_an_older_snapshot(live, home, tmp_path):

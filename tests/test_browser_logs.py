@@ -17,6 +17,7 @@ from test_job_logs import LogServer
 pytestmark = pytest.mark.browser
 
 AT_BOTTOM = "o => o.scrollHeight - o.scrollTop - o.clientHeight <= 24"
+LINES_SHOWN = "o => o.textContent.split('\\n').length"
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +55,7 @@ def test_job_log_streams_scrolls_and_stops(page, live_server, alice, settings):
         last_seen=now,
     )
 
-    with LogServer(log_lines(600), interval=0.01) as first, LogServer(log_lines(3)) as second:
+    with LogServer(log_lines(3000), interval=0.01) as first, LogServer(log_lines(3)) as second:
         settings.SKYDECK_SKYPILOT_ENDPOINT = first.url
         login(page, live_server)
 
@@ -84,7 +85,12 @@ def test_job_log_streams_scrolls_and_stops(page, live_server, alice, settings):
         assert out.evaluate(AT_BOTTOM)
         out.evaluate("o => { o.scrollTop = 0; }")
         expect(page.locator("[data-log-scroll]")).to_be_visible()
-        expect(out).to_contain_text("step 0300")
+        # new lines must arrive while scrolled up (else staying at the top would prove nothing)
+        shown = out.evaluate(LINES_SHOWN)
+        page.wait_for_function(
+            f"n => ({LINES_SHOWN})(document.querySelector('[data-log-output]')) >= n + 50",
+            arg=shown,
+        )
         assert out.evaluate("o => o.scrollTop") == 0
         out.evaluate("o => { o.scrollTop = o.scrollHeight; }")
         expect(page.locator("[data-log-scroll]")).to_be_hidden()

@@ -197,6 +197,11 @@ def test_s3_down(s3: S3FaultProxy, ui: Client):
     assert not outcome.ok
     assert_fault_shown(ui, "s3", "endpoint unavailable", "Could not connect")
     assert stored() == before
+    s3.start()  # the same port again
+    outcome = run_sync("s3", all_experiments=True)
+    assert outcome.ok, outcome.error
+    assert outcome.counts["unchanged"] == 24
+    assert pills(ui)["s3"][0] == "ok"
 
 
 def test_a_pass_under_way_shows_the_outcome_before_it(skypilot: StubSkyPilot, ui: Client):

@@ -11,8 +11,10 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.test import Client
 from django.utils import timezone
 from skypilot_server import start_server
 
@@ -129,8 +131,18 @@ def test_a_real_job_log_and_how_it_ended(skypilot, db, settings, capsys):
 
     call_command("logs", str(job_id), "--tail", "50")
     out, err = capsys.readouterr()
+    # a job that failed its prechecks: SkyPilot prints why (seen from 0.14.1)
+    assert f"Job {job_id} is already in terminal state FAILED_PRECHECKS" in out, out
+    assert "Cloud access is not set up" in out
     assert "\x1b[" not in out and "<sky-payload" not in out
     assert f"the log of job {job_id} ended: the job failed (exit code 100)." in err, err
+    # the API's plain text is the same log
+    api = Client()
+    api.force_login(User.objects.create_user("itest"))
+    answer = api.get(f"/api/jobs/{job_id}/logs?tail=50", HTTP_ACCEPT="text/plain")
+    assert answer.status_code == 200
+    assert answer["Content-Type"] == "text/plain; charset=utf-8"
+    assert answer.content.decode() == out
 
     Job.objects.create(
         id=job_id + 1000,

@@ -251,6 +251,9 @@ def test_flat_flags_keep_one_header_row(client, make_experiment):
     make_experiment("flat2", flags={"lr": 2})
     html = client.get("/").content.decode()
     assert "leaf-row" not in html and "colgroup" not in html
+    # the flag is still a column, in the one header row
+    assert html.count('<th class="c-flag" scope="col" title="lr">lr</th>') == 1
+    assert 'rowspan="1"' in html and 'rowspan="2"' not in html
 
 
 @pytest.mark.parametrize("status", [*JobStatus.values, "NO_JOB"])
