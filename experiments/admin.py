@@ -39,6 +39,7 @@ from experiments.models import (
     SyncState,
 )
 
+DESIRED_ACTION_TEMPLATE = "admin/experiments/desired_action.html"
 admin.site.site_header = "SkyDeck admin"
 admin.site.site_title = "SkyDeck admin"
 
@@ -219,7 +220,16 @@ class ExperimentAdmin(MembershipFormsetMixin, admin.ModelAdmin):
     )
     list_filter = ("desired_state", "current_state", "starred", "experiment_groups")
     search_fields = ("name", "description")
-    readonly_fields = ("current_state", "latest_job", "latest_epoch", "created_at", "updated_at")
+    # The desired state changes only through the Start / Stop actions, which say first what
+    # they launch or cancel: an edit never launches or cancels anything.
+    readonly_fields = (
+        "desired_state",
+        "current_state",
+        "latest_job",
+        "latest_epoch",
+        "created_at",
+        "updated_at",
+    )
     fieldsets = (
         (
             None,
@@ -302,26 +312,60 @@ class ExperimentAdmin(MembershipFormsetMixin, admin.ModelAdmin):
 
     def _set_desired(
         self, request: HttpRequest, queryset: QuerySet[Experiment], state: str
-    ) -> None:
-        experiments = list(queryset)
+    ) -> TemplateResponse | None:
+        """Start / Stop: first a page with the plan (GPUs, jobs cancelled), then the act."""
+        from syncing import services as door
+
+        experiments = list(queryset.order_by("name"))
+        start = state == DesiredState.RUNNING
+        if request.POST.get("post") != "yes":
+            plan = (
+                door.start(request.user, experiments, dry_run=True)
+                if start
+                else door.stop(request.user, experiments, dry_run=True).plan
+            )
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Start experiments" if start else "Stop experiments",
+                "opts": self.opts,
+                "plan": plan,
+                "action": request.POST.get("action", ""),
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+                "submit_label": "Yes, start them" if start else "Yes, stop them",
+            }
+            request.current_app = self.admin_site.name
+            return TemplateResponse(request, DESIRED_ACTION_TEMPLATE, context)
         try:
-            changed = services.set_desired_state(request.user, experiments, state)
+            if start:
+                plan = door.start(request.user, experiments)
+                self.message_user(request, plan.summary() + ".", messages.SUCCESS)
+            else:
+                shown = [int(j) for j in request.POST.getlist("jobs") if j.isdigit()]
+                result = door.stop(request.user, experiments, job_ids=shown)
+                if result.error:
+                    self.message_user(
+                        request,
+                        f"Desired state STOPPED, but SkyPilot did not cancel "
+                        f"{_plural(len(result.plan.cancel_jobs), 'job')}: {result.error}",
+                        messages.ERROR,
+                    )
+                else:
+                    self.message_user(request, result.plan.summary() + ".", messages.SUCCESS)
         except (ValidationError, IntegrityError) as exc:
             self.message_user(request, f"Nothing changed: {_error_text(exc)}", messages.ERROR)
-            return
-        unchanged = len(experiments) - changed
-        message = f"Set desired state {state} on {_plural(changed, 'experiment')}"
-        if unchanged:
-            message += f" ({unchanged} already {state})"
-        self.message_user(request, message + ".", messages.SUCCESS)
+        return None
 
-    @admin.action(description="Set desired state to RUNNING")
-    def desired_running(self, request: HttpRequest, queryset: QuerySet[Experiment]) -> None:
-        self._set_desired(request, queryset, DesiredState.RUNNING)
+    @admin.action(description="Start (desired RUNNING; shows the GPUs first)")
+    def desired_running(
+        self, request: HttpRequest, queryset: QuerySet[Experiment]
+    ) -> TemplateResponse | None:
+        return self._set_desired(request, queryset, DesiredState.RUNNING)
 
-    @admin.action(description="Set desired state to STOPPED")
-    def desired_stopped(self, request: HttpRequest, queryset: QuerySet[Experiment]) -> None:
-        self._set_desired(request, queryset, DesiredState.STOPPED)
+    @admin.action(description="Stop (desired STOPPED; cancels their active jobs, listed first)")
+    def desired_stopped(
+        self, request: HttpRequest, queryset: QuerySet[Experiment]
+    ) -> TemplateResponse | None:
+        return self._set_desired(request, queryset, DesiredState.STOPPED)
 
     @admin.action(description="Duplicate (the copy starts STOPPED, right after the original)")
     def duplicate(self, request: HttpRequest, queryset: QuerySet[Experiment]) -> None:

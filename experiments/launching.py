@@ -108,8 +108,12 @@ def accelerator_for(experiment: Experiment) -> str | None:
     return f"{name}:{experiment.gpus}"
 
 
-def build_task(experiment: Experiment) -> dict[str, Any]:
-    """The task as a mapping: the site template with the experiment's own parts on top."""
+def build_task(experiment: Experiment, *, launch_id: str = "") -> dict[str, Any]:
+    """The task as a mapping: the site template with the experiment's own parts on top.
+
+    ``launch_id`` (the reconciler's launch token) goes into the envs as ``SKYDECK_LAUNCH_ID``,
+    so the job of a launch whose answer was lost is found by it, never guessed by name.
+    """
     task = copy.deepcopy(load_task_template())
     task["name"] = experiment.name
     task["num_nodes"] = experiment.nodes
@@ -125,6 +129,8 @@ def build_task(experiment: Experiment) -> dict[str, Any]:
         task.pop("resources", None)
     envs = dict(task.get("envs") or {})
     envs["SKYDECK_EXPERIMENT"] = experiment.name
+    if launch_id:
+        envs["SKYDECK_LAUNCH_ID"] = launch_id
     if experiment.git_ref:
         envs["SKYDECK_GIT_REF"] = experiment.git_ref
         if isinstance(task.get("workdir"), dict):
@@ -134,9 +140,11 @@ def build_task(experiment: Experiment) -> dict[str, Any]:
     return task
 
 
-def build_task_yaml(experiment: Experiment) -> str:
-    """The exact YAML text the reconciler submits (and the launch preview shows)."""
-    return yaml.safe_dump(build_task(experiment), sort_keys=False, default_flow_style=False)
+def build_task_yaml(experiment: Experiment, *, launch_id: str = "") -> str:
+    """The exact YAML text the reconciler submits (the preview shows it without a launch id)."""
+    return yaml.safe_dump(
+        build_task(experiment, launch_id=launch_id), sort_keys=False, default_flow_style=False
+    )
 
 
 def launch_preview(experiment: Experiment) -> dict[str, str]:

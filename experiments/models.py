@@ -250,6 +250,9 @@ class Job(models.Model):
     recovery_count = models.PositiveIntegerField(default=0)
     failure_reason = models.TextField(blank=True)
     details = models.TextField(blank=True)
+    launch_token = models.CharField(
+        max_length=32, blank=True, help_text="SKYDECK_LAUNCH_ID from the task's envs, if any."
+    )
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
     raw = models.JSONField(
@@ -312,13 +315,16 @@ class LaunchStatus(models.TextChoices):
     LISTED = "LISTED", "Listed"  # the job appeared in a sync
     FAILED = "FAILED", "Failed"  # the server refused the launch
     LOST = "LOST", "Lost"  # never appeared within the grace period
+    ADOPTED = "ADOPTED", "Adopted"  # a person made a job SkyDeck did not launch its own
 
 
 class Launch(models.Model):
-    """One launch request by the reconciler, recorded before it is sent.
+    """A job SkyDeck answers for: one launch request by the reconciler, or one adopted job.
 
-    Until its job shows up in a sync, a pending launch counts as an active job, so a crash
-    between "submitted" and "listed" can never cause a second launch.
+    A launch is recorded before it is sent. Until its job shows up in a sync, a pending launch
+    counts as an active job, so a crash between "submitted" and "listed" can never cause a
+    second launch. A job is *owned* by SkyDeck exactly when a row here carries its id: only
+    owned jobs are ever cancelled by a reconcile pass (everyone else's are left alone).
     """
 
     experiment = models.ForeignKey(
@@ -329,14 +335,27 @@ class Launch(models.Model):
     job_id = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    task_yaml = models.TextField()
+    task_yaml = models.TextField(blank=True)
     error_type = models.CharField(max_length=200, blank=True)
     error_message = models.TextField(blank=True)
+    token = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="Sent in the task's envs (SKYDECK_LAUNCH_ID): finds the job of a launch "
+        "whose answer was lost, without guessing by name.",
+    )
+    requested_by = models.CharField(
+        max_length=150, blank=True, help_text="Who adopted the job (adoptions only)."
+    )
 
     class Meta:
         db_table = "launches"
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["status"], name="launches_status_idx")]
+        indexes = [
+            models.Index(fields=["status"], name="launches_status_idx"),
+            models.Index(fields=["job_id"], name="launches_job_idx"),
+            models.Index(fields=["experiment_name", "-created_at"], name="launches_name_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"launch {self.experiment_name} ({self.status}, job {self.job_id})"
@@ -364,6 +383,9 @@ class Operation(models.TextChoices):
     SYNC = "sync"
     BACKUP = "backup"
     RESTORE = "restore"
+    ADOPT = "adopt"
+    PAUSE = "pause"
+    RESUME = "resume"
 
 
 class OperationLog(models.Model):

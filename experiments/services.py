@@ -28,10 +28,11 @@ from experiments.validation import NAME_MAX_LENGTH
 
 Actor = Any  # a user object or a plain name such as "reconciler"
 
-#: Fields a user may set on an experiment (everything else is synced or automatic).
+#: Fields a user may set on an experiment (everything else is synced or automatic). The
+#: desired state is not among them: only Start, Stop and Adopt change it, because they say what
+#: they will launch or cancel first (an edit never launches or cancels anything).
 EDITABLE_FIELDS = (
     "name",
-    "desired_state",
     "flags",
     "nodes",
     "gpus",
@@ -43,7 +44,11 @@ EDITABLE_FIELDS = (
     "tags",
     "starred",
 )
-COPY_FIELDS = tuple(f for f in EDITABLE_FIELDS if f not in {"name", "desired_state", "starred"})
+COPY_FIELDS = tuple(f for f in EDITABLE_FIELDS if f not in {"name", "starred"})
+DESIRED_STATE_MESSAGE = (
+    "The desired state changes only with Start, Stop or Adopt (POST .../start/, .../stop/, "
+    ".../adopt/), which show what they launch or cancel first."
+)
 
 
 def actor_name(actor: Actor) -> str:
@@ -80,11 +85,63 @@ def record(
 def _check_fields(changes: dict[str, Any]) -> None:
     unknown = sorted(set(changes) - set(EDITABLE_FIELDS))
     if unknown:
-        raise ValidationError({field: "This field cannot be set." for field in unknown})
+        raise ValidationError(
+            {
+                field: DESIRED_STATE_MESSAGE
+                if field == "desired_state"
+                else "This field cannot be set."
+                for field in unknown
+            }
+        )
+
+
+def rename_blockers(experiment: Experiment) -> list[str]:
+    """Why an experiment's name can no longer change (empty when it still can).
+
+    The name is its SkyPilot job name and its S3 folder: once anything exists under it, a new
+    name would orphan its jobs and checkpoints, and a running job would be launched again.
+    """
+    from experiments.models import Checkpoint, Job, Launch, LaunchStatus
+
+    name = experiment.name
+    reasons = []
+    active = Job.objects.active().filter(experiment_id=name).count()
+    jobs = Job.objects.filter(experiment_id=name).count()
+    pending = Launch.objects.filter(
+        experiment_name=name,
+        status__in=[LaunchStatus.SUBMITTING, LaunchStatus.SUBMITTED, LaunchStatus.LOST],
+    ).exists()
+    checkpoints = Checkpoint.objects.filter(experiment_id=experiment.pk).count()
+    if active:
+        reasons.append(f"{active} active job{'s' if active > 1 else ''}")
+    if jobs > active:
+        finished = jobs - active
+        reasons.append(f"{finished} finished job{'s' if finished > 1 else ''}")
+    if pending:
+        reasons.append("a launch in flight")
+    if checkpoints:
+        reasons.append(f"{checkpoints} checkpoint{'s' if checkpoints > 1 else ''}")
+    return reasons
+
+
+def _check_rename(experiment: Experiment, old_name: str) -> None:
+    current = Experiment(pk=experiment.pk, name=old_name)
+    reasons = rename_blockers(current)
+    if reasons:
+        raise ValidationError(
+            {
+                "name": f"{old_name} cannot be renamed: its name is the SkyPilot job name and S3 "
+                f"folder of its {', '.join(reasons)}. Duplicate it under the new name instead."
+            }
+        )
 
 
 def create_experiment(actor: Actor, **fields: Any) -> Experiment:
-    """Validate and create an experiment."""
+    """Validate and create an experiment: desired STOPPED, so creating never launches or cancels.
+
+    Active jobs that already carry its name stay untouched (they are not SkyDeck's); the
+    caller can show ``control.users_notice`` and offer Adopt.
+    """
     _check_fields(fields)
     experiment = Experiment(**fields)
     experiment.desired_changed_at = timezone.now()
@@ -110,9 +167,14 @@ def update_experiment(actor: Actor, experiment: Experiment, **changes: Any) -> E
     changed = [field for field in changes if before[field] != getattr(experiment, field)]
     if not changed:
         return experiment
-    if "desired_state" in changed:
-        _desired_changed(experiment)
     with transaction.atomic():
+        if "name" in changed:
+            try:
+                _check_rename(experiment, before["name"])
+            except ValidationError:
+                for field, value in before.items():
+                    setattr(experiment, field, value)
+                raise
         experiment.save()
         if "name" in changed:
             Experiment.objects.filter(pk=experiment.pk).refresh_current_state()
@@ -121,8 +183,6 @@ def update_experiment(actor: Actor, experiment: Experiment, **changes: Any) -> E
         for field in changed:
             if field == "name":
                 parts.append(f"renamed from {before['name']!r}")
-            elif field == "desired_state":
-                parts.append(f"desired {before[field]} -> {experiment.desired_state}")
             else:
                 parts.append(field)
         record(
@@ -143,25 +203,35 @@ def delete_experiments(actor: Actor, experiments: Iterable[Experiment]) -> int:
     return count
 
 
-def _desired_changed(experiment: Experiment) -> None:
+def desired_changed(experiment: Experiment, at=None) -> None:
     """A user's new intent resets the reconciler's memory (backoff, parking) for it."""
-    experiment.desired_changed_at = timezone.now()
+    experiment.desired_changed_at = at or timezone.now()
     experiment.parked_reason = ""
     experiment.reconcile_note = ""
 
 
-def set_desired_state(actor: Actor, experiments: Iterable[Experiment], state: str) -> int:
-    """Set desired RUNNING/STOPPED; returns how many experiments changed."""
+def set_desired_state(
+    actor: Actor, experiments: Iterable[Experiment], state: str, *, plans: Any = None
+) -> int:
+    """Set desired RUNNING/STOPPED; returns how many experiments changed.
+
+    Callers go through ``experiments.control.start`` / ``stop``, which pass their ``plans`` so
+    the operation log records what the change requests (GPUs, jobs to cancel).
+    """
     if state not in DesiredState.values:
         raise ValidationError({"desired_state": f"{state!r} is not one of {DesiredState.values}"})
     operation = Operation.START if state == DesiredState.RUNNING else Operation.STOP
+    notes = {}
+    if plans is not None:
+        for item in plans.items:
+            notes[item.experiment.pk] = _plan_note(item)
     changed = 0
     with transaction.atomic():
         for experiment in list(experiments):
             if experiment.desired_state == state:
                 continue
             experiment.desired_state = state
-            _desired_changed(experiment)
+            desired_changed(experiment)
             experiment.save(
                 update_fields=[
                     "desired_state",
@@ -171,9 +241,25 @@ def set_desired_state(actor: Actor, experiments: Iterable[Experiment], state: st
                     "updated_at",
                 ]
             )
-            record(actor, operation, experiment=experiment, message=f"desired state {state}")
+            message = f"desired state {state}"
+            if notes.get(experiment.pk):
+                message += f"; {notes[experiment.pk]}"
+            record(actor, operation, experiment=experiment, message=message)
             changed += 1
     return changed
+
+
+def _plan_note(item: Any) -> str:
+    """The values a Start/Stop requested, for the operation log."""
+    e = item.experiment
+    if item.launches:
+        shape = f"{e.nodes} node{'s' if e.nodes != 1 else ''}"
+        if e.gpus:
+            shape += f" x {e.gpus} {e.accelerator or 'GPU'} = {e.nodes * e.gpus} GPUs"
+        return f"requests {shape}"
+    if item.cancel:
+        return "cancels jobs " + ", ".join(j.label for j in item.cancel)
+    return item.note
 
 
 _COPY_SUFFIX = re.compile(r"\.copy\d*$")

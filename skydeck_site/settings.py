@@ -336,6 +336,49 @@ SKYDECK_BACKOFF_INITIAL = envint("SKYDECK_BACKOFF_INITIAL", 60, minimum=1)
 SKYDECK_BACKOFF_MAX = envint("SKYDECK_BACKOFF_MAX", 3600, minimum=1)
 SKYDECK_MAX_CONSECUTIVE_FAILURES = envint("SKYDECK_MAX_CONSECUTIVE_FAILURES", 5, minimum=1)
 SKYDECK_LAUNCH_GRACE = envint("SKYDECK_LAUNCH_GRACE", 900, minimum=60)
+# How each way a run ends in failure is treated (README "How desired state works"):
+#   park     - a configuration error a retry cannot fix: park at once with SkyPilot's reason;
+#   capacity - no resources right now: the longer capacity backoff, never counted towards parking;
+#   retry    - back off exponentially; SKYDECK_MAX_CONSECUTIVE_FAILURES in a row park it.
+# LAUNCH_FAILED is a launch request the server refused; LAUNCH_LOST one whose job never appeared.
+# Override single entries with e.g. SKYDECK_FAILURE_CLASSES="FAILED_SETUP=park,FAILED=capacity".
+FAILURE_CLASS_CHOICES = ("park", "capacity", "retry")
+DEFAULT_FAILURE_CLASSES = {
+    "FAILED_PRECHECKS": "park",
+    "FAILED_NO_RESOURCE": "capacity",
+    "FAILED_SETUP": "retry",
+    "FAILED": "retry",
+    "FAILED_CONTROLLER": "retry",
+    "LAUNCH_FAILED": "retry",
+    "LAUNCH_LOST": "retry",
+}
+
+
+def _failure_classes() -> dict[str, str]:
+    classes = dict(DEFAULT_FAILURE_CLASSES)
+    for entry in envlist("SKYDECK_FAILURE_CLASSES", []):
+        status, _, kind = entry.partition("=")
+        status, kind = status.strip().upper(), kind.strip().lower()
+        if status not in DEFAULT_FAILURE_CLASSES or kind not in FAILURE_CLASS_CHOICES:
+            raise ImproperlyConfigured(
+                f"SKYDECK_FAILURE_CLASSES: {entry!r} must be STATUS=CLASS with STATUS one of "
+                f"{', '.join(DEFAULT_FAILURE_CLASSES)} and CLASS one of "
+                f"{', '.join(FAILURE_CLASS_CHOICES)}"
+            )
+        classes[status] = kind
+    return classes
+
+
+SKYDECK_FAILURE_CLASSES = _failure_classes()
+SKYDECK_CAPACITY_BACKOFF_INITIAL = envint("SKYDECK_CAPACITY_BACKOFF_INITIAL", 600, minimum=1)
+SKYDECK_CAPACITY_BACKOFF_MAX = envint("SKYDECK_CAPACITY_BACKOFF_MAX", 3600, minimum=1)
+# A pass acts only on a job listing at most this old (seconds; plus the last sync's duration,
+# so a slow SkyPilot server delays the reconciler instead of starving it).
+SKYDECK_RECONCILE_MAX_LISTING_AGE = envint(
+    "SKYDECK_RECONCILE_MAX_LISTING_AGE",
+    max(60, 3 * SKYDECK_SYNC_SKYPILOT_INTERVAL),
+    minimum=10,
+)
 # Used when an experiment asks for GPUs but names no accelerator; empty means "refuse to launch".
 SKYDECK_DEFAULT_ACCELERATOR = envstr("SKYDECK_DEFAULT_ACCELERATOR", "")
 # A YAML file with the rest of every task (setup, workdir {url, ref}, image_id, use_spot, ...).

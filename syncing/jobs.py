@@ -87,7 +87,7 @@ SYNCED_FIELDS = [
     "details",
     "raw",
 ]
-YAML_FIELDS = ["command", "git_ref"]
+YAML_FIELDS = ["command", "git_ref", "launch_token"]
 
 
 @dataclass
@@ -229,6 +229,9 @@ def parse_task_yaml(text: str | None) -> dict[str, str]:
             ref = workdir.get("ref")
         if ref:
             out["git_ref"] = _text(ref)[:200]
+        token = envs.get("SKYDECK_LAUNCH_ID")
+        if isinstance(token, str) and token:
+            out["launch_token"] = token[:32]
         return out
     return {}
 

@@ -1,24 +1,31 @@
-"""Make SkyPilot match each experiment's desired state, safely.
+"""Make SkyPilot match each experiment's desired state, acting only on what SkyDeck owns.
 
-A pass acts only on fresh facts: it runs right after a successful job sync and refuses a listing
-older than one sync interval. Then, per experiment:
+The SkyPilot server is shared: jobs with an experiment's name may belong to people who never
+open SkyDeck. A pass therefore acts only on *owned* jobs (a ``Launch`` row carries the job id:
+SkyDeck launched it, or a person adopted it). Per experiment:
 
-- desired RUNNING, no active job and no pending launch -> launch (capped per pass);
-- desired STOPPED with active jobs -> cancel them by job id;
-- the latest job since the user's last change SUCCEEDED -> done: desired becomes STOPPED;
-- failures back off exponentially, and too many in a row park the experiment (desired STOPPED,
-  with a visible reason) until a user starts it again.
+- desired RUNNING, no active job and no pending launch -> launch (capped per pass); someone
+  else's active job under the name blocks the launch (no second job over theirs), visibly;
+- desired STOPPED with active *owned* jobs -> cancel them by job id (a person's Stop cancels the
+  rest itself: ``syncing.services.stop``);
+- the latest owned run since the user's last change SUCCEEDED -> done: desired becomes STOPPED;
+- failures are treated by class (``SKYDECK_FAILURE_CLASSES``): a configuration error parks at
+  once, no capacity backs off longer without counting towards parking, other failures back off
+  exponentially and park after too many in a row.
 
-A launch is recorded (``Launch``, SUBMITTING) and committed before the request is sent, and counts
-as an active job until its job is listed or a grace period passes — so a crash or a timeout between
-"submitted" and "listed" never causes a second launch. Passes hold a lease, so the worker and
-``manage.py reconcile`` can never both launch. No network call happens inside a transaction.
+A launch re-reads its experiment under a row lock, builds the YAML from that row and records the
+launch (``Launch``, SUBMITTING, with a token in the task's envs) before the request is sent, so a
+person's Stop that lands mid-pass wins, and a crash between "submitted" and "listed" never causes a
+second launch. Completion and parking are conditional updates that lose to a person's later
+change. Passes hold a lease; no network call happens inside a transaction. In dry-run, off and
+paused modes a pass only plans, and each affected experiment's note says what it would do.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,9 +33,11 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from experiments import services
+from experiments import control, services
+from experiments.control import JobRef
 from experiments.launching import LaunchConfigError, build_task_yaml
 from experiments.models import (
     DesiredState,
@@ -46,7 +55,9 @@ from syncing.skypilot import RequestFailed, ServerUnavailable, SkyPilotClient, S
 
 logger = logging.getLogger(__name__)
 ACTOR = "reconciler"
-PENDING = (LaunchStatus.SUBMITTING, LaunchStatus.SUBMITTED)
+PENDING = control.PENDING
+#: Notes a non-acting pass writes start with its mode; an acting pass clears them.
+MODE_PREFIXES = ("dry-run: ", "off: ", "paused: ")
 
 
 @dataclass
@@ -55,6 +66,8 @@ class Action:
     experiment: Experiment
     reason: str = ""
     job_ids: list[int] = field(default_factory=list)
+    jobs: list[JobRef] = field(default_factory=list)
+    logged: bool = False  # a wait that belongs in the operation log (a backoff)
 
     def describe(self) -> str:
         name = self.experiment.name
@@ -69,20 +82,60 @@ class Action:
             return f"park {name}: {self.reason}"
         return f"done {name}: {self.reason}"
 
+    def would(self) -> str:
+        """The note a non-acting pass leaves: what it would do."""
+        if self.kind == "launch":
+            e = self.experiment
+            gpus = f" ({e.nodes} x {e.gpus} {e.accelerator or 'GPU'})" if e.gpus else ""
+            return f"would launch{gpus}"
+        if self.kind == "cancel":
+            return f"would cancel {control.describe_jobs(self.jobs)}"
+        if self.kind == "park":
+            return f"would park: {self.reason}"
+        if self.kind == "complete":
+            return f"would mark done: {self.reason}"
+        return self.reason
+
 
 @dataclass
 class ReconcileResult:
-    mode: str
+    mode: str  # on, dry-run, off, paused
     actions: list[Action] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
     skipped: str = ""
+    why: str = ""  # why a non-acting mode is in force
+
+    @property
+    def acted(self) -> bool:
+        return self.mode == "on" and not self.skipped
+
+    def header(self) -> str:
+        """What ``skydeck reconcile`` says first when the pass only plans."""
+        if self.mode == "on":
+            return ""
+        return f"reconciler {self.mode}: {self.why or 'only a plan'}; nothing was sent to SkyPilot"
 
     def lines(self) -> list[str]:
         if self.skipped:
             return [f"reconcile skipped: {self.skipped}"]
-        if self.mode == "dry-run":
+        if self.mode != "on":
             return [f"plan: {a.describe()}" for a in self.actions] or ["plan: nothing to do"]
         return self.done or ["nothing to do"]
+
+    def counts(self) -> dict[str, object]:
+        kinds = defaultdict(int)
+        for action in self.actions:
+            kinds[action.kind] += 1
+        data: dict[str, object] = {
+            "mode": self.mode,
+            **{f"planned_{k}": v for k, v in kinds.items()},
+        }
+        if self.skipped:
+            data["skipped"] = self.skipped
+        if self.acted:
+            data["launched"] = sum(1 for d in self.done if d.startswith("launched "))
+            data["cancelled"] = sum(1 for d in self.done if d.startswith("cancelled "))
+        return data
 
 
 def _humanize(seconds: float) -> str:
@@ -101,16 +154,36 @@ def backoff_seconds(failures: int) -> int:
     return min(settings.SKYDECK_BACKOFF_INITIAL * 2 ** (failures - 1), settings.SKYDECK_BACKOFF_MAX)
 
 
-def listing_age(now: datetime) -> float | None:
-    """Seconds since the last successful job sync, or None when the last attempt failed."""
+def capacity_backoff_seconds(failures: int) -> int:
+    """No resources: ten minutes by default, doubling, capped; never leads to parking."""
+    if failures <= 0:
+        return 0
+    return min(
+        settings.SKYDECK_CAPACITY_BACKOFF_INITIAL * 2 ** (failures - 1),
+        settings.SKYDECK_CAPACITY_BACKOFF_MAX,
+    )
+
+
+def failure_class(status: str) -> str | None:
+    """park / capacity / retry for a failed run, None for anything that is not a failure."""
+    return settings.SKYDECK_FAILURE_CLASSES.get(status)
+
+
+def listing_age(now: datetime) -> tuple[float | None, float]:
+    """(seconds since the last successful job sync or None when it failed, its duration)."""
     state = SyncState.objects.filter(source=SyncSource.SKYPILOT).first()
     if state is None or not state.ok or state.last_success_at is None:
-        return None
-    return (now - state.last_success_at).total_seconds()
+        return None, 0.0
+    return (now - state.last_success_at).total_seconds(), float(state.duration or 0.0)
 
 
 def settle_launches(now: datetime) -> None:
-    """Mark launches whose job has been listed, and give up on ones that never appear."""
+    """Mark launches whose job has been listed, and give up on ones that never appear.
+
+    A launch interrupted before its answer has no job id: its job is the one whose task envs
+    carry the launch's token (``SKYDECK_LAUNCH_ID``). Nothing is guessed from names, so a
+    colleague's job of the same name is never taken for SkyDeck's.
+    """
     pending = list(Launch.objects.filter(status__in=PENDING))
     if not pending:
         return
@@ -119,27 +192,28 @@ def settle_launches(now: datetime) -> None:
             "id", flat=True
         )
     )
-    # A launch interrupted before its answer has no job id: find the job it created by name
-    # and time, among jobs no other launch has claimed.
-    claimed = set(Launch.objects.exclude(job_id=None).values_list("job_id", flat=True))
-    candidates: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
-    orphans = {p.experiment_name for p in pending if p.job_id is None}
-    for job_id, name, submitted in Job.objects.filter(experiment_id__in=orphans).values_list(
-        "id", "experiment_id", "submitted_at"
-    ):
-        if submitted is not None and job_id not in claimed:
-            candidates[name].append((submitted, job_id))
+    tokens = {p.token for p in pending if p.job_id is None and p.token}
+    claimed = (
+        set(
+            Launch.objects.exclude(job_id=None)
+            .filter(job_id__in=Job.objects.filter(launch_token__in=tokens).values("id"))
+            .values_list("job_id", flat=True)
+        )
+        if tokens
+        else set()
+    )
+    by_token = {}
+    if tokens:
+        for job_id, token in Job.objects.filter(launch_token__in=tokens).values_list(
+            "id", "launch_token"
+        ):
+            if job_id not in claimed:
+                by_token.setdefault(token, job_id)
     grace = timedelta(seconds=settings.SKYDECK_LAUNCH_GRACE)
-    for launch in sorted(pending, key=lambda p: p.created_at):
-        if launch.job_id is None:
-            found = sorted(
-                c for c in candidates[launch.experiment_name]
-                if c[0] >= launch.created_at - timedelta(minutes=2) and c[1] not in claimed
-            )  # fmt: skip
-            if found:
-                launch.job_id = found[0][1]
-                claimed.add(launch.job_id)
-                listed.add(launch.job_id)
+    for launch in pending:
+        if launch.job_id is None and launch.token in by_token:
+            launch.job_id = by_token[launch.token]
+            listed.add(launch.job_id)
         if launch.job_id is not None and launch.job_id in listed:
             launch.status = LaunchStatus.LISTED
         elif now - launch.created_at > grace:
@@ -158,85 +232,137 @@ def settle_launches(now: datetime) -> None:
         launch.save(update_fields=["status", "job_id", "updated_at"])
 
 
+@dataclass
+class _Event:
+    when: datetime
+    status: str  # a job status, LAUNCH_FAILED or LAUNCH_LOST
+    description: str
+    reason: str = ""
+
+
+def _history(running: list[Experiment], now: datetime) -> dict[str, list[_Event]]:
+    """Each running experiment's owned runs since its user's last change, newest first.
+
+    Only launches and adoptions count: someone else's job of the same name neither completes
+    an experiment nor counts as its failure.
+    """
+    history: dict[str, list[_Event]] = defaultdict(list)
+    if not running:
+        return history
+    since = {e.name: e.desired_changed_at for e in running}
+    launches = list(
+        Launch.objects.filter(experiment_name__in=list(since)).values_list(
+            "experiment_name", "status", "job_id", "created_at", "updated_at", "error_message"
+        )
+    )
+    launches = [row for row in launches if since[row[0]] is None or row[3] >= since[row[0]]]
+    job_ids = [row[2] for row in launches if row[2] is not None]
+    jobs = {
+        row[0]: row
+        for row in Job.objects.filter(id__in=job_ids).values_list(
+            "id", "status", "submitted_at", "ended_at", "failure_reason"
+        )
+    }
+    for name, status, job_id, _created, updated, message in launches:
+        job = jobs.get(job_id) if job_id is not None else None
+        if job is not None:
+            _, job_status, submitted, ended, reason = job
+            if job_status in JobStatus.active():
+                continue
+            when = ended or submitted or updated
+            history[name].append(_Event(when, job_status, f"job {job_id} {job_status}", reason))
+        elif status == LaunchStatus.FAILED:
+            history[name].append(
+                _Event(updated, "LAUNCH_FAILED", f"launch failed: {message[:200]}", message)
+            )
+        elif status == LaunchStatus.LOST:
+            history[name].append(_Event(updated, "LAUNCH_LOST", "the launch never appeared"))
+    for events in history.values():
+        events.sort(key=lambda e: e.when, reverse=True)
+    return history
+
+
+def _decide(experiment: Experiment, events: list[_Event], now: datetime) -> Action | None:
+    """Complete, park, back off, or None (free to launch), from an experiment's owned runs."""
+    # Any success since the user's last change completes it, not only the newest event: an
+    # adoption can own several jobs, and one ending after the successful one (its user cancels
+    # it) must not turn "done" into a relaunch. (A success always completes at once, so no
+    # launch of SkyDeck's can follow one within the same desired-state period.)
+    succeeded = next((e for e in events if e.status == JobStatus.SUCCEEDED), None)
+    if succeeded is not None:
+        return Action("complete", experiment, reason=succeeded.description)
+    retry = capacity = 0
+    for index, event in enumerate(events):
+        kind = failure_class(event.status)
+        if kind is None:
+            break
+        if kind == "park" and index == 0:
+            why = (event.reason or "no reason given").strip().splitlines()[0][:300]
+            return Action(
+                "park",
+                experiment,
+                reason=f"{event.description}: {why} (a configuration error a retry cannot fix: "
+                "fix it, then Start again)",
+            )
+        if kind == "capacity":
+            capacity += 1
+        else:
+            retry += 1
+    if retry >= settings.SKYDECK_MAX_CONSECUTIVE_FAILURES:
+        reason = f"crash-looping: {retry} consecutive failures (last: {events[0].description})"
+        return Action("park", experiment, reason=reason)
+    if not retry and not capacity:
+        return None
+    newest = failure_class(events[0].status)
+    if newest == "capacity":
+        until = events[0].when + timedelta(seconds=capacity_backoff_seconds(capacity))
+        what = f"no capacity ({capacity} time{'s' if capacity > 1 else ''}, not counted towards parking)"
+    else:
+        until = events[0].when + timedelta(seconds=backoff_seconds(retry))
+        what = f"{retry} failure{'s' if retry > 1 else ''}"
+    if now < until:
+        left = _humanize((until - now).total_seconds())
+        return Action("wait", experiment, reason=f"backing off {left} after {what}", logged=True)
+    return None
+
+
 def plan(now: datetime | None = None) -> list[Action]:
     """What a pass would do, from the stored facts (a constant number of queries)."""
     now = now or timezone.now()
     experiments = list(Experiment.objects.order_by("name"))
     names = [e.name for e in experiments]
-    active: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for job_id, name, status in (
-        Job.objects.active()
-        .filter(experiment_id__in=names)
-        .values_list("id", "experiment_id", "status")
-    ):
-        active[name].append((job_id, status))
-    pending = set(
-        Launch.objects.filter(status__in=PENDING).values_list("experiment_name", flat=True)
-    )
+    active = control.active_jobs(names)
+    pending = control.pending_launch_names(names)
     running = [e for e in experiments if e.desired_state == DesiredState.RUNNING]
-    since = min((e.desired_changed_at for e in running if e.desired_changed_at), default=None)
-    # (time it ended, status, description, time it started) per experiment
-    history: dict[str, list[tuple[datetime, str, str, datetime]]] = defaultdict(list)
-    if running:
-        jobs = Job.objects.filter(experiment_id__in=[e.name for e in running]).exclude(
-            status__in=JobStatus.active()
-        )
-        launches = Launch.objects.filter(
-            experiment_name__in=[e.name for e in running], status=LaunchStatus.FAILED
-        )
-        if since is not None:
-            jobs = jobs.filter(submitted_at__gte=since)
-            launches = launches.filter(updated_at__gte=since)
-        for name, status, submitted, ended, job_id in jobs.values_list(
-            "experiment_id", "status", "submitted_at", "ended_at", "id"
-        ):
-            started = submitted or ended or now
-            history[name].append((ended or started, status, f"job {job_id} {status}", started))
-        for name, when, message in launches.values_list(
-            "experiment_name", "updated_at", "error_message"
-        ):
-            history[name].append((when, "LAUNCH_FAILED", f"launch failed: {message[:200]}", when))
+    history = _history(running, now)
 
     actions: list[Action] = []
     launches_left = settings.SKYDECK_RECONCILE_MAX_LAUNCHES
     for experiment in experiments:
         jobs_now = active.get(experiment.name, [])
+        owned = [j for j in jobs_now if j.owned]
         if experiment.desired_state == DesiredState.STOPPED:
-            to_cancel = sorted(j for j, s in jobs_now if s != JobStatus.CANCELLING)
+            to_cancel = [j for j in owned if j.status != JobStatus.CANCELLING]
             if to_cancel:
-                actions.append(Action("cancel", experiment, job_ids=to_cancel))
+                actions.append(
+                    Action("cancel", experiment, job_ids=[j.id for j in to_cancel], jobs=to_cancel)
+                )
             continue
-        if jobs_now or experiment.name in pending:
+        if owned or experiment.name in pending:
             continue
-        events = sorted(
-            (
-                e
-                for e in history.get(experiment.name, [])
-                if experiment.desired_changed_at is None or e[3] >= experiment.desired_changed_at
-            ),
-            key=lambda e: e[0],
-            reverse=True,
-        )
-        if events and events[0][1] == JobStatus.SUCCEEDED:
-            actions.append(Action("complete", experiment, reason=events[0][2]))
+        foreign = [j for j in jobs_now if not j.owned]
+        if foreign:
+            reason = (
+                f"not launching: {control.users_notice(foreign)} and SkyDeck did not launch "
+                f"{'it' if len(foreign) == 1 else 'them'}; Adopt to make "
+                f"{'it' if len(foreign) == 1 else 'them'} this run, or it launches once they end"
+            )
+            actions.append(Action("wait", experiment, reason=reason, jobs=foreign))
             continue
-        failures = 0
-        for _, status, _, _ in events:
-            if status == "LAUNCH_FAILED" or status in JobStatus.failed():
-                failures += 1
-            else:
-                break
-        if failures >= settings.SKYDECK_MAX_CONSECUTIVE_FAILURES:
-            reason = f"crash-looping: {failures} consecutive failures (last: {events[0][2]})"
-            actions.append(Action("park", experiment, reason=reason))
+        decided = _decide(experiment, history.get(experiment.name, []), now)
+        if decided is not None:
+            actions.append(decided)
             continue
-        if failures:
-            until = events[0][0] + timedelta(seconds=backoff_seconds(failures))
-            if now < until:
-                left = _humanize((until - now).total_seconds())
-                reason = f"backing off {left} after {failures} failure{'s' if failures > 1 else ''}"
-                actions.append(Action("wait", experiment, reason=reason))
-                continue
         if launches_left <= 0:
             actions.append(Action("wait", experiment, reason="launch cap for this pass reached"))
             continue
@@ -253,35 +379,59 @@ def _launch_env() -> dict[str, str]:
     }
 
 
+def _launch_blocker(experiment: Experiment | None) -> str:
+    """Why a launch planned earlier in this pass must not be sent now ("" when it may)."""
+    if experiment is None:
+        return "the experiment was deleted"
+    if experiment.desired_state != DesiredState.RUNNING:
+        return f"desired state is now {experiment.desired_state}"
+    if Launch.objects.filter(experiment_name=experiment.name, status__in=PENDING).exists():
+        return "a launch is already in flight"
+    job = Job.objects.active().filter(experiment_id=experiment.name).order_by("id").first()
+    if job is not None:
+        return f"job {job.id} ({job.user_name or 'unknown user'}) is active under its name"
+    return ""
+
+
 def _do_launch(client: SkyPilotClient, action: Action) -> str:
-    experiment = action.experiment
-    try:
-        task_yaml = build_task_yaml(experiment)
-    except (LaunchConfigError, ImproperlyConfigured) as exc:
-        Launch.objects.create(
+    name = action.experiment.name
+    token = uuid.uuid4().hex
+    # Re-read the row under a lock and decide on it: a Stop or an edit that landed since the
+    # plan wins, and the YAML is built from what is saved now.
+    with transaction.atomic():
+        experiment = Experiment.objects.select_for_update().filter(pk=action.experiment.pk).first()
+        blocker = _launch_blocker(experiment)
+        if blocker:
+            return f"launch {name} skipped: {blocker}"
+        try:
+            task_yaml = build_task_yaml(experiment, launch_id=token)
+        except (LaunchConfigError, ImproperlyConfigured) as exc:
+            Launch.objects.create(
+                experiment=experiment,
+                experiment_name=experiment.name,
+                status=LaunchStatus.FAILED,
+                task_yaml="",
+                token=token,
+                error_type=type(exc).__name__,
+                error_message=str(exc),
+            )
+            services.record(
+                ACTOR, Operation.LAUNCH, experiment=experiment, success=False, message=str(exc)
+            )
+            return f"launch {experiment.name} FAILED: {exc}"
+        # Recorded and committed before the request: from here on this launch counts as active.
+        launch = Launch.objects.create(
             experiment=experiment,
             experiment_name=experiment.name,
-            status=LaunchStatus.FAILED,
-            task_yaml="",
-            error_type=type(exc).__name__,
-            error_message=str(exc),
+            status=LaunchStatus.SUBMITTING,
+            task_yaml=task_yaml,
+            token=token,
         )
-        services.record(
-            ACTOR, Operation.LAUNCH, experiment=experiment, success=False, message=str(exc)
-        )
-        return f"launch {experiment.name} FAILED: {exc}"
-    # Recorded and committed before the request: from here on this launch counts as active.
-    launch = Launch.objects.create(
-        experiment=experiment,
-        experiment_name=experiment.name,
-        status=LaunchStatus.SUBMITTING,
-        task_yaml=task_yaml,
-    )
     try:
         job_id = client.launch(task_yaml, env_vars=_launch_env())
     except ServerUnavailable as exc:
         # The server may have created the job anyway: keep the launch pending until it is
-        # listed or the grace period ends; never retry blindly.
+        # listed (found by its token) or the grace period ends; never retry blindly.
         launch.error_type, launch.error_message = type(exc).__name__, str(exc)
         launch.save(update_fields=["error_type", "error_message", "updated_at"])
         services.record(
@@ -300,12 +450,18 @@ def _do_launch(client: SkyPilotClient, action: Action) -> str:
         return f"launch {experiment.name} FAILED: {exc}"
     launch.status, launch.job_id = LaunchStatus.SUBMITTED, job_id
     launch.save(update_fields=["status", "job_id", "updated_at"])
+    e = experiment
+    shape = f"{e.nodes} node{'s' if e.nodes != 1 else ''}" + (
+        f" x {e.gpus} {e.accelerator or settings.SKYDECK_DEFAULT_ACCELERATOR or 'GPU'}"
+        if e.gpus
+        else " (CPU)"
+    )
     services.record(
         ACTOR,
         Operation.LAUNCH,
         experiment=experiment,
         job_id=job_id,
-        message=f"launched job {job_id}",
+        message=f"launched job {job_id}: {shape}",
     )
     Experiment.objects.filter(pk=experiment.pk).update(reconcile_note=f"launched job {job_id}")
     return f"launched {experiment.name}: job {job_id}"
@@ -313,6 +469,11 @@ def _do_launch(client: SkyPilotClient, action: Action) -> str:
 
 def _do_cancel(client: SkyPilotClient, action: Action) -> str:
     experiment, ids = action.experiment, action.job_ids
+    current = (
+        Experiment.objects.filter(pk=experiment.pk).values_list("desired_state", flat=True).first()
+    )
+    if current is not None and current != DesiredState.STOPPED:
+        return f"cancel {experiment.name} skipped: desired state is now {current}"
     try:
         client.cancel(ids)
     except SkyPilotError as exc:
@@ -322,24 +483,31 @@ def _do_cancel(client: SkyPilotClient, action: Action) -> str:
                 message=str(exc),
             )  # fmt: skip
         return f"cancel {experiment.name} FAILED: {exc}"
-    for job_id in ids:
+    for job in action.jobs:
         services.record(
-            ACTOR, Operation.CANCEL, experiment=experiment, job_id=job_id,
-            message="desired state is STOPPED",
+            ACTOR, Operation.CANCEL, experiment=experiment, job_id=job.id,
+            message=f"desired state is STOPPED; SkyDeck owns job {job.label}",
         )  # fmt: skip
     return f"cancelled {action.describe()[len('cancel ') :]}"
 
 
 def _stop(action: Action, operation: str, *, parked: bool) -> str:
+    """Park or complete, unless a person changed the experiment since the plan was made."""
     experiment = action.experiment
     with transaction.atomic():
-        Experiment.objects.filter(pk=experiment.pk).update(
+        updated = Experiment.objects.filter(
+            pk=experiment.pk,
+            desired_state=DesiredState.RUNNING,
+            desired_changed_at=experiment.desired_changed_at,
+        ).update(
             desired_state=DesiredState.STOPPED,
             desired_changed_at=timezone.now(),
             parked_reason=action.reason if parked else "",
             reconcile_note=action.reason,
             updated_at=timezone.now(),
         )
+        if not updated:
+            return f"{action.kind} {experiment.name} skipped: changed by a person meanwhile"
         services.record(ACTOR, operation, experiment=experiment, message=action.reason)
     return action.describe()
 
@@ -347,12 +515,13 @@ def _stop(action: Action, operation: str, *, parked: bool) -> str:
 def _note_wait(action: Action) -> str:
     """Record a wait; the operation log gets one row per backoff, not one per pass."""
     experiment = action.experiment
-    stable = action.reason.split(" after ", 1)[-1]
-    if not experiment.reconcile_note.endswith(stable) or not experiment.reconcile_note.startswith(
-        "backing off"
-    ):
-        services.record(ACTOR, Operation.BACKOFF, experiment=experiment, message=action.reason)
-    Experiment.objects.filter(pk=experiment.pk).update(reconcile_note=action.reason)
+    if action.logged:
+        stable = action.reason.split(" after ", 1)[-1]
+        note = experiment.reconcile_note
+        if not (note.startswith("backing off") and note.endswith(stable)):
+            services.record(ACTOR, Operation.BACKOFF, experiment=experiment, message=action.reason)
+    if experiment.reconcile_note != action.reason:
+        Experiment.objects.filter(pk=experiment.pk).update(reconcile_note=action.reason[:500])
     return action.describe()
 
 
@@ -372,48 +541,96 @@ def execute(actions: list[Action], client: SkyPilotClient) -> list[str]:
     return done
 
 
+def _mode_notes_query() -> Q:
+    query = Q()
+    for prefix in MODE_PREFIXES:
+        query |= Q(reconcile_note__startswith=prefix)
+    return query
+
+
+def note_plan(actions: list[Action], mode: str) -> None:
+    """In a mode that does not act, each affected experiment's note says what it would do."""
+    noted = set()
+    for action in actions:
+        note = f"{mode}: {action.would()}"[:500]
+        noted.add(action.experiment.pk)
+        if action.experiment.reconcile_note != note:
+            Experiment.objects.filter(pk=action.experiment.pk).update(reconcile_note=note)
+    Experiment.objects.filter(_mode_notes_query()).exclude(pk__in=noted).update(reconcile_note="")
+
+
+def _record_pass(result: ReconcileResult, now: datetime) -> None:
+    """The last pass, for ``/api/health`` and the header pill."""
+    fields = {"last_attempt_at": now, "counts": result.counts()}
+    if not result.skipped:
+        fields.update(last_success_at=now, last_error="")
+    else:
+        fields.update(last_error=result.skipped, last_error_at=now)
+    SyncState.objects.filter(source=SyncSource.RECONCILER).update(**fields)
+
+
 def reconcile(
     *, dry_run: bool = False, client: SkyPilotClient | None = None, now: datetime | None = None
 ) -> ReconcileResult:
-    """One reconcile pass on the stored facts, which must come from a fresh successful sync."""
+    """One reconcile pass on the stored facts, which must come from a fresh successful sync.
+
+    It acts only when the reconciler is on (``SKYDECK_RECONCILE=on`` and not paused by a
+    restore) and ``dry_run`` is not asked for; otherwise it plans, and in a non-acting mode
+    leaves "would ..." notes on the experiments concerned.
+    """
+    from experiments.backup import restore_in_progress
+
     now = now or timezone.now()
-    mode = "dry-run" if dry_run else "on"
-    age = listing_age(now)
+    state_mode = control.reconciler_mode()
+    mode = state_mode.mode if not (dry_run and state_mode.acts) else "dry-run"
+    why = state_mode.why if not (dry_run and state_mode.acts) else "asked for a dry run"
+    result = ReconcileResult(mode, why=why)
+    restoring = restore_in_progress()
+    if restoring is not None:
+        result.skipped = f"restoring: {restoring.describe()}"
+        return result
+    age, duration = listing_age(now)
     if age is None:
-        return ReconcileResult(
-            mode, skipped="the last SkyPilot sync failed: not acting on old facts"
-        )
-    if age > settings.SKYDECK_SYNC_SKYPILOT_INTERVAL:
-        return ReconcileResult(mode, skipped=f"the job listing is {_humanize(age)} old")
+        result.skipped = "the last SkyPilot sync failed: not acting on old facts"
+    elif age > settings.SKYDECK_RECONCILE_MAX_LISTING_AGE + duration:
+        result.skipped = f"the job listing is {_humanize(age)} old"
+    if result.skipped:
+        SyncState.objects.get_or_create(source=SyncSource.RECONCILER)
+        _record_pass(result, now)
+        return result
     try:
         with lease(SyncSource.RECONCILER, ttl=settings.Q_CLUSTER["timeout"]):
-            if not dry_run:
+            acting = mode == "on"
+            if acting:
                 settle_launches(now)
-            actions = plan(now)
-            result = ReconcileResult(mode, actions=actions)
-            if dry_run:
-                for action in actions:
-                    logger.info("reconcile plan: %s", action.describe())
-                return result
-            if any(a.kind in {"launch", "cancel"} for a in actions):
-                client = client or SkyPilotClient.from_settings()
-            result.done = execute(actions, client)
+            result.actions = plan(now)
+            if not acting:
+                for action in result.actions:
+                    logger.info("reconcile plan (%s): %s", mode, action.describe())
+                if not dry_run:  # the mode in force, not a one-off look: leave the notes
+                    note_plan(result.actions, mode)
+            else:
+                Experiment.objects.filter(_mode_notes_query()).update(reconcile_note="")
+                if any(a.kind in {"launch", "cancel"} for a in result.actions):
+                    client = client or SkyPilotClient.from_settings()
+                result.done = execute(result.actions, client)
+            _record_pass(result, now)
             return result
     except LeaseHeld as exc:
-        return ReconcileResult(mode, skipped=str(exc))
+        result.skipped = str(exc)
+        return result
 
 
 def sync_and_reconcile(*, dry_run: bool = False) -> tuple[str, ReconcileResult | None]:
-    """The scheduled pass: sync jobs, then reconcile on success, as ``SKYDECK_RECONCILE`` allows.
+    """The scheduled pass: sync jobs, then reconcile on the freshest successful listing.
 
-    Returns the sync summary and the reconcile result (None when the sync did not succeed).
+    When another process holds the SkyPilot lease (``skydeck sync --loop``), its listing is
+    used: a busy syncer never starves the reconciler. Returns the sync summary and the result
+    (None when the sync failed).
     """
     from syncing.runner import run_sync
 
     outcome = run_sync(SyncSource.SKYPILOT)
-    if not outcome.ok or outcome.skipped:
+    if not outcome.ok:
         return outcome.summary(), None
-    mode = settings.SKYDECK_RECONCILE
-    if mode == "off" and not dry_run:
-        return outcome.summary(), ReconcileResult("off", skipped="SKYDECK_RECONCILE is off")
-    return outcome.summary(), reconcile(dry_run=dry_run or mode == "dry-run")
+    return outcome.summary(), reconcile(dry_run=dry_run)

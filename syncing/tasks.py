@@ -7,13 +7,13 @@ from syncing.runner import run_sync
 
 
 def sync_skypilot() -> str:
-    """Sync jobs, then reconcile on fresh facts (unless SKYDECK_RECONCILE=off)."""
+    """Sync jobs, then reconcile on the freshest listing (or only plan, as the mode says)."""
     from syncing.reconciler import sync_and_reconcile
 
     summary, result = sync_and_reconcile()
-    if result is None or result.mode == "off":
+    if result is None:
         return summary
-    return "\n".join([summary, *result.lines()])
+    return "\n".join(line for line in [summary, result.header(), *result.lines()] if line)
 
 
 def sync_s3() -> str:

@@ -23,7 +23,15 @@ _seq = itertools.count(1)
 @pytest.fixture
 def make_experiment(db):
     def make(name: str | None = None, **fields) -> Experiment:
-        return services.create_experiment("tester", name=name or f"exp-{next(_seq)}", **fields)
+        # Creating never sets the desired state (only Start/Stop/Adopt do): start it after.
+        desired = fields.pop("desired_state", None)
+        experiment = services.create_experiment(
+            "tester", name=name or f"exp-{next(_seq)}", **fields
+        )
+        if desired == "RUNNING":
+            services.set_desired_state("tester", [experiment], "RUNNING")
+            experiment.refresh_from_db()
+        return experiment
 
     return make
 

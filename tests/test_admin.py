@@ -257,11 +257,23 @@ def test_desired_state_actions(
     admin_client: Client, make_experiment, action: str, state: str, operation: str
 ) -> None:
     other = DesiredState.STOPPED if state == DesiredState.RUNNING else DesiredState.RUNNING
-    a, b = make_experiment("a", desired_state=other), make_experiment("b", desired_state=other)
+    a = make_experiment("a", desired_state=other, nodes=2, gpus=8, accelerator="H100")
+    b = make_experiment("b", desired_state=other, nodes=3, gpus=8, accelerator="H100")
     already = make_experiment("c", desired_state=state)
     untouched = make_experiment("d", desired_state=other)
 
-    response = run_action(admin_client, action, [a, b, already])
+    # first the plan, and nothing changes
+    logged = OperationLog.objects.filter(operation=operation).count()
+    page = run_action(admin_client, action, [a, b, already])
+    assert page.status_code == 200
+    text = page.content.decode()
+    if state == DesiredState.RUNNING:
+        assert "Start 3 experiments: 5 nodes \u00d7 8 H100 = 40 GPUs" in text
+    else:
+        assert "Stop 3 experiments: no active job to cancel" in text
+    assert OperationLog.objects.filter(operation=operation).count() == logged
+
+    response = run_action(admin_client, action, [a, b, already], post="yes")
 
     assert response.status_code == 200
     for experiment in (a, b, already):
@@ -269,13 +281,28 @@ def test_desired_state_actions(
         assert experiment.desired_state == state
     untouched.refresh_from_db()
     assert untouched.desired_state == other
-    logs = OperationLog.objects.filter(operation=operation)
+    logs = OperationLog.objects.filter(operation=operation, actor=ADMIN)
     assert sorted(logs.values_list("experiment_name", flat=True)) == ["a", "b"]
-    assert set(logs.values_list("actor", flat=True)) == {ADMIN}
-    assert (
-        messages.SUCCESS,
-        f"Set desired state {state} on 2 experiments (1 already {state}).",
-    ) in (message_list(response))
+    verb = "Start" if state == DesiredState.RUNNING else "Stop"
+    assert any(m.startswith(f"{verb} 3 experiments") for _, m in message_list(response))
+
+
+def test_stop_action_lists_and_cancels_every_active_job(
+    admin_client: Client, make_experiment, make_job, server
+) -> None:
+    a = make_experiment("a")  # already desired STOPPED: Stop still cancels its jobs
+    make_job(701, "a", user_name="dave")
+    make_job(702, "a", user_name="alice", status="PENDING")
+    page = run_action(admin_client, "desired_stopped", [a])
+    text = page.content.decode()
+    assert "cancels job 701 (dave)" in text and "not launched by SkyDeck" in text
+    assert server.cancel_bodies == []
+    make_job(703, "a", user_name="erin")  # appears after the page was shown: not cancelled
+    response = run_action(admin_client, "desired_stopped", [a], post="yes", jobs=["701", "702"])
+    assert server.cancel_bodies == [{"job_ids": [701, 702]}]
+    assert "Stop a: cancels jobs 701 (dave), 702 (alice)." in [m for _, m in message_list(response)]
+    cancels = OperationLog.objects.filter(operation=Operation.CANCEL, actor=ADMIN)
+    assert sorted(cancels.values_list("job_id", flat=True)) == [701, 702]
 
 
 def test_duplicate_action_places_copy_after_original(admin_client: Client, make_experiment) -> None:
@@ -453,6 +480,7 @@ def test_valid_change_is_saved_and_logged(admin_client: Client, make_experiment)
     experiment = make_experiment("x")
     data = form_data(admin_client.get(url("experiment", "change", experiment.pk)))
     data.update(name="x2", desired_state="RUNNING", flags='{"lr": 0.5}', nodes=2)
+    # desired_state is read-only in the form (only Start/Stop change it): the value is ignored
 
     response = admin_client.post(url("experiment", "change", experiment.pk), data)
 
@@ -461,7 +489,8 @@ def test_valid_change_is_saved_and_logged(admin_client: Client, make_experiment)
     assert (experiment.name, experiment.flags, experiment.nodes) == ("x2", {"lr": 0.5}, 2)
     log = OperationLog.objects.get(operation=Operation.UPDATE)
     assert (log.actor, log.experiment_id) == (ADMIN, experiment.pk)
-    assert "renamed from 'x'" in log.message and "desired STOPPED -> RUNNING" in log.message
+    assert "renamed from 'x'" in log.message
+    assert experiment.desired_state == "STOPPED"
 
 
 def test_unchanged_save_logs_nothing(admin_client: Client, make_experiment) -> None:

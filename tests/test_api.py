@@ -354,17 +354,27 @@ def test_patch_validation_errors(api, make_experiment, body, field):
     assert Experiment.objects.get(name="e").flags == {"a": 1}
 
 
-def test_patch_rename_and_desired_state(api, make_experiment):
+def test_patch_rename_and_desired_state(api, make_experiment, make_job):
     experiment = make_experiment("old")
     response = api.patch(
         f"/api/experiments/{experiment.pk}/",
         {"name": "new", "desired_state": "RUNNING"},
         format="json",
     )
+    # an edit never starts anything: the desired state is Start/Stop's, named in the 400
+    assert response.status_code == 400
+    assert "Start, Stop or Adopt" in response.json()["desired_state"][0]
+    response = api.patch(f"/api/experiments/{experiment.pk}/", {"name": "new"}, format="json")
     assert response.status_code == 200
     experiment.refresh_from_db()
-    assert (experiment.name, experiment.desired_state) == ("new", "RUNNING")
+    assert (experiment.name, experiment.desired_state) == ("new", "STOPPED")
     assert "renamed from 'old'" in last_op().message
+    # once a job carries its name, the name is its identity: refused, Duplicate offered
+    make_job(9001, "new", user_name="dave")
+    response = api.patch(f"/api/experiments/{experiment.pk}/", {"name": "v2"}, format="json")
+    assert response.status_code == 400
+    assert "Duplicate" in response.json()["name"][0]
+    assert Experiment.objects.get(pk=experiment.pk).name == "new"
 
 
 def test_patch_nothing_changes_nothing(api, make_experiment):

@@ -155,13 +155,17 @@ def test_deleting_an_experiment_keeps_its_jobs_as_orphans(make_experiment, make_
     assert list(Job.objects.orphaned().values_list("id", flat=True)) == [7]
 
 
-def test_checkpoints_link_by_experiment_id_and_survive_a_rename(make_experiment, make_checkpoint):
+def test_checkpoints_link_by_experiment_id_and_a_rename_is_refused(
+    make_experiment, make_checkpoint
+):
     exp = make_experiment("old-name")
     make_checkpoint(exp, 5)
-    services.update_experiment("tester", exp, name="new-name")
+    # the name is the S3 folder its checkpoints live in: a rename would orphan them
+    with pytest.raises(ValidationError, match="1 checkpoint"):
+        services.update_experiment("tester", exp, name="new-name")
     ckpt = Checkpoint.objects.get()
     assert ckpt.experiment_id == exp.pk
-    assert ckpt.experiment.name == "new-name"
+    assert ckpt.experiment.name == "old-name"
 
 
 def test_checkpoint_epoch_is_unique_per_experiment(make_experiment, make_checkpoint):

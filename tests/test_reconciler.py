@@ -9,7 +9,6 @@ import pytest
 import yaml
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
-from django.core.management.base import CommandError
 from django.utils import timezone
 from fake_skypilot import job_record
 
@@ -27,6 +26,17 @@ def make(name="exp", **fields):
     fields.setdefault("base_command", "uv run")
     fields.setdefault("tool_path", "./tools/run.py")
     return services.create_experiment("tester", name=name, **fields)
+
+
+def own(job_id, name="exp", status=LaunchStatus.LISTED):
+    """Record that SkyDeck launched ``job_id`` (what makes a job its own)."""
+    return Launch.objects.create(
+        experiment=Experiment.objects.filter(name=name).first(),
+        experiment_name=name,
+        status=status,
+        job_id=job_id,
+        task_yaml="...",
+    )
 
 
 def fresh(at=None):
@@ -114,10 +124,13 @@ def test_desired_running_launches_once_and_records_the_job_id(server):
     assert result.lines() == ["launched exp: job 1000"]
     body = server.launch_bodies[0]
     assert body["name"] is None
-    assert yaml.safe_load(body["task"]) == build_task(exp)
+    launch = Launch.objects.get()
+    assert len(launch.token) == 32
+    task = yaml.safe_load(body["task"])
+    assert task == build_task(exp, launch_id=launch.token)
+    assert task["envs"]["SKYDECK_LAUNCH_ID"] == launch.token
     assert body["env_vars"]["SKYPILOT_USER"] == "skydeck"
     assert len(body["env_vars"]["SKYPILOT_USER_ID"]) == 8
-    launch = Launch.objects.get()
     assert (launch.status, launch.job_id) == (LaunchStatus.SUBMITTED, 1000)
     log = OperationLog.objects.get(operation="launch")
     assert (log.actor, log.job_id, log.success) == ("reconciler", 1000, True)
@@ -132,18 +145,34 @@ def test_a_crash_between_submitted_and_listed_does_not_launch_twice(server):
     services.set_desired_state("alice", [exp], "RUNNING")
     # a previous pass wrote its launch record and died before the answer came back
     Launch.objects.create(
-        experiment=exp, experiment_name="exp", status=LaunchStatus.SUBMITTING, task_yaml="..."
+        experiment=exp,
+        experiment_name="exp",
+        status=LaunchStatus.SUBMITTING,
+        task_yaml="...",
+        token="a" * 32,
     )
     fresh()
     reconciler.reconcile()
     assert server.launch_bodies == []
-    # the job it created shows up in the next sync: the launch is settled with its id
-    server.jobs = [job_record(77, "exp", "RUNNING", submitted_at=timezone.now().timestamp())]
+    # Meanwhile dave launched a job of the same name from the CLI, and the crashed launch's job
+    # shows up too: the launch is settled with the job carrying its token, never dave's.
+    now = timezone.now().timestamp()
+    ours = "name: exp\nrun: echo\nenvs:\n  SKYDECK_LAUNCH_ID: " + "a" * 32 + "\n"
+    server.jobs = [
+        job_record(76, "exp", "RUNNING", submitted_at=now, user_name="dave"),
+        job_record(77, "exp", "RUNNING", submitted_at=now, user_name="skydeck", user_yaml=ours),
+    ]
     assert run_sync("skypilot").ok
+    assert Job.objects.get(pk=77).launch_token == "a" * 32
     reconciler.reconcile()
     launch = Launch.objects.get()
     assert (launch.status, launch.job_id) == (LaunchStatus.LISTED, 77)
     assert server.launch_bodies == []
+    # stopping it cancels only SkyDeck's job in a pass; dave's stays
+    services.set_desired_state("alice", [exp], "STOPPED")
+    fresh()
+    reconciler.reconcile()
+    assert server.cancel_bodies == [{"job_ids": [77]}]
 
 
 def test_a_launch_that_never_appears_is_given_up_after_the_grace_period(server, settings):
@@ -193,24 +222,58 @@ def test_launches_per_pass_are_capped(server, settings):
 # --- cancelling, completing, backing off, parking ------------------------------------------
 
 
-def test_desired_stopped_cancels_active_jobs_by_id(server):
+def test_desired_stopped_cancels_only_the_jobs_skydeck_owns(server):
     make("exp")
     server.jobs = [
         job_record(5, "exp", "RUNNING"),
         job_record(6, "exp", "CANCELLING"),
         job_record(4, "exp", "FAILED"),
+        job_record(9, "exp", "RUNNING", user_name="dave"),  # dave's, from the CLI
+        job_record(10, "exp", "PENDING", user_name="erin"),
     ]
+    for job_id in (4, 5, 6):
+        own(job_id)
     assert run_sync("skypilot").ok
     result = reconciler.reconcile()
     assert server.cancel_bodies == [{"job_ids": [5]}]
     assert result.lines() == ["cancelled job 5 (exp)"]
     log = OperationLog.objects.get(operation="cancel")
     assert (log.job_id, log.success, log.actor) == (5, True, "reconciler")
+    assert "alice" in log.message  # the job's user is in the log
+
+
+def test_creating_an_experiment_over_other_peoples_jobs_cancels_nothing(server):
+    server.jobs = [
+        job_record(21, "dave-debug-2", "RUNNING", user_name="dave"),
+        job_record(22, "dave-debug-2", "PENDING", user_name="dave"),
+    ]
+    assert run_sync("skypilot").ok
+    exp = make("dave-debug-2")
+    copy = services.duplicate_experiment("alice", exp, name="dave-debug-3")
+    services.update_experiment("alice", exp, description="mine now", flags={"lr": 0.1})
+    for _ in range(3):
+        fresh()
+        assert reconciler.reconcile().lines() == ["nothing to do"]
+    assert server.cancel_bodies == [] and server.launch_bodies == []
+    # Start over them does not launch a second job: it waits, and says why
+    services.set_desired_state("alice", [exp], "RUNNING")
+    fresh()
+    result = reconciler.reconcile()
+    assert server.launch_bodies == [] and server.cancel_bodies == []
+    exp.refresh_from_db()
+    assert "2 active jobs by dave" in exp.reconcile_note
+    assert "Adopt" in exp.reconcile_note
+    services.delete_experiments("alice", [exp, copy])
+    fresh()
+    reconciler.reconcile()
+    assert server.cancel_bodies == [] and server.launch_bodies == []
+    assert result.actions[0].kind == "wait"
 
 
 def test_a_succeeded_job_completes_the_experiment(server):
     exp = make()
     services.set_desired_state("alice", [exp], "RUNNING")
+    own(8)
     now = timezone.now().timestamp()
     server.jobs = [job_record(8, "exp", "SUCCEEDED", submitted_at=now, end_at=now + 1)]
     assert run_sync("skypilot").ok
@@ -231,17 +294,20 @@ def test_an_old_success_does_not_stop_a_new_run(server):
     assert [a.kind for a in reconciler.plan()] == ["launch"]
 
 
-def _failed_jobs(server, count, *, ended):
+def _failed_jobs(server, count, *, ended, status="FAILED"):
+    """``count`` failed runs SkyDeck launched, the last ending at ``ended`` (epoch s) + 30 s."""
     server.jobs = [
         job_record(
             100 + i,
             "exp",
-            "FAILED_PRECHECKS",
+            status,
             submitted_at=ended - 60 * (count - i),
             end_at=ended - 60 * (count - i) + 30,
         )
         for i in range(count)
     ]
+    for i in range(count):
+        own(100 + i)
 
 
 def test_failures_back_off_exponentially_with_a_frozen_clock(server, settings):
@@ -325,7 +391,7 @@ def test_a_failed_sync_blocks_action(server):
 def test_a_stale_listing_blocks_action(server, settings):
     exp = make()
     services.set_desired_state("alice", [exp], "RUNNING")
-    fresh(timezone.now() - timedelta(seconds=settings.SKYDECK_SYNC_SKYPILOT_INTERVAL + 5))
+    fresh(timezone.now() - timedelta(seconds=settings.SKYDECK_RECONCILE_MAX_LISTING_AGE + 5))
     result = reconciler.reconcile()
     assert "old" in result.skipped
     assert server.launch_bodies == [] and not Launch.objects.exists()
@@ -336,12 +402,13 @@ def test_dry_run_changes_nothing(server):
     stop_me = make("stop-me")
     services.set_desired_state("alice", [exp], "RUNNING")
     server.jobs = [job_record(3, "stop-me", "RUNNING")]
+    own(3, "stop-me")
     assert run_sync("skypilot").ok
     logs_before = OperationLog.objects.count()
     result = reconciler.reconcile(dry_run=True)
     assert result.lines() == ["plan: launch exp", "plan: cancel job 3 (stop-me)"]
     assert server.launch_bodies == [] and server.cancel_bodies == []
-    assert not Launch.objects.exists()
+    assert list(Launch.objects.values_list("job_id", flat=True)) == [3]  # only the fixture's
     assert OperationLog.objects.count() == logs_before
     stop_me.refresh_from_db()
     assert stop_me.desired_state == "STOPPED"
@@ -355,8 +422,10 @@ def test_reconcile_command(server, settings, capsys):
     assert "plan: launch exp" in out
     assert server.launch_bodies == []
     settings.SKYDECK_RECONCILE = "off"
-    with pytest.raises(CommandError, match="SKYDECK_RECONCILE is off"):
-        call_command("reconcile")
+    call_command("reconcile")
+    out = capsys.readouterr().out
+    assert "reconciler off: SKYDECK_RECONCILE is off" in out
+    assert "nothing was sent to SkyPilot" in out and "plan: launch exp" in out
     assert server.launch_bodies == []
     settings.SKYDECK_RECONCILE = "on"
     call_command("reconcile")
@@ -381,3 +450,204 @@ def test_concurrent_passes_cannot_both_launch(server):
     result = reconciler.reconcile()
     assert "already running" in result.skipped
     assert server.launch_bodies == []
+
+
+# --- ownership, failure classes, latest facts, modes (issue 12) -------------------------------
+
+
+def test_failed_prechecks_parks_at_once_with_skypilots_reason(server, settings):
+    exp = make()
+    services.set_desired_state("alice", [exp], "RUNNING")
+    now = timezone.now().timestamp()
+    server.jobs = [
+        job_record(
+            50, "exp", "FAILED_PRECHECKS", submitted_at=now, end_at=now + 1,
+            failure_reason="Cloud access is not set up.",
+        )
+    ]  # fmt: skip
+    own(50)
+    assert run_sync("skypilot").ok
+    result = reconciler.reconcile()
+    exp.refresh_from_db()
+    assert exp.desired_state == "STOPPED"
+    assert "FAILED_PRECHECKS" in exp.parked_reason
+    assert "Cloud access is not set up." in exp.parked_reason
+    assert result.lines()[0].startswith("park exp: job 50 FAILED_PRECHECKS")
+    assert server.launch_bodies == []
+
+
+def test_no_capacity_backs_off_longer_and_never_parks(server, settings):
+    settings.SKYDECK_MAX_CONSECUTIVE_FAILURES = 2
+    settings.SKYDECK_CAPACITY_BACKOFF_INITIAL, settings.SKYDECK_CAPACITY_BACKOFF_MAX = 600, 3600
+    exp = make()
+    services.set_desired_state("alice", [exp], "RUNNING")
+    Experiment.objects.filter(pk=exp.pk).update(
+        desired_changed_at=timezone.now() - timedelta(hours=2)
+    )
+    Launch.objects.update(created_at=timezone.now() - timedelta(hours=2))
+    t0 = timezone.now()
+    _failed_jobs(server, 3, ended=t0.timestamp(), status="FAILED_NO_RESOURCE")
+    assert run_sync("skypilot").ok
+    last_end = Job.objects.order_by("-ended_at").first().ended_at
+    at = last_end + timedelta(seconds=60)
+    fresh(at)
+    plan = reconciler.plan(at)
+    # three in a row, more than the parking limit, yet only waiting: 600 * 2**2 = 40m, 1m gone
+    assert [(a.kind, a.reason) for a in plan] == [
+        ("wait", "backing off 39m after no capacity (3 times, not counted towards parking)")
+    ]
+    later = last_end + timedelta(seconds=2400)
+    fresh(later)
+    assert reconciler.reconcile(now=later).lines() == ["launched exp: job 1000"]
+
+
+def test_a_stop_that_lands_during_a_pass_wins(server, monkeypatch):
+    exps = [make(f"e{i}") for i in range(3)]
+    services.set_desired_state("alice", exps, "RUNNING")
+    fresh()
+    real_launch = reconciler._do_launch
+    calls = []
+
+    def launch_then_admin_stops(client, action):
+        calls.append(action.experiment.name)
+        answer = real_launch(client, action)
+        if len(calls) == 1:  # an admin stops every experiment while the pass is launching
+            services.set_desired_state("admin", Experiment.objects.all(), "STOPPED")
+        return answer
+
+    monkeypatch.setattr(reconciler, "_do_launch", launch_then_admin_stops)
+    result = reconciler.reconcile()
+    assert len(server.launch_bodies) == 1
+    assert result.done[1:] == [
+        "launch e1 skipped: desired state is now STOPPED",
+        "launch e2 skipped: desired state is now STOPPED",
+    ]
+
+
+def test_each_launch_builds_its_yaml_from_the_row_as_saved_now(server, monkeypatch):
+    exp = make(flags={"lr": 0.1})
+    services.set_desired_state("alice", [exp], "RUNNING")
+    fresh()
+    actions = reconciler.plan()
+    services.update_experiment("alice", Experiment.objects.get(pk=exp.pk), flags={"lr": 0.2})
+    reconciler.execute(actions, reconciler.SkyPilotClient.from_settings())
+    assert "lr=0.2" in server.launch_bodies[0]["task"]
+
+
+def test_completion_and_parking_lose_to_a_persons_later_change(server):
+    exp = make()
+    services.set_desired_state("alice", [exp], "RUNNING")
+    own(8)
+    now = timezone.now().timestamp()
+    server.jobs = [job_record(8, "exp", "SUCCEEDED", submitted_at=now, end_at=now + 1)]
+    assert run_sync("skypilot").ok
+    actions = reconciler.plan()
+    assert [a.kind for a in actions] == ["complete"]
+    # alice starts it again after the plan was made: the pass must not stop it
+    services.set_desired_state("alice", [exp], "STOPPED")
+    services.set_desired_state("alice", [exp], "RUNNING")
+    assert reconciler.execute(actions, None) == [
+        "complete exp skipped: changed by a person meanwhile"
+    ]
+    exp.refresh_from_db()
+    assert exp.desired_state == "RUNNING"
+
+
+def test_a_sync_loop_holding_the_lease_does_not_starve_the_reconciler(server):
+    exp = make()
+    services.set_desired_state("alice", [exp], "RUNNING")
+    assert run_sync("skypilot").ok  # sync --loop's last pass
+    assert acquire("skypilot", "sync-loop-elsewhere", ttl=600)  # ... and it is in its next one
+    summary, result = reconciler.sync_and_reconcile()
+    assert "skipped" in summary
+    assert result.lines() == ["launched exp: job 1000"]
+
+
+@pytest.mark.parametrize("mode", ["dry-run", "off", "paused"])
+def test_a_mode_that_does_not_act_says_what_it_would_do(server, settings, mode):
+    from experiments import control
+
+    exp = make(gpus=8, nodes=2, accelerator="H100")
+    services.set_desired_state("alice", [exp], "RUNNING")
+    if mode == "paused":
+        control.pause_reconciler("restore", "restored from skydeck-1.db")
+    else:
+        settings.SKYDECK_RECONCILE = mode
+    _, result = reconciler.sync_and_reconcile()
+    assert result.mode == mode
+    assert mode in result.header() and "nothing was sent" in result.header()
+    assert server.launch_bodies == [] and not Launch.objects.exists()
+    exp.refresh_from_db()
+    assert exp.reconcile_note == f"{mode}: would launch (2 x 8 H100)"
+    state = SyncState.objects.get(source="reconciler")
+    assert state.counts["mode"] == mode and state.counts["planned_launch"] == 1
+    # back on: it acts, and the "would" note goes
+    settings.SKYDECK_RECONCILE = "on"
+    control.resume_reconciler("alice")
+    reconciler.sync_and_reconcile()
+    exp.refresh_from_db()
+    assert exp.reconcile_note == "launched job 1000"
+    assert OperationLog.objects.filter(operation="launch", success=True).count() == 1
+
+
+def test_an_adopted_job_is_the_run_and_is_never_relaunched_after_it_succeeds(server):
+    from syncing import services as door
+
+    server.jobs = [job_record(31, "exp", "RUNNING", user_name="dave")]
+    assert run_sync("skypilot").ok
+    exp = make()
+    plan = door.adopt("alice", exp)
+    assert [j.id for j in plan.items[0].adopt] == [31]
+    exp.refresh_from_db()
+    assert exp.desired_state == "RUNNING"
+    launch = Launch.objects.get(job_id=31)
+    assert (launch.status, launch.requested_by) == (LaunchStatus.ADOPTED, "alice")
+    fresh()
+    assert reconciler.reconcile().lines() == ["nothing to do"]  # the adopted job is the run
+    now = timezone.now().timestamp()
+    server.jobs = [job_record(31, "exp", "SUCCEEDED", user_name="dave", end_at=now)]
+    assert run_sync("skypilot").ok
+    assert reconciler.reconcile().lines() == ["done exp: job 31 SUCCEEDED"]
+    for _ in range(2):
+        fresh()
+        reconciler.reconcile()
+    assert server.launch_bodies == []
+    exp.refresh_from_db()
+    assert exp.desired_state == "STOPPED"
+
+
+def test_names_are_identities_once_anything_exists_under_them(server, make_checkpoint):
+    from django.core.exceptions import ValidationError
+
+    exp = make()
+    services.update_experiment("alice", exp, name="exp-renamed")  # nothing under it yet: fine
+    server.jobs = [job_record(40, "exp-renamed", "RUNNING", user_name="dave")]
+    assert run_sync("skypilot").ok
+    with pytest.raises(ValidationError) as caught:
+        services.update_experiment("alice", exp, name="exp-v2")
+    message = caught.value.message_dict["name"][0]
+    assert "1 active job" in message and "Duplicate" in message
+    exp.refresh_from_db()
+    assert exp.name == "exp-renamed"
+    other = make("with-ckpt")
+    make_checkpoint(other, 3)
+    with pytest.raises(ValidationError, match="1 checkpoint"):
+        services.update_experiment("alice", other, name="with-ckpt-2")
+    pending = make("pending")
+    Launch.objects.create(
+        experiment=pending, experiment_name="pending", status=LaunchStatus.SUBMITTING
+    )
+    with pytest.raises(ValidationError, match="a launch in flight"):
+        services.update_experiment("alice", pending, name="pending-2")
+
+
+def test_edits_cannot_change_the_desired_state(db):
+    from django.core.exceptions import ValidationError
+
+    exp = make()
+    with pytest.raises(ValidationError, match="Start, Stop or Adopt"):
+        services.update_experiment("alice", exp, desired_state="RUNNING")
+    with pytest.raises(ValidationError, match="Start, Stop or Adopt"):
+        services.create_experiment("alice", name="x", desired_state="RUNNING")
+    exp.refresh_from_db()
+    assert exp.desired_state == "STOPPED"
