@@ -564,6 +564,7 @@ def restore(path: Path | str) -> RestoreResult:
             )
         migrated = _after_restore(info)
         _record_restore(info, kept, migrated)
+        _pause_reconciler(info)
     return RestoreResult(info, live, kept, migrated, time.monotonic() - started)
 
 
@@ -579,6 +580,17 @@ def _record_restore(info: SnapshotInfo, kept: Path | None, migrated: list[str]) 
     if migrated:
         message += f"; applied {len(migrated)} newer migrations"
     services.record(RESTORE_ACTOR, Operation.RESTORE, message=message)
+
+
+def _pause_reconciler(info: SnapshotInfo) -> None:
+    """An old snapshot's desired states must never launch or cancel anything by themselves:
+    the reconciler waits until a person has looked and resumes it (button or
+    ``skydeck reconcile --resume``). Done before the restore marker goes, so no pass acts
+    in between."""
+    from experiments import control
+
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    control.pause_reconciler(RESTORE_ACTOR, f"the restore of {info.path.name} at {stamp}")
 
 
 def _check_page_size(live: Path, info: SnapshotInfo) -> None:

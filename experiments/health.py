@@ -137,6 +137,22 @@ def worker_report(now=None) -> dict[str, Any]:
     }
 
 
+def reconciler_entry(state: SyncState | None) -> dict[str, Any]:
+    """The reconciler's mode (on / dry-run / off / paused) and when its last pass ran."""
+    from experiments.control import reconciler_mode
+
+    mode = reconciler_mode()
+    counts = (state.counts or {}) if state is not None else {}
+    return {
+        "mode": mode.mode,
+        "why": mode.why,
+        "paused_at": (mode.paused or {}).get("at"),
+        "last_pass": _iso(state.last_attempt_at) if state is not None else None,
+        "last_pass_mode": counts.get("mode"),
+        "last_pass_skipped": bool(counts.get("skipped")),
+    }
+
+
 def _load_states() -> dict[str, SyncState]:
     return {s.source: s for s in SyncState.objects.all()}
 
@@ -187,6 +203,11 @@ def health_report() -> dict[str, Any]:
                 if not entry["last_success"]
                 else f"no scheduled backup has succeeded for over {entry['stale_after_seconds']} s"
             )
+    report["reconciler"] = reconciler_entry(states.get(SyncSource.RECONCILER))
+    if report["reconciler"]["mode"] != "on":
+        warnings.append(
+            f"the reconciler is {report['reconciler']['mode']}: {report['reconciler']['why']}"
+        )
     try:
         report["worker"] = worker_report(now)
     except DatabaseError as exc:

@@ -624,6 +624,87 @@ class PreconditionSerializer(StrictSerializer):
     updated_at = serializers.DateTimeField(required=False, help_text=UPDATED_AT_HELP)
 
 
+DRY_RUN_HELP = "true: answer the plan (GPUs requested, jobs cancelled) and change nothing."
+
+
+class StartSerializer(PreconditionSerializer):
+    dry_run = StrictBooleanField(required=False, default=False, help_text=DRY_RUN_HELP)
+
+
+class StopSerializer(StartSerializer):
+    jobs = serializers.ListField(
+        child=IdField(),
+        required=False,
+        max_length=10_000,
+        help_text="Cancel only these of its active jobs (the ones a dry run listed); default: "
+        "every active job under its name, whoever launched it.",
+    )
+
+
+class AdoptSerializer(StrictSerializer):
+    dry_run = StrictBooleanField(required=False, default=False, help_text=DRY_RUN_HELP)
+
+
+class PlanJobSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    user = serializers.CharField(allow_blank=True)
+    owned = serializers.BooleanField(help_text="SkyDeck launched or adopted it.")
+
+
+class PlanItemSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    changes_desired_state = serializers.BooleanField()
+    launches = serializers.BooleanField(help_text="Start: a launch will be requested.")
+    nodes = serializers.IntegerField()
+    gpus = serializers.IntegerField(help_text="GPUs in total this item requests.")
+    cancel_jobs = PlanJobSerializer(many=True)
+    adopt_jobs = PlanJobSerializer(many=True)
+    blocked_by = PlanJobSerializer(
+        many=True, help_text="Active jobs SkyDeck did not launch: Start waits for them."
+    )
+    note = serializers.CharField(allow_blank=True)
+
+
+class PlanSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=[(a, a) for a in ("start", "stop", "adopt")])
+    dry_run = serializers.BooleanField()
+    summary = serializers.CharField(
+        help_text='e.g. "Start 10 experiments: 40 nodes \u00d7 8 H100 = 320 GPUs".'
+    )
+    reconciler = serializers.ChoiceField(
+        choices=[(m, m) for m in ("on", "dry-run", "off", "paused")],
+        help_text="The reconciler's mode: anything but on launches nothing by itself.",
+    )
+    nodes = serializers.IntegerField()
+    gpus = serializers.IntegerField()
+    cancel_jobs = PlanJobSerializer(many=True)
+    items = PlanItemSerializer(many=True)
+    cancelled_jobs = serializers.ListField(
+        child=serializers.IntegerField(), required=False, help_text="Stop: jobs SkyPilot took."
+    )
+    cancel_error = serializers.CharField(
+        allow_blank=True, required=False, help_text="Stop: why SkyPilot did not take the cancel."
+    )
+
+
+class ExperimentActionSerializer(ExperimentSerializer):
+    """The answer of create, start, stop and adopt: the experiment, plus what was planned."""
+
+    plan = PlanSerializer(read_only=True, allow_null=True)
+    notices = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text='E.g. "2 active jobs by dave already use this name (...)": SkyDeck leaves '
+        "them alone; adopt them to make them this experiment's run.",
+    )
+
+    class Meta(ExperimentSerializer.Meta):
+        fields = [*ExperimentSerializer.Meta.fields, "plan", "notices"]
+        read_only_fields = fields
+
+
 class DuplicateSerializer(StrictSerializer):
     name = StrictCharField(
         max_length=NAME_MAX_LENGTH,
@@ -760,6 +841,11 @@ class BulkItemField(serializers.Field):
 
 
 class BulkSerializer(StrictSerializer):
+    dry_run = StrictBooleanField(
+        required=False,
+        default=False,
+        help_text="set_desired_state only: " + DRY_RUN_HELP,
+    )
     action = serializers.ChoiceField(
         choices=BULK_ACTIONS,
         help_text="set_desired_state (needs desired_state), delete, add_to_group / "
@@ -859,6 +945,11 @@ class BulkResultSerializer(serializers.Serializer):
     action = serializers.CharField()
     counts = serializers.DictField(child=serializers.IntegerField())
     results = BulkItemResultSerializer(many=True)
+    plan = PlanSerializer(
+        required=False,
+        help_text="set_desired_state: what the change requests (GPUs) or cancels, for the "
+        "items that are ok (or would be, with dry_run).",
+    )
 
 
 class CancelResultSerializer(serializers.Serializer):

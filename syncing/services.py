@@ -94,9 +94,13 @@ def stop(
     """
     if dry_run:
         return StopResult(control.stop_plan(experiments, job_ids))
-    plan = control.stop(actor, experiments, job_ids)
+    return cancel_planned(actor, control.stop(actor, experiments, job_ids))
+
+
+def cancel_planned(actor: services.Actor, plan: Plan) -> StopResult:
+    """Send the cancels of a Stop whose database part (``control.stop``) has committed."""
     jobs = plan.cancel_jobs
-    by_name = {e.name: e for e in experiments}
+    by_name = {item.experiment.name: item.experiment for item in plan.items}
     names = {job.id: item.experiment.name for item in plan.items for job in item.cancel}
     error = _send_cancel(actor, jobs, by_name, names, f"{services.actor_name(actor)} stopped it")
     return StopResult(plan, cancelled=[] if error else list(jobs), error=error)
@@ -112,8 +116,8 @@ def adopt(actor: services.Actor, experiment: Experiment, *, dry_run: bool = Fals
 def cancel_job(actor: services.Actor, job: Job) -> str:
     """Cancel one job (any user's: a person asked). Returns a warning, or raises CancelFailed.
 
-    The warning says when the job's experiment is still desired RUNNING and the job is
-    SkyDeck's: the reconciler will then launch the experiment again.
+    The warning says when the job's experiment is still desired RUNNING: with the job gone,
+    the reconciler launches the experiment again.
     """
     experiment = (
         Experiment.objects.filter(name=job.experiment_id).first() if job.experiment_id else None
@@ -130,7 +134,7 @@ def cancel_job(actor: services.Actor, job: Job) -> str:
     )
     if error:
         raise CancelFailed(f"SkyPilot could not cancel job {job.id}: {error}")
-    if experiment is not None and experiment.desired_state == DesiredState.RUNNING and owned:
+    if experiment is not None and experiment.desired_state == DesiredState.RUNNING:
         return (
             f"Experiment {experiment.name} is still desired RUNNING: the reconciler will "
             "launch it again. Stop the experiment to end it for good."

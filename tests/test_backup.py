@@ -141,8 +141,9 @@ def consistent(db: Path) -> bool:
 
 
 def without_log(lines: list[str]) -> list[str]:
-    """A dump without the operation log (and its id sequence), which a restore appends to."""
-    return [line for line in lines if "operation_logs" not in line]
+    """A dump without the operation log (and its id sequence), which a restore appends to,
+    and without the sync states, where it pauses the reconciler."""
+    return [line for line in lines if "operation_logs" not in line and "sync_states" not in line]
 
 
 def integrity(db: Path) -> str:
@@ -289,10 +290,16 @@ def test_restore_round_trip_restores_the_snapshot_and_keeps_the_old_file(live, h
     assert len(kept) == 1
     assert f"kept at {kept[0]}" in result.stdout
     log_sql = "SELECT actor, operation, message FROM operation_logs ORDER BY id"
-    assert query(live, log_sql)[:-1] == query(snap, log_sql)
-    actor, operation, message = query(live, log_sql)[-1]
+    assert query(live, log_sql)[:-2] == query(snap, log_sql)
+    (actor, operation, message), pause = query(live, log_sql)[-2:]
     assert (actor, operation) == (backup.RESTORE_ACTOR, "restore")
     assert f"restored {snap}" in message
+    # ... and the reconciler waits for a person: an old snapshot acts on nothing by itself
+    assert pause[:2] == (backup.RESTORE_ACTOR, "pause")
+    assert "reconciler paused: the restore of snap.db" in pause[2]
+    assert "The reconciler is paused" in result.stdout
+    state = query(live, "SELECT cursor FROM sync_states WHERE source = 'reconciler'")
+    assert '"paused"' in state[0][0]
     assert f"the previous database is kept at {kept[0]}" in message
     assert "after-snap" in names(kept[0])
     assert integrity(kept[0]) == "ok"

@@ -651,3 +651,19 @@ def test_edits_cannot_change_the_desired_state(db):
         services.create_experiment("alice", name="x", desired_state="RUNNING")
     exp.refresh_from_db()
     assert exp.desired_state == "STOPPED"
+
+
+def test_reconcile_resume_lifts_the_pause_of_a_restore(server, capsys):
+    from experiments import control
+
+    exp = make()
+    services.set_desired_state("alice", [exp], "RUNNING")
+    control.pause_reconciler("restore", "the restore of snap.db at 2026-12-01 10:00 UTC")
+    call_command("reconcile")
+    out = capsys.readouterr().out
+    assert "reconciler paused: paused since the restore of snap.db" in out
+    assert "plan: launch exp" in out and server.launch_bodies == []
+    call_command("reconcile", "--resume")
+    out = capsys.readouterr().out
+    assert "reconciler resumed" in out and "launched exp: job 1000" in out
+    assert OperationLog.objects.filter(operation="resume", actor="command").exists()

@@ -14,13 +14,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from experiments import launching, services, validation
+from experiments import control, launching, services, validation
 from experiments.api.common import (
     EXPERIMENT_LOOKUP_RE,
     ID_OR_NAME,
     IF_MATCH,
     READ_ERRORS,
     WRITE_ERRORS,
+    BadGateway,
     ValidatedRetrieveMixin,
     check_precondition,
     errors,
@@ -39,16 +40,34 @@ from experiments.models import (
 from experiments.serializers import (
     BULK_RESULTS,
     BULK_VARIANTS,
+    AdoptSerializer,
     BulkResultSerializer,
     BulkSerializer,
     DuplicateSerializer,
+    ExperimentActionSerializer,
     ExperimentCreateSerializer,
     ExperimentSerializer,
     ExperimentUpdateSerializer,
     LaunchPreviewSerializer,
     PreconditionSerializer,
+    StartSerializer,
+    StopSerializer,
 )
 from experiments.validation import NAME_RE
+from syncing import services as door
+
+
+def name_notices(experiment: Experiment) -> list[str]:
+    """Someone else's active jobs under the name: left alone; say so, and how to adopt them."""
+    jobs = [
+        j for j in control.active_jobs([experiment.name]).get(experiment.name, []) if not j.owned
+    ]
+    if not jobs:
+        return []
+    return [
+        f"{control.users_notice(jobs)}. SkyDeck did not launch them and leaves them alone; "
+        f"adopt them as this experiment's run with POST /api/experiments/{experiment.name}/adopt/."
+    ]
 
 
 def apply_experiment_changes(actor: Any, experiment: Experiment, data: dict[str, Any]) -> None:
@@ -193,10 +212,20 @@ class ExperimentViewSet(
         response["ETag"] = etag(experiment)
         return response
 
+    def _action_answer(
+        self, pk: int, plan: dict | None, code: int = status.HTTP_200_OK
+    ) -> Response:
+        experiment = experiment_queryset().get(pk=pk)
+        experiment.plan = plan
+        experiment.notices = name_notices(experiment)
+        response = Response(ExperimentActionSerializer(experiment).data, status=code)
+        response["ETag"] = etag(experiment)
+        return response
+
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = self._validated(ExperimentCreateSerializer, request)
         experiment = services.create_experiment(request.user, **data)
-        return self._answer(experiment.pk, status.HTTP_201_CREATED)
+        return self._action_answer(experiment.pk, None, status.HTTP_201_CREATED)
 
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         target = self._plain_object()
@@ -221,37 +250,80 @@ class ExperimentViewSet(
             services.delete_experiments(request.user, [experiment])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    def _set_desired(self, request: Request, state: str) -> Response:
-        target = self._plain_object()
-        data = self._validated(PreconditionSerializer, request)
-        with transaction.atomic():
-            experiment = locked_experiment(target.pk)
-            check_precondition(request, experiment, data.get("updated_at"))
-            services.set_desired_state(request.user, [experiment], state)
-        return self._answer(experiment.pk)
-
     @extend_schema(
         summary="Start an experiment",
         description="Sets desired state RUNNING; the reconciler launches it on its next pass. "
-        "Starting a running experiment changes nothing.",
+        "The answer's plan says what that requests (nodes x GPUs) or why it will not launch "
+        "(someone else's active job under its name, a launch in flight, the reconciler not "
+        "on). dry_run true answers the plan and changes nothing. Starting a running "
+        "experiment changes nothing.",
         parameters=[ID_OR_NAME, IF_MATCH],
-        request=PreconditionSerializer,
-        responses={200: ExperimentSerializer, **errors(*WRITE_ERRORS)},
+        request=StartSerializer,
+        responses={200: ExperimentActionSerializer, **errors(*WRITE_ERRORS)},
     )
     @action(detail=True, methods=["post"])
     def start(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return self._set_desired(request, "RUNNING")
+        target = self._plain_object()
+        data = self._validated(StartSerializer, request)
+        if data["dry_run"]:
+            return self._action_answer(
+                target.pk, door.start(request.user, [target], dry_run=True).as_dict()
+            )
+        with transaction.atomic():
+            experiment = locked_experiment(target.pk)
+            check_precondition(request, experiment, data.get("updated_at"))
+            plan = door.start(request.user, [experiment])
+        return self._action_answer(experiment.pk, plan.as_dict())
 
     @extend_schema(
         summary="Stop an experiment",
-        description="Sets desired state STOPPED; the reconciler cancels its active job.",
+        description="Sets desired state STOPPED and cancels its active jobs, whoever launched "
+        "them (a person asked); the answer's plan lists them (cancel_jobs) and says which "
+        "SkyPilot took (cancelled_jobs). jobs limits the cancels to the ids a dry run "
+        "listed. Stop on an experiment already desired STOPPED still cancels its active "
+        "jobs. dry_run true answers the plan and changes nothing. If SkyPilot refuses the "
+        "cancel, the desired state is STOPPED anyway and the answer is a 502 naming the jobs.",
         parameters=[ID_OR_NAME, IF_MATCH],
-        request=PreconditionSerializer,
-        responses={200: ExperimentSerializer, **errors(*WRITE_ERRORS)},
+        request=StopSerializer,
+        responses={200: ExperimentActionSerializer, **errors(*WRITE_ERRORS, 502)},
     )
     @action(detail=True, methods=["post"])
     def stop(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return self._set_desired(request, "STOPPED")
+        target = self._plain_object()
+        data = self._validated(StopSerializer, request)
+        job_ids = data.get("jobs")
+        if data["dry_run"]:
+            result = door.stop(request.user, [target], job_ids=job_ids, dry_run=True)
+            return self._action_answer(target.pk, result.as_dict())
+        with transaction.atomic():
+            experiment = locked_experiment(target.pk)
+            check_precondition(request, experiment, data.get("updated_at"))
+            plan = control.stop(request.user, [experiment], job_ids)
+        result = door.cancel_planned(request.user, plan)  # after the commit: no lock held
+        if result.error:
+            raise BadGateway(
+                f"Desired state is STOPPED, but SkyPilot did not cancel "
+                f"{control.describe_jobs(plan.cancel_jobs)}: {result.error}"
+            )
+        return self._action_answer(experiment.pk, result.as_dict())
+
+    @extend_schema(
+        summary="Adopt the active jobs under its name",
+        description="Makes the active jobs that carry the experiment's name and that SkyDeck "
+        "did not launch its current run: desired RUNNING without a launch, and from now on "
+        "SkyDeck answers for them (Stop and the reconciler may cancel them; when they "
+        "succeed the experiment is done). 400 when there is nothing to adopt. dry_run true "
+        "answers the plan and changes nothing.",
+        parameters=[ID_OR_NAME],
+        request=AdoptSerializer,
+        responses={200: ExperimentActionSerializer, **errors(400, 403, 404, 415)},
+    )
+    @action(detail=True, methods=["post"])
+    def adopt(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        target = self._plain_object()
+        data = self._validated(AdoptSerializer, request)
+        plan = door.adopt(request.user, target, dry_run=data["dry_run"])
+        return self._action_answer(target.pk, plan.as_dict())
 
     @extend_schema(
         summary="Duplicate an experiment",
@@ -323,6 +395,12 @@ class BulkView(APIView):
         found = resolve_refs(ref for ref, _ in items)
         results = []
         seen: set[int] = set()
+        dry_run = data.get("dry_run", False)
+        if dry_run and action_name != "set_desired_state":
+            raise exceptions.ValidationError(
+                {"dry_run": [f"Only set_desired_state has a dry run, not {action_name}."]}
+            )
+        plans: list[control.ItemPlan] = []
         for index, (ref, updated_at) in enumerate(items):
             entry: dict[str, Any] = {
                 "index": index,
@@ -357,7 +435,10 @@ class BulkView(APIView):
                             result="conflict", detail="Changed since the updated_at you sent."
                         )
                         continue
-                    entry["result"] = self._apply(request, action_name, data, locked, group)
+                    if action_name == "set_desired_state":
+                        entry["result"] = self._desired(request, data, locked, plans, dry_run)
+                    else:
+                        entry["result"] = self._apply(request, action_name, data, locked, group)
             except DjangoValidationError as exc:
                 entry.update(
                     result="invalid", detail="Refused by validation.", errors=validation_detail(exc)
@@ -365,14 +446,34 @@ class BulkView(APIView):
         counts = {name: 0 for name in BULK_RESULTS}
         for entry in results:
             counts[entry["result"]] += 1
-        return Response({"action": action_name, "counts": counts, "results": results})
+        answer: dict[str, Any] = {"action": action_name, "counts": counts, "results": results}
+        if action_name == "set_desired_state":
+            running = data["desired_state"] == "RUNNING"
+            plan = control.Plan("start" if running else "stop", plans, control.reconciler_mode())
+            plan.dry_run = dry_run
+            if running or dry_run:
+                answer["plan"] = plan.as_dict()
+            else:  # the cancels go after every item's transaction has committed
+                answer["plan"] = door.cancel_planned(request.user, plan).as_dict()
+        return Response(answer)
+
+    @staticmethod
+    def _desired(request: Request, data: dict, experiment: Experiment, plans: list, dry_run: bool):
+        """Start or Stop one item (inside its transaction); its plan joins the request's."""
+        running = data["desired_state"] == "RUNNING"
+        if dry_run:
+            plan = (control.start_plan if running else control.stop_plan)([experiment])
+        elif running:
+            plan = control.start(request.user, [experiment])
+        else:
+            plan = control.stop(request.user, [experiment])
+        item = plan.items[0]
+        plans.append(item)
+        return "ok" if item.changes or item.cancel else "unchanged"
 
     @staticmethod
     def _apply(request: Request, action_name: str, data: dict, experiment: Experiment, group):
         user = request.user
-        if action_name == "set_desired_state":
-            changed = services.set_desired_state(user, [experiment], data["desired_state"])
-            return "ok" if changed else "unchanged"
         if action_name == "delete":
             services.delete_experiments(user, [experiment])
             return "ok"

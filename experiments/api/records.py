@@ -20,15 +20,12 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from experiments import services
 from experiments.api.common import ID_RE, READ_ERRORS, BadGateway, Conflict, errors, id_param
 from experiments.filters import CheckpointFilter, JobFilter, OperationLogFilter
 from experiments.models import (
     Checkpoint,
-    DesiredState,
     Experiment,
     Job,
-    Operation,
     OperationLog,
 )
 from experiments.serializers import (
@@ -39,7 +36,7 @@ from experiments.serializers import (
     OperationLogSerializer,
 )
 from syncing import joblogs
-from syncing.skypilot import SkyPilotClient, SkyPilotError
+from syncing import services as door
 
 logger = logging.getLogger(__name__)
 
@@ -127,29 +124,10 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
         job = self.get_object()
         if not job.is_active:
             raise Conflict(f"Job {job.id} is already {job.status} (as last synced).")
-        experiment = (
-            Experiment.objects.filter(name=job.experiment_id).first() if job.experiment_id else None
-        )
-        where = {
-            "experiment": experiment,
-            "experiment_name": job.experiment_id or job.job_name or "",
-            "job_id": job.id,
-        }
         try:
-            SkyPilotClient.from_settings().cancel([job.id])
-        except SkyPilotError as exc:
-            services.record(
-                request.user, Operation.CANCEL, success=False, message=str(exc)[:2000], **where
-            )
-            logger.warning("cancel of job %s failed: %s", job.id, exc)
-            raise BadGateway(f"SkyPilot could not cancel job {job.id}: {exc}") from exc
-        services.record(request.user, Operation.CANCEL, message="cancelled via the API", **where)
-        warning = ""
-        if experiment is not None and experiment.desired_state == DesiredState.RUNNING:
-            warning = (
-                f"Experiment {experiment.name} is still desired RUNNING: the reconciler will "
-                "launch it again. Stop the experiment to end it for good."
-            )
+            warning = door.cancel_job(request.user, job)
+        except door.CancelFailed as exc:
+            raise BadGateway(str(exc)) from exc
         return Response(
             {
                 "job_id": job.id,

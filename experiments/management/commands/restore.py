@@ -49,3 +49,7 @@ class Command(BaseCommand):
                 f"The previous database is kept at {result.kept} "
                 f"(undo: skydeck restore {result.kept})."
             )
+        self.stdout.write(
+            "The reconciler is paused: nothing is launched or cancelled until you resume it "
+            "(the Resume button in the header, or skydeck reconcile --resume)."
+        )
