@@ -17,7 +17,7 @@ from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
-from experiments import validation
+from experiments import services, validation
 from experiments.models import (
     CURRENT_STATE_CHOICES,
     Checkpoint,
@@ -220,7 +220,12 @@ class ExperimentRefField(serializers.Field):
 
 
 class StrictSerializerMixin:
-    """A JSON object; unknown or read-only keys are rejected (400), never ignored."""
+    """A JSON object; unknown or read-only keys are rejected (400), never ignored.
+
+    ``refused_fields`` names keys that are not accepted here with the reason why.
+    """
+
+    refused_fields: dict[str, str] = {}
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, Mapping):
@@ -231,7 +236,9 @@ class StrictSerializerMixin:
         errors = {}
         for key in data:
             field = self.fields.get(key)  # type: ignore[attr-defined]
-            if field is None:
+            if key in self.refused_fields:
+                errors[key] = [self.refused_fields[key]]
+            elif field is None:
                 errors[key] = ["Unknown field."]
             elif field.read_only:
                 errors[key] = ["This field is read-only."]
@@ -550,12 +557,13 @@ class FlagsPatchSerializer(StrictSerializer):
 class ExperimentFieldsSerializer(StrictSerializer):
     """The fields a user sets (``services.EDITABLE_FIELDS``); the model validates the values."""
 
+    refused_fields = {"desired_state": services.DESIRED_STATE_MESSAGE}
+
     name = StrictCharField(
         max_length=NAME_MAX_LENGTH,
         validators=[NAME_PATTERN],
         help_text="Also the SkyPilot job name and the S3 folder name.",
     )
-    desired_state = serializers.ChoiceField(choices=DesiredState.choices, required=False)
     flags = FlagsField(required=False)
     nodes = StrictIntegerField(min_value=1, max_value=1024, required=False)
     gpus = StrictIntegerField(min_value=0, max_value=64, required=False, help_text="GPUs per node.")

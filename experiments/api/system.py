@@ -224,11 +224,19 @@ _HEALTH_SCHEMA = {
 
 
 def postprocess_schema(result: dict[str, Any], generator, request, public) -> dict[str, Any]:
-    """Request bodies allow no other keys (the serializers reject them); add /api/health."""
+    """Request bodies allow no other keys (the serializers reject them); add /api/health.
+
+    A blank-allowed string with a pattern comes out as ``oneOf [pattern, maxLength 0]``; "" can
+    match both, which ``oneOf`` forbids, so those become ``anyOf`` (what the server accepts).
+    """
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     for name, schema in schemas.items():
         if name.endswith("Request") and schema.get("type") == "object":
             schema["additionalProperties"] = False
+        for prop in (schema.get("properties") or {}).values():
+            alternatives = prop.get("oneOf") if isinstance(prop, dict) else None
+            if alternatives and {"type": "string", "maxLength": 0} in alternatives:
+                prop["anyOf"] = prop.pop("oneOf")
     schemas["Health"] = _HEALTH_SCHEMA
     result.setdefault("paths", {})["/api/health"] = _HEALTH_PATH
     return result
