@@ -437,6 +437,10 @@ class JobSerializer(serializers.ModelSerializer):
         help_text="True when no experiment has the job's name."
     )
     active = serializers.SerializerMethodField(help_text="True while the job is not finished.")
+    launched_by_skydeck = serializers.SerializerMethodField(
+        help_text="True when SkyDeck launched the job or a person adopted it: only such jobs "
+        "are ever cancelled by the reconciler (a person's Stop or Cancel acts on any job)."
+    )
 
     class Meta:
         model = Job
@@ -447,6 +451,7 @@ class JobSerializer(serializers.ModelSerializer):
             "status",
             "active",
             "orphaned",
+            "launched_by_skydeck",
             "task_count",
             "command",
             "git_ref",
@@ -479,6 +484,14 @@ class JobSerializer(serializers.ModelSerializer):
 
     def get_active(self, obj: Job) -> bool:
         return obj.is_active
+
+    def get_launched_by_skydeck(self, obj: Job) -> bool:
+        value = getattr(obj, "api_owned", None)
+        if value is None:
+            from experiments.control import owned_exists
+
+            value = Job.objects.filter(pk=obj.pk).filter(owned_exists()).exists()
+        return bool(value)
 
 
 class CheckpointSerializer(serializers.ModelSerializer):

@@ -170,9 +170,15 @@ def failure_class(status: str) -> str | None:
 
 
 def listing_age(now: datetime) -> tuple[float | None, float]:
-    """(seconds since the last successful job sync or None when it failed, its duration)."""
+    """(seconds since the last successful job sync or None when it failed, its duration).
+
+    A sync under way (``sync --loop`` holding the lease) has moved ``last_attempt_at`` on but has
+    neither succeeded nor failed yet: the last successful listing is still the freshest one, so
+    it counts (otherwise a busy loop would starve the reconciler). Only a failure (which sets
+    ``last_error``; a success clears it) means "not acting on old facts".
+    """
     state = SyncState.objects.filter(source=SyncSource.SKYPILOT).first()
-    if state is None or not state.ok or state.last_success_at is None:
+    if state is None or state.last_success_at is None or state.last_error:
         return None, 0.0
     return (now - state.last_success_at).total_seconds(), float(state.duration or 0.0)
 

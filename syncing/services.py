@@ -16,7 +16,7 @@ from typing import Any
 
 from experiments import control, services
 from experiments.control import JobRef, Plan
-from experiments.models import DesiredState, Experiment, Job, Launch, Operation
+from experiments.models import DesiredState, Experiment, Job, Operation
 from syncing.skypilot import SkyPilotClient, SkyPilotError
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def cancel_job(actor: services.Actor, job: Job) -> str:
     experiment = (
         Experiment.objects.filter(name=job.experiment_id).first() if job.experiment_id else None
     )
-    owned = Launch.objects.filter(job_id=job.id).exists()
+    owned = Job.objects.filter(pk=job.pk).filter(control.owned_exists()).exists()
     target = JobRef(job.id, job.status, job.user_name, owned)
     name = job.experiment_id or job.job_name or ""
     error = _send_cancel(

@@ -16,6 +16,13 @@ As a subprocess (the load bench)::
 
 ``POST /_stub/mode {"mode": "slow", "seconds": 30}`` switches the fault mode of a running stub and
 ``GET /_stub/jobs`` lists ``{"job_ids": [...], "total": N}``.
+
+For the team chaos test the stub also keeps its own record of what it was asked (``events``: every
+launch and cancel request in arrival order, with the jobs of that name active at that moment, and
+the test's own notes in the same sequence), lets other users submit jobs "from the CLI"
+(:meth:`StubSkyPilot.add_job`), and can *hold* launch requests (:meth:`StubSkyPilot.hold_launches`):
+the job is created when the request arrives, but the answer waits until released — the window in
+which a worker can be killed between "submitted" and "listed".
 """
 
 from __future__ import annotations
@@ -50,6 +57,9 @@ NEXT_STATUS = {
     "CANCELLING": "CANCELLED",
 }
 _NAME_RE = re.compile(r"^name:\s*(\S+)\s*$", re.MULTILINE)
+_LAUNCH_ID_RE = re.compile(r"^\s+SKYDECK_LAUNCH_ID:\s*['\"]?([0-9a-f]+)['\"]?\s*$", re.MULTILINE)
+#: A held launch answers at the latest after this long, so a forgotten release never hangs a test.
+HOLD_MAX_SECONDS = 60.0
 
 Callback = Callable[[Any], tuple[int, dict, str]]
 
@@ -98,6 +108,12 @@ class StubSkyPilot:
         self._thread: threading.Thread | None = None
         self._ticker: threading.Thread | None = None
         self._stop_ticking = threading.Event()
+        # the record of requests (see the module docstring) and the launch hold
+        self.events: list[dict] = []
+        self.held = 0  # launch requests held so far (cumulative)
+        self._hold_left = 0
+        self._release = threading.Event()
+        self._hold_cond = threading.Condition()
 
     # --- lifecycle ---
     @property
@@ -194,12 +210,16 @@ class StubSkyPilot:
         callback = self._router.routes.get((method, path))
         if callback is None:
             return 404, {}, json.dumps({"detail": "Not Found"}).encode()
+        release = None
         with self.lock:
             if path == "/jobs/launch":
                 self._record_launch(body)
+                release = self._take_hold()
             elif path == "/jobs/cancel":
                 self._record_cancel(body)
             status, headers, text = self._router_call(callback, path, query, body)
+        if release is not None:  # the job exists; its answer waits (outside the lock)
+            release.wait(HOLD_MAX_SECONDS)
         if self.mode == "wrong-shape" and path == "/api/get" and status == 200:
             data = json.loads(text)
             data["return_value"] = json.dumps({"jobs": "not a list", "total": "many"})
@@ -218,6 +238,14 @@ class StubSkyPilot:
         match = _NAME_RE.search(task)
         name = match.group(1) if match else None
         job_id = self.fake.next_job_id  # FakeSkyPilot._launch returns this id next
+        token = _LAUNCH_ID_RE.search(task)
+        self._event(
+            "launch",
+            name=name,
+            job_id=job_id,
+            token=token.group(1) if token else None,
+            active=self._active_named(name),
+        )
         self.fake.jobs.append(
             job_record(job_id, name, "PENDING", submitted_at=time.time(), user_yaml=task)
         )
@@ -225,9 +253,97 @@ class StubSkyPilot:
     def _record_cancel(self, body: bytes) -> None:
         wanted = set(json.loads(body).get("job_ids") or [])
         jobs = self.fake.jobs
+        self._event(
+            "cancel",
+            job_ids=sorted(wanted),
+            jobs=[self._describe(r) for r in jobs if r["job_id"] in wanted],
+        )
         for index, record in enumerate(jobs):
             if record["job_id"] in wanted and record["status"] in ACTIVE:
                 jobs[index] = {**record, "status": "CANCELLING"}
+
+    # --- the record of requests, other users' jobs, held launches (the team chaos test) ---
+    def _event(self, kind: str, **data: Any) -> dict:
+        """Append to ``events`` (callers hold ``self.lock``)."""
+        event = {"seq": len(self.events), "kind": kind, "at": time.time(), **data}
+        self.events.append(event)
+        return event
+
+    def note(self, kind: str, **data: Any) -> dict:
+        """Put the test's own event (a person's Start, Stop, ...) in the same sequence."""
+        with self.lock:
+            return self._event(kind, **data)
+
+    @staticmethod
+    def _describe(record: dict) -> dict:
+        token = _LAUNCH_ID_RE.search(record.get("user_yaml") or "")
+        return {
+            "job_id": record["job_id"],
+            "name": record["job_name"],
+            "user_name": record["user_name"],
+            "status": record["status"],
+            "token": token.group(1) if token else None,
+        }
+
+    def _active_named(self, name: str | None) -> list[dict]:
+        return [
+            self._describe(r)
+            for r in self.fake.jobs
+            if r["job_name"] == name and r["status"] in ACTIVE
+        ]
+
+    def add_job(self, name: str, status: str = "RUNNING", user_name: str = "dave") -> int:
+        """Someone else submits a job "from the CLI" (no SkyDeck launch id in its YAML)."""
+        with self.lock:
+            job_id = self.fake.next_job_id
+            self.fake.next_job_id += 1
+            record = job_record(job_id, name, status, submitted_at=time.time(), user_name=user_name)
+            self.fake.jobs.append(record)
+            self._event("cli", **self._describe(record))
+            return job_id
+
+    def set_status(self, job_id: int, status: str) -> dict:
+        """Move one job to ``status`` (it succeeded, failed, its user cancelled it ...)."""
+        with self.lock:
+            jobs = self.fake.jobs
+            index = next(i for i, r in enumerate(jobs) if r["job_id"] == job_id)
+            record = jobs[index] = {
+                **jobs[index],
+                "status": status,
+                "end_at": None if status in ACTIVE else time.time(),
+            }
+            self._event("status", **self._describe(record))
+            return record
+
+    def job(self, job_id: int) -> dict:
+        with self.lock:
+            return self._describe(next(r for r in self.fake.jobs if r["job_id"] == job_id))
+
+    def hold_launches(self, count: int = 1) -> None:
+        """Hold the answers to the next ``count`` launch requests until :meth:`release_launches`."""
+        with self._hold_cond:
+            self._release = threading.Event()
+            self._hold_left = count
+
+    def _take_hold(self) -> threading.Event | None:
+        with self._hold_cond:
+            if self._hold_left <= 0:
+                return None
+            self._hold_left -= 1
+            self.held += 1
+            self._hold_cond.notify_all()
+            return self._release
+
+    def wait_held(self, count: int = 1, timeout: float = 30.0) -> None:
+        """Until ``count`` launch requests in all have been held."""
+        with self._hold_cond:
+            if not self._hold_cond.wait_for(lambda: self.held >= count, timeout):
+                raise AssertionError(f"no held launch request within {timeout} s")
+
+    def release_launches(self) -> None:
+        with self._hold_cond:
+            self._hold_left = 0
+            self._release.set()
 
 
 def _handler_for(stub: StubSkyPilot) -> type[BaseHTTPRequestHandler]:

@@ -558,6 +558,7 @@ def test_a_sync_loop_holding_the_lease_does_not_starve_the_reconciler(server):
     services.set_desired_state("alice", [exp], "RUNNING")
     assert run_sync("skypilot").ok  # sync --loop's last pass
     assert acquire("skypilot", "sync-loop-elsewhere", ttl=600)  # ... and it is in its next one
+    SyncState.objects.filter(source="skypilot").update(last_attempt_at=timezone.now())
     summary, result = reconciler.sync_and_reconcile()
     assert "skipped" in summary
     assert result.lines() == ["launched exp: job 1000"]

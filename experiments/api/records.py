@@ -20,6 +20,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from experiments import control
 from experiments.api.common import ID_RE, READ_ERRORS, BadGateway, Conflict, errors, id_param
 from experiments.filters import CheckpointFilter, JobFilter, OperationLogFilter
 from experiments.models import (
@@ -98,7 +99,8 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self) -> QuerySet:
         return Job.objects.annotate(
-            api_orphaned=~Exists(Experiment.objects.filter(name=OuterRef("experiment_id")))
+            api_orphaned=~Exists(Experiment.objects.filter(name=OuterRef("experiment_id"))),
+            api_owned=control.owned_exists(),
         )
 
     def get_object(self) -> Job:
