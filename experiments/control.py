@@ -312,10 +312,12 @@ def start_plan(experiments: Sequence[Experiment]) -> Plan:
         item = ItemPlan(e, changes=e.desired_state != DesiredState.RUNNING)
         foreign = [j for j in jobs if not j.owned]
         if foreign:
+            one = len(foreign) == 1
             item.blocked_by = foreign
             item.note = (
-                f"{users_notice(foreign)}: SkyDeck will not launch a second job over them; "
-                "Adopt them, or it launches once they end"
+                f"{users_notice(foreign)}: SkyDeck will not launch a second job over "
+                f"{'it' if one else 'them'}; Adopt {'it' if one else 'them'}, or it launches "
+                f"once {'it ends' if one else 'they end'}"
             )
         elif jobs:
             item.note = f"its {describe_jobs(jobs)} is still active"

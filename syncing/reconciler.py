@@ -358,10 +358,11 @@ def plan(now: datetime | None = None) -> list[Action]:
             continue
         foreign = [j for j in jobs_now if not j.owned]
         if foreign:
+            one = len(foreign) == 1
             reason = (
                 f"not launching: {control.users_notice(foreign)} and SkyDeck did not launch "
-                f"{'it' if len(foreign) == 1 else 'them'}; Adopt to make "
-                f"{'it' if len(foreign) == 1 else 'them'} this run, or it launches once they end"
+                f"{'it' if one else 'them'}; Adopt to make {'it' if one else 'them'} this run, "
+                f"or it launches once {'it ends' if one else 'they end'}"
             )
             actions.append(Action("wait", experiment, reason=reason, jobs=foreign))
             continue
