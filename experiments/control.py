@@ -407,18 +407,7 @@ def adopt(actor: services.Actor, experiment: Experiment) -> Plan:
                     "experiment": f"Nothing to adopt: no active job SkyDeck did not launch uses {locked.name}."
                 }
             )
-        now = timezone.now()
-        locked.desired_state = DesiredState.RUNNING
-        services.desired_changed(locked, at=now)
-        locked.save(
-            update_fields=[
-                "desired_state",
-                "desired_changed_at",
-                "parked_reason",
-                "reconcile_note",
-                "updated_at",
-            ]
-        )
+        services.set_desired(locked, DesiredState.RUNNING)
         name = services.actor_name(actor)
         for job in jobs:
             Launch.objects.create(

@@ -203,11 +203,21 @@ def delete_experiments(actor: Actor, experiments: Iterable[Experiment]) -> int:
     return count
 
 
-def desired_changed(experiment: Experiment, at=None) -> None:
-    """A user's new intent resets the reconciler's memory (backoff, parking) for it."""
+def set_desired(experiment: Experiment, state: str, at=None) -> None:
+    """Save a user's new intent; it resets the reconciler's memory (backoff, parking) for it."""
+    experiment.desired_state = state
     experiment.desired_changed_at = at or timezone.now()
     experiment.parked_reason = ""
     experiment.reconcile_note = ""
+    experiment.save(
+        update_fields=[
+            "desired_state",
+            "desired_changed_at",
+            "parked_reason",
+            "reconcile_note",
+            "updated_at",
+        ]
+    )
 
 
 def set_desired_state(
@@ -230,17 +240,7 @@ def set_desired_state(
         for experiment in list(experiments):
             if experiment.desired_state == state:
                 continue
-            experiment.desired_state = state
-            desired_changed(experiment)
-            experiment.save(
-                update_fields=[
-                    "desired_state",
-                    "desired_changed_at",
-                    "parked_reason",
-                    "reconcile_note",
-                    "updated_at",
-                ]
-            )
+            set_desired(experiment, state)
             message = f"desired state {state}"
             if notes.get(experiment.pk):
                 message += f"; {notes[experiment.pk]}"
