@@ -261,6 +261,42 @@ def health_pills(report: dict[str, Any] | None = None) -> list[HealthPill]:
     return pills
 
 
+@dataclass
+class ReconcilerPill:
+    """The header's "Reconciler: on / dry-run / off / paused" (on is ok; the others warn)."""
+
+    mode: str
+    why: str
+    paused_at: str | None = None  # set while a restore's pause holds (Resume is offered)
+    last_pass: str | None = None
+
+    @property
+    def tone(self) -> str:
+        return "ok" if self.mode == "on" else "late"
+
+    @property
+    def title(self) -> str:
+        title = f"Reconciler {self.mode}: {self.why}"
+        if self.paused_at:
+            title += f" (paused at {self.paused_at})"
+        if self.last_pass:
+            title += f". Last pass {ago(parse_datetime(self.last_pass))}."
+        return title
+
+
+def reconciler_pill(report: dict[str, Any]) -> ReconcilerPill | None:
+    """From ``health_report()["reconciler"]`` (no query of its own)."""
+    entry = report.get("reconciler")
+    if not entry:
+        return None
+    return ReconcilerPill(
+        entry.get("mode") or "?",
+        entry.get("why") or "",
+        entry.get("paused_at"),
+        entry.get("last_pass"),
+    )
+
+
 # --- rows and groups ------------------------------------------------------------------------
 
 
@@ -504,6 +540,7 @@ class Dashboard:
     all_groups: list[ExperimentGroup]
     version: str = ""
     unchanged: bool = False  # the caller already shows this version: groups were not built
+    reconciler: ReconcilerPill | None = None
 
 
 def _version(
@@ -581,6 +618,7 @@ def build_dashboard(query: str = "", known_version: str | None = None) -> Dashbo
 
     # query 4 only when filtering
     total = Experiment.objects.count() if query else len(experiments)
+    report = health_report()  # queries 6-10 (with the reconciler's mode for its pill)
     desired_running = sum(
         1 for e in experiments.values() if e.desired_state == DesiredState.RUNNING
     )
@@ -591,10 +629,11 @@ def build_dashboard(query: str = "", known_version: str | None = None) -> Dashbo
         shown_experiments=len(experiments),
         active_jobs=Job.objects.active().count(),  # query 5
         desired_running=desired_running,
-        health=health_pills(),  # queries 6-9: health_report()
+        health=health_pills(report),
         all_groups=groups,
         version=version,
         unchanged=unchanged,
+        reconciler=reconciler_pill(report),
     )
 
 
@@ -605,6 +644,7 @@ def build_status(query: str = "") -> Dashboard:
     counts = shown_qs.aggregate(
         shown=Count("id"), running=Count("id", filter=Q(desired_state=DesiredState.RUNNING))
     )
+    report = health_report()
     return Dashboard(
         groups=[],
         query=query,
@@ -612,8 +652,9 @@ def build_status(query: str = "") -> Dashboard:
         shown_experiments=counts["shown"],
         active_jobs=Job.objects.active().count(),
         desired_running=counts["running"],
-        health=health_pills(),
+        health=health_pills(report),
         all_groups=[],
+        reconciler=reconciler_pill(report),
     )
 
 
@@ -653,3 +694,100 @@ def build_link(kind: str, **values: Any) -> str:
     if not url.lower().startswith(("http://", "https://", "/")):
         return ""  # never a javascript: or data: URL
     return url
+
+
+# --- confirmations of Start / Stop / Adopt / Cancel -------------------------------------------
+
+OWNER_TEXT = {True: "launched by SkyDeck", False: "not launched by SkyDeck"}
+
+
+@dataclass
+class ConfirmLine:
+    """One line of a confirmation: ``cancels job 4398 (dave)`` — not launched by SkyDeck."""
+
+    text: str
+    mark: str = ""  # who launched the job
+    foreign: bool = False  # not launched by SkyDeck
+    status: str = ""  # the job's status, shown as a badge
+    tone: str = ""  # "" | "warn" | "muted"
+
+
+def item_spend(plan: Any, item: Any) -> str:
+    """``2 nodes \u00d7 8 H100 = 16 GPUs`` for one experiment of a Start plan."""
+    from experiments.control import Plan
+
+    return Plan(plan.action, [item], plan.mode).spend()
+
+
+def plan_lines(plan: Any) -> list[ConfirmLine]:
+    """What a Start / Stop / Adopt plan does to each experiment, one line per job or launch."""
+    many = len(plan.items) > 1
+    lines: list[ConfirmLine] = []
+    for item in plan.items:
+        prefix = f"{item.experiment.name}: " if many else ""
+        if plan.action == "stop":
+            for job in item.cancel:
+                lines.append(
+                    ConfirmLine(
+                        f"{prefix}cancels job {job.label}",
+                        OWNER_TEXT[job.owned],
+                        not job.owned,
+                        job.status,
+                    )
+                )
+            if not item.cancel and many:
+                lines.append(ConfirmLine(f"{prefix}no active job to cancel", tone="muted"))
+            if item.pending_launch:
+                lines.append(
+                    ConfirmLine(
+                        f"{prefix}a launch in flight: its job is cancelled once SkyPilot lists it",
+                        tone="muted",
+                    )
+                )
+        elif plan.action == "start":
+            if item.launches:
+                if many:
+                    lines.append(ConfirmLine(f"{prefix}{item_spend(plan, item)}"))
+            else:
+                tone = "warn" if item.blocked_by else "muted"
+                lines.append(ConfirmLine(f"{prefix}does not launch: {item.note}", tone=tone))
+        else:  # adopt
+            for job in item.adopt:
+                lines.append(
+                    ConfirmLine(
+                        f"adopts job {job.label}", OWNER_TEXT[job.owned], not job.owned, job.status
+                    )
+                )
+    return lines
+
+
+def plan_notes(plan: Any) -> list[str]:
+    """The warnings under a plan's lines (reconciler mode, what Stop does besides cancelling)."""
+    notes = []
+    if plan.action == "start":
+        if not plan.mode.acts:
+            notes.append(
+                f"The reconciler is {plan.mode.mode} ({plan.mode.why}). Start records the "
+                "desired state now; nothing launches until the reconciler is on."
+            )
+    elif plan.action == "stop":
+        if len(plan.items) == 1 and not plan.items[0].changes:
+            notes.append("It is already desired STOPPED: this only cancels its active jobs.")
+        if plan.cancel_jobs:
+            foreign = [j for j in plan.cancel_jobs if not j.owned]
+            if foreign:
+                one = len(foreign) == 1
+                notes.append(
+                    f"{len(foreign)} of these jobs {'was' if one else 'were'} not launched by "
+                    f"SkyDeck: Stop cancels {'it' if one else 'them'} anyway, because you ask it to."
+                )
+    elif plan.action == "adopt":
+        one = len(plan.items[0].adopt) == 1
+        notes.append(
+            "The experiment becomes desired RUNNING without a launch: the adopted "
+            f"{'job is' if one else 'jobs are'} its current run, and SkyDeck owns "
+            f"{'it' if one else 'them'} from now on, like a job it launched."
+        )
+        if not plan.mode.acts:
+            notes.append(f"The reconciler is {plan.mode.mode} ({plan.mode.why}).")
+    return notes

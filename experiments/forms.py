@@ -10,6 +10,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import QuerySet
+from django.urls import reverse
 
 from experiments import services
 from experiments.models import Experiment, ExperimentGroup
@@ -261,10 +262,25 @@ class ExperimentCreateForm(ExperimentForm):
         label="Add to group",
     )
 
+    #: _fields.html shows the live "already used by" note under the name (issue 12)
+    checks_name = True
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # the template renders the options from a list it already has (no query here)
         self.fields["group"].queryset = ExperimentGroup.objects.all()
+        # while typing, ask which active jobs (anyone's) already carry the name
+        self.fields["name"].widget.attrs.update(
+            {
+                "hx-get": reverse("experiment_name_check"),
+                "hx-trigger": "input changed delay:300ms",
+                "hx-target": "#name-check",
+                "hx-swap": "innerHTML",
+                "hx-sync": "this:replace",
+                "hx-params": "name",
+                "aria-describedby": "name-check",
+            }
+        )
 
 
 class GroupForm(forms.Form):

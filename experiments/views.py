@@ -27,9 +27,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect, reswap, trigger_client_event
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigger_client_event
 
-from experiments import dashboard, services
+from experiments import control, dashboard, services
 from experiments.forms import ExperimentCreateForm, ExperimentForm, GroupForm, add_service_errors
 from experiments.health import health_report
 from experiments.launching import commands_text, launch_preview
@@ -42,7 +42,9 @@ from experiments.models import (
     Operation,
     OperationLog,
 )
+from experiments.validation import NAME_MAX_LENGTH
 from syncing import joblogs
+from syncing import services as actions
 from syncing.skypilot import SkyPilotError
 
 JOBS_PER_PAGE = 50
@@ -51,6 +53,7 @@ OPERATIONS_PER_PAGE = 50
 DETAIL_LIMIT = 15  # recent jobs / checkpoints / operations in the expanded row
 
 BAD_REQUEST = 400
+CONFLICT = 409  # the job or experiment is no longer in a state the act applies to
 STOP_POLLING = 286  # htmx: swap this response, then stop polling
 
 
@@ -154,9 +157,9 @@ def deck_response(request: HttpRequest, *, error: bool = False) -> HttpResponse:
     return redirect(safe_next(request))
 
 
-def selected_experiments(request: HttpRequest) -> list[Experiment]:
+def selected_experiments(request: HttpRequest, data: Any = None) -> list[Experiment]:
     ids = []
-    for raw in request.POST.getlist("ids"):
+    for raw in (request.POST if data is None else data).getlist("ids"):
         try:
             ids.append(int(raw))
         except (TypeError, ValueError):
@@ -168,6 +171,161 @@ def selected_experiments(request: HttpRequest) -> list[Experiment]:
 
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+# --- confirmations (Start, Stop, Adopt, Cancel, Resume) -------------------------------------
+# A GET shows what the act will launch or cancel: in the #confirm-dialog for htmx, as a page
+# without JavaScript (where a POST without ``confirmed=1`` shows it too). Only the
+# confirmation's own POST (``confirmed=1``) acts, and a Stop cancels only the jobs it listed.
+
+CONFIRM_TARGET = "#confirm-dialog"
+
+
+class BadInput(Exception):
+    """A request parameter that cannot be used (answered with 400 and the message)."""
+
+
+def _confirmed(request: HttpRequest) -> bool:
+    return request.method == "POST" and request.POST.get("confirmed") == "1"
+
+
+def _deck_mode(request: HttpRequest) -> bool:
+    """The request comes from the dashboard: answers go into its deck (rows, messages)."""
+    if not request.htmx:
+        return False
+    path = request.htmx.current_url_abs_path
+    return bool(path) and urlsplit(path).path == reverse("dashboard")
+
+
+def _return_url(request: HttpRequest) -> str:
+    """Where a confirmation on its own page (or a plain form) goes back to."""
+    current = request.htmx.current_url_abs_path if request.htmx else None
+    for candidate in (request.POST.get("next"), request.GET.get("next"), current):
+        if candidate and url_has_allowed_host_and_scheme(
+            candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            return candidate
+    return safe_next(request)
+
+
+def confirm_response(
+    request: HttpRequest, context: dict[str, Any], status: int = 200
+) -> HttpResponse:
+    """The confirmation: the dialog's content for htmx, else a page (confirm.html)."""
+    context = {
+        "deck": _deck_mode(request),
+        "next": _return_url(request),
+        "query": current_query(request),
+        "in_dialog": bool(request.htmx),
+        "dismiss": "Back",
+        **context,
+    }
+    if request.htmx:
+        response = render(request, "experiments/_confirm.html", context, status=status)
+        return reswap(retarget(response, CONFIRM_TARGET), "innerHTML")
+    return render(request, "experiments/confirm.html", context, status=status)
+
+
+def refuse(request: HttpRequest, message: str, status: int = BAD_REQUEST) -> HttpResponse:
+    """Nothing done: the message in the deck's messages (htmx POST) or as the confirmation."""
+    if request.method == "POST" and request.htmx:
+        messages.error(request, message)
+        response = rows_response(request, [])
+        response.status_code = status
+        return response
+    return confirm_response(request, {"title": "Nothing changed", "error": message}, status)
+
+
+def act_response(request: HttpRequest, experiment_ids: list[int]) -> HttpResponse:
+    """After an act: the changed rows in place (htmx, from the dashboard), else back."""
+    if request.htmx:
+        response = rows_response(request, experiment_ids)
+        return trigger_client_event(response, "refresh-panels")
+    return redirect(_return_url(request))
+
+
+def _job_ids(request: HttpRequest) -> list[int]:
+    """The ``jobs`` a Stop confirmation listed (none listed: none cancelled)."""
+    ids = []
+    for raw in request.POST.getlist("jobs"):
+        try:
+            ids.append(int(raw))
+        except (TypeError, ValueError):
+            raise BadInput(f"jobs: {raw!r} is not a job id.") from None
+    return ids
+
+
+def _what(experiments: list[Experiment]) -> str:
+    return experiments[0].name if len(experiments) == 1 else plural(len(experiments), "experiment")
+
+
+def plan_confirmation(
+    plan: control.Plan, action: str, fields: dict[str, Any], lists: list[tuple[str, Any]]
+) -> dict[str, Any]:
+    """The confirmation of a Start or Stop plan; its form posts the jobs it lists."""
+    what = _what([item.experiment for item in plan.items])
+    stop = plan.action == "stop"
+    jobs = plan.cancel_jobs
+    if stop:
+        button = f"Stop and cancel {plural(len(jobs), 'job')}" if jobs else "Stop"
+    else:
+        button = "Start"
+    return {
+        "title": f"{'Stop' if stop else 'Start'} {what}?",
+        "summary": plan.summary(),
+        "lines": dashboard.plan_lines(plan),
+        "notes": dashboard.plan_notes(plan),
+        "action": action,
+        "fields": {"confirmed": "1", **fields},
+        "lists": [*lists, *(("jobs", job.id) for job in jobs)],
+        "button": button,
+        "button_class": "danger" if stop else "primary",
+    }
+
+
+def start_messages(request: HttpRequest, plan: control.Plan) -> None:
+    experiments = [item.experiment for item in plan.items]
+    changed = [item for item in plan.items if item.changes]
+    launching = [item for item in plan.items if item.launches]
+    if len(experiments) == 1 and not changed:
+        messages.info(request, f"{experiments[0].name} is already desired RUNNING.")
+    else:
+        what = experiments[0].name if len(experiments) == 1 else plural(len(changed), "experiment")
+        messages.success(request, f"Started {what}: {plan.spend()}.")
+    for item in plan.items:
+        if item.blocked_by:
+            messages.warning(request, f"{item.experiment.name}: {item.note}.")
+    if launching and not plan.mode.acts:
+        messages.warning(request, f"Reconciler {plan.mode.mode}: nothing launches until it is on.")
+
+
+def stop_messages(request: HttpRequest, result: actions.StopResult) -> None:
+    plan = result.plan
+    what = _what([item.experiment for item in plan.items])
+    jobs = plan.cancel_jobs
+    pending = sum(1 for item in plan.items if item.pending_launch)
+    in_flight = (
+        f" {plural(pending, 'launch')} in flight: cancelled once SkyPilot lists "
+        f"{'its job' if pending == 1 else 'their jobs'}."
+        if pending
+        else ""
+    )
+    if result.error:
+        messages.error(
+            request,
+            f"{what} {'is' if len(plan.items) == 1 else 'are'} desired STOPPED, but SkyPilot did "
+            f"not cancel {control.describe_jobs(jobs)}: {result.error}",
+        )
+    elif result.cancelled:
+        messages.success(
+            request,
+            f"Stopped {what}: cancelled {control.describe_jobs(result.cancelled)}.{in_flight}",
+        )
+    else:
+        messages.success(request, f"Stopped {what}: no active job to cancel.{in_flight}")
+    for item in plan.items:
+        if item.note:
+            messages.warning(request, f"{item.experiment.name}: {item.note}.")
 
 
 # --- dashboard ------------------------------------------------------------------------------
@@ -226,17 +384,62 @@ def experiment_create(request: HttpRequest) -> HttpResponse:
                 services.add_to_group(request.user, group, [created])
     if created is None:
         return render(request, template, {"form": form}, status=BAD_REQUEST)
+    jobs = control.active_jobs([created.name]).get(created.name, [])
+    notice = control.users_notice(jobs) if jobs else ""
     if request.htmx:
-        response = render(request, template, {"form": ExperimentCreateForm(), "created": created})
+        response = render(
+            request,
+            template,
+            {"form": ExperimentCreateForm(), "created": created, "created_notice": notice},
+        )
         return trigger_client_event(response, "refresh-deck")
-    messages.success(request, f"Created {created.name}.")
+    text = f"Created {created.name}. It starts stopped: press Start when it is ready."
+    if notice:
+        text += (
+            f" {notice}: creating did not touch them. Adopt them from its expanded row to make "
+            "them its current run."
+        )
+    messages.success(request, text)
     return redirect(safe_next(request, reverse("dashboard")))
 
 
+@ui_login_required
+@require_GET
+def experiment_name_check(request: HttpRequest) -> HttpResponse:
+    """The create dialog's live note: active jobs (anyone's) already using the typed name."""
+    if "name" not in request.GET:
+        return render(
+            request,
+            "experiments/_name_check.html",
+            {"error": "name: this parameter is required."},
+            status=BAD_REQUEST,
+        )
+    name = request.GET["name"].strip()
+    if len(name) > NAME_MAX_LENGTH:
+        return render(
+            request,
+            "experiments/_name_check.html",
+            {"error": f"A name has at most {NAME_MAX_LENGTH} characters."},
+            status=BAD_REQUEST,
+        )
+    context: dict[str, Any] = {"name": name}
+    if name:
+        context["taken"] = Experiment.objects.filter(name=name).exists()
+        jobs = control.active_jobs([name]).get(name, [])
+        context["notice"] = control.users_notice(jobs) if jobs else ""
+    return render(request, "experiments/_name_check.html", context)
+
+
 def _detail_context(experiment: Experiment) -> dict[str, Any]:
-    jobs = list(Job.objects.filter(experiment_id=experiment.name)[:DETAIL_LIMIT])
+    jobs = list(
+        Job.objects.filter(experiment_id=experiment.name).annotate(owned=control.owned_exists())[
+            :DETAIL_LIMIT
+        ]
+    )
     for job in jobs:
         job.tone = dashboard.state_tone(job.status)
+    active = control.active_jobs([experiment.name]).get(experiment.name, [])
+    foreign = [job for job in active if not job.owned]
     checkpoints = list(experiment.checkpoints.order_by("-epoch")[:DETAIL_LIMIT])
     operations = list(
         OperationLog.objects.for_experiment(experiment).order_by("-created_at", "-id")[
@@ -250,6 +453,8 @@ def _detail_context(experiment: Experiment) -> dict[str, Any]:
         "checkpoints": checkpoints,
         "operations": operations,
         "wandb_url": dashboard.build_link("wandb", name=experiment.name),
+        "foreign_jobs": foreign,
+        "foreign_notice": control.users_notice(foreign) if foreign else "",
     }
 
 
@@ -378,18 +583,74 @@ def experiment_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @ui_login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def experiment_desired(request: HttpRequest, pk: int) -> HttpResponse:
-    """Start (desired RUNNING) or stop (desired STOPPED) one experiment."""
+    """Start (desired RUNNING) or Stop (desired STOPPED) one experiment, after a confirmation.
+
+    GET (or a POST without ``confirmed=1``: the row button without JavaScript) shows what it
+    launches or cancels; the confirmation's POST acts. Stop cancels the listed active jobs
+    whoever launched them, also when the experiment is already desired STOPPED.
+    """
     experiment = get_object_or_404(Experiment, pk=pk)
-    state = request.POST.get("state", "")
+    data = request.POST if request.method == "POST" else request.GET
+    state = data.get("state", "")
     if state not in DesiredState.values:
-        messages.error(request, f"Unknown desired state {state!r}.")
-        return deck_response(request, error=True)
-    services.set_desired_state(request.user, [experiment], state)
-    if request.htmx:
-        return rows_response(request, [experiment.pk])
-    return deck_response(request)
+        return refuse(request, f"Unknown desired state {state!r}: RUNNING or STOPPED.")
+    if not _confirmed(request):
+        if state == DesiredState.RUNNING:
+            plan = actions.start(request.user, [experiment], dry_run=True)
+        else:
+            plan = actions.stop(request.user, [experiment], dry_run=True).plan
+        action = reverse("experiment_desired", args=[experiment.pk])
+        context = plan_confirmation(plan, action, {"state": state}, [])
+        return confirm_response(request, context)
+    try:
+        if state == DesiredState.RUNNING:
+            start_messages(request, actions.start(request.user, [experiment]))
+        else:
+            job_ids = _job_ids(request)
+            stop_messages(request, actions.stop(request.user, [experiment], job_ids=job_ids))
+    except BadInput as exc:
+        return refuse(request, str(exc))
+    except (ValidationError, IntegrityError) as exc:
+        return refuse(request, f"Nothing changed: {error_text(exc)}")
+    return act_response(request, [experiment.pk])
+
+
+@ui_login_required
+@require_http_methods(["GET", "POST"])
+def experiment_adopt(request: HttpRequest, pk: int) -> HttpResponse:
+    """Make the active jobs SkyDeck did not launch under its name the experiment's current run."""
+    experiment = get_object_or_404(Experiment, pk=pk)
+    if not _confirmed(request):
+        plan = actions.adopt(request.user, experiment, dry_run=True)
+        if not plan.items[0].adopt:
+            return refuse(request, f"Nothing to adopt: {plan.items[0].note}.", CONFLICT)
+        return confirm_response(
+            request,
+            {
+                "title": f"Adopt {plural(len(plan.items[0].adopt), 'job')} as "
+                f"{experiment.name}'s run?",
+                "summary": plan.summary(),
+                "lines": dashboard.plan_lines(plan),
+                "notes": dashboard.plan_notes(plan),
+                "action": reverse("experiment_adopt", args=[experiment.pk]),
+                "fields": {"confirmed": "1"},
+                "button": "Adopt",
+                "button_class": "primary",
+            },
+        )
+    try:
+        plan = actions.adopt(request.user, experiment)
+    except ValidationError as exc:
+        return refuse(request, f"Nothing adopted: {' '.join(exc.messages)}", CONFLICT)
+    jobs = plan.items[0].adopt
+    messages.success(
+        request,
+        f"Adopted {control.describe_jobs(jobs)} as {experiment.name}'s current run: "
+        "it is desired RUNNING.",
+    )
+    return act_response(request, [experiment.pk])
 
 
 @ui_login_required
@@ -451,13 +712,14 @@ def bulk_action(request: HttpRequest) -> HttpResponse:
                 "button": "Delete",
             },
         )
+    if action in {"start", "stop"} and not _confirmed(request):
+        return confirm_response(request, bulk_confirmation(request, action, experiments))
     user = request.user
     try:
-        if action in {"start", "stop"}:
-            state = DesiredState.RUNNING if action == "start" else DesiredState.STOPPED
-            changed = services.set_desired_state(user, experiments, state)
-            verb = "Started" if action == "start" else "Stopped"
-            messages.success(request, f"{verb} {plural(changed, 'experiment')}.")
+        if action == "start":
+            start_messages(request, actions.start(user, experiments))
+        elif action == "stop":
+            stop_messages(request, actions.stop(user, experiments, job_ids=_job_ids(request)))
         elif action == "duplicate":
             copies = [services.duplicate_experiment(user, e) for e in experiments]
             messages.success(request, f"Duplicated {plural(len(copies), 'experiment')}.")
@@ -473,12 +735,43 @@ def bulk_action(request: HttpRequest) -> HttpResponse:
         elif action == "remove":
             count = services.remove_from_group(user, group, experiments)
             messages.success(request, f"Removed {plural(count, 'experiment')} from {group.name}.")
+    except BadInput as exc:
+        messages.error(request, f"Nothing changed: {exc}")
+        return deck_response(request, error=True)
     except (ValidationError, IntegrityError) as exc:
         messages.error(request, f"Nothing changed: {error_text(exc)}")
         return deck_response(request, error=True)
-    if action in {"start", "stop"} and request.htmx:
-        return rows_response(request, [e.pk for e in experiments])
+    if action in {"start", "stop"}:
+        return act_response(request, [e.pk for e in experiments])
     return deck_response(request)
+
+
+def bulk_confirmation(
+    request: HttpRequest, action: str, experiments: list[Experiment]
+) -> dict[str, Any]:
+    if action == "start":
+        plan = actions.start(request.user, experiments, dry_run=True)
+    else:
+        plan = actions.stop(request.user, experiments, dry_run=True).plan
+    return plan_confirmation(
+        plan,
+        reverse("bulk_action"),
+        {"action": action, "q": current_query(request)},
+        [("ids", e.pk) for e in experiments],
+    )
+
+
+@ui_login_required
+@require_GET
+def bulk_confirm(request: HttpRequest) -> HttpResponse:
+    """What the bulk bar's Start or Stop would do to the selected experiments."""
+    action = request.GET.get("action", "")
+    if action not in {"start", "stop"}:
+        return refuse(request, f"Unknown action {action!r}: only Start and Stop ask first.")
+    experiments = selected_experiments(request, request.GET)
+    if not experiments:
+        return refuse(request, "Select at least one experiment first.")
+    return confirm_response(request, bulk_confirmation(request, action, experiments))
 
 
 # --- groups ---------------------------------------------------------------------------------
@@ -643,7 +936,11 @@ def jobs_view(request: HttpRequest) -> HttpResponse:
         "orphaned": _checked(request, "orphaned"),
         "active": _checked(request, "active"),
     }
-    jobs = Job.objects.order_by("-submitted_at", "-id").defer("raw", "details")
+    jobs = (
+        Job.objects.order_by("-submitted_at", "-id")
+        .defer("raw", "details")
+        .annotate(owned=control.owned_exists())
+    )
     if filters["status"] in JobStatus.values:
         jobs = jobs.filter(status=filters["status"])
     elif filters["status"] == "FAILED_ANY":
@@ -709,6 +1006,115 @@ def operations_view(request: HttpRequest) -> HttpResponse:
         "experiments/operations.html",
         {"page": page, "operations": rows, "filters": filters, "kinds": Operation.values},
     )
+
+
+@ui_login_required
+@require_http_methods(["GET", "POST"])
+def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """Cancel one active job, whoever launched it, after a confirmation naming its user."""
+    job = (
+        Job.objects.defer("raw", "details")
+        .annotate(owned=control.owned_exists())
+        .filter(pk=pk)
+        .first()
+    )
+    if job is None:
+        raise Http404("No such job.")
+    ref = control.JobRef(job.id, job.status, job.user_name, bool(job.owned))
+    experiment = (
+        Experiment.objects.filter(name=job.experiment_id)
+        .only("pk", "name", "desired_state")
+        .first()
+        if job.experiment_id
+        else None
+    )
+    ids = [experiment.pk] if experiment is not None else []
+    if not job.is_active:
+        return refuse(
+            request,
+            f"Job {ref.label} is no longer active ({job.status}): nothing to cancel.",
+            CONFLICT,
+        )
+    owner = "It was launched by SkyDeck." if ref.owned else "It was not launched by SkyDeck."
+    if not _confirmed(request):
+        notes = []
+        if experiment is not None and experiment.desired_state == DesiredState.RUNNING:
+            notes.append(
+                f"{experiment.name} is still desired RUNNING: with this job gone, the reconciler "
+                "launches it again. Stop the experiment to end it for good."
+            )
+        return confirm_response(
+            request,
+            {
+                "title": f"Cancel job {ref.label}?",
+                "summary": owner,
+                "lines": [
+                    dashboard.ConfirmLine(
+                        f"job {ref.label}: {job.job_name or '(unnamed)'}",
+                        dashboard.OWNER_TEXT[ref.owned],
+                        not ref.owned,
+                        job.status,
+                    )
+                ],
+                "notes": notes,
+                "action": reverse("job_cancel", args=[job.id]),
+                "fields": {"confirmed": "1"},
+                "button": "Cancel job",
+                "button_class": "danger",
+                "dismiss": "Keep it",
+            },
+        )
+    try:
+        warning = actions.cancel_job(request.user, job)
+    except actions.CancelFailed as exc:
+        messages.error(request, str(exc))
+        return act_response(request, ids)
+    messages.success(
+        request,
+        f"Cancelled job {ref.label}, {dashboard.OWNER_TEXT[ref.owned]}: SkyPilot shows it "
+        "cancelling from the next sync.",
+    )
+    if warning:
+        messages.warning(request, warning)
+    return act_response(request, ids)
+
+
+@ui_login_required
+@require_http_methods(["GET", "POST"])
+def reconciler_resume(request: HttpRequest) -> HttpResponse:
+    """Let reconcile passes act again after a restore paused them."""
+    mode = control.reconciler_mode()
+    if not mode.paused:
+        return refuse(request, "The reconciler is not paused: nothing to resume.", CONFLICT)
+    if not _confirmed(request):
+        paused = mode.paused
+        notes = []
+        setting = settings.SKYDECK_RECONCILE
+        if setting == "on":
+            notes.append(
+                "Its next pass launches and cancels (SkyDeck's own jobs only) to match the "
+                "desired states again: check them first."
+            )
+        else:
+            notes.append(f"SKYDECK_RECONCILE is {setting}: after resuming it is {setting}.")
+        return confirm_response(
+            request,
+            {
+                "title": "Resume the reconciler?",
+                "summary": f"Paused since {paused.get('reason') or 'a restore'} "
+                f"(by {paused.get('by') or 'someone'}, {paused.get('at') or '?'}).",
+                "notes": notes,
+                "action": reverse("reconciler_resume"),
+                "fields": {"confirmed": "1"},
+                "button": "Resume",
+                "button_class": "primary",
+            },
+        )
+    if control.resume_reconciler(request.user):
+        messages.success(request, f"Reconciler resumed: {control.reconciler_mode().mode}.")
+    else:
+        messages.info(request, "The reconciler was not paused (someone resumed it meanwhile).")
+    return act_response(request, [])
 
 
 # --- job logs ---------------------------------------------------------------------------------

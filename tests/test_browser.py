@@ -72,10 +72,20 @@ def test_dashboard_workflow(page, live_server, alice):
     page.locator("#deck tr.detail-row button:has-text('Close')").click()
     expect(page.locator("#deck tr.detail-row")).to_have_count(0)
 
-    # --- start both (the desired state shows while no job runs) -------------------------------
+    # --- start both (each confirms first; the desired state shows while no job runs) ----------
+    confirm = page.locator("#confirm-dialog")
     row(page, "bt-one").locator("button.state-btn:has-text('Start')").click()
+    expect(confirm).to_be_visible()
+    expect(confirm).to_contain_text("Start bt-one: 1 CPU node = 0 GPUs")
+    assert not Experiment.objects.desired_running().exists()
+    confirm.locator("button:has-text('Start')").click()
+    expect(confirm).to_be_hidden()
     expect(row(page, "bt-one").locator(".desired")).to_have_text("→ RUNNING")
+    expect(page.locator("#messages")).to_contain_text("Started bt-one")
     row(page, "bt-one.copy").locator("button.state-btn:has-text('Start')").click()
+    expect(confirm).to_be_visible()
+    page.keyboard.press("Enter")  # the confirm button has the focus
+    expect(confirm).to_be_hidden()
     expect(row(page, "bt-one.copy").locator(".desired")).to_have_text("→ RUNNING")
     assert set(Experiment.objects.desired_running().values_list("name", flat=True)) == {
         "bt-one",
@@ -99,7 +109,9 @@ def test_dashboard_workflow(page, live_server, alice):
     # --- bulk-stop the two (the selection survived the re-render) ------------------------------
     expect(page.locator("#selection-count")).to_have_text("2 selected")
     page.click("#bulk-form button:has-text('Stop')")
-    expect(page.locator("#messages")).to_contain_text("Stopped 2 experiments.")
+    expect(confirm).to_contain_text("Stop 2 experiments: no active job to cancel")
+    confirm.locator("button:has-text('Stop')").click()
+    expect(page.locator("#messages")).to_contain_text("Stopped 2 experiments: no active job")
     expect(group_section.locator(".desired")).to_have_count(0)
     assert not Experiment.objects.filter(desired_state=DesiredState.RUNNING).exists()
 

@@ -356,7 +356,15 @@ def test_edit_reset_returns_saved_editor(client, make_experiment):
 
 def test_start_and_stop(client, make_experiment):
     exp = make_experiment("runner")
-    response = client.post(reverse("experiment_desired", args=[exp.pk]), {"state": "RUNNING"}, **HX)
+    url = reverse("experiment_desired", args=[exp.pk])
+    # without confirmed=1 (the row button) the answer is the confirmation, in the dialog
+    response = client.post(url, {"state": "RUNNING"}, **HX)
+    assert response.status_code == 200
+    assert response["HX-Retarget"] == "#confirm-dialog"
+    assert b"Start runner?" in response.content
+    exp.refresh_from_db()
+    assert exp.desired_state == DesiredState.STOPPED
+    response = client.post(url, {"state": "RUNNING", "confirmed": "1"}, **HX)
     assert response.status_code == 200
     # only the changed cells come back, swapped in place out of band
     assert response["HX-Reswap"] == "none"
@@ -368,7 +376,7 @@ def test_start_and_stop(client, make_experiment):
     exp.refresh_from_db()
     assert exp.desired_state == DesiredState.RUNNING
     assert (last_log().actor, last_log().operation) == ("alice", Operation.START)
-    client.post(reverse("experiment_desired", args=[exp.pk]), {"state": "STOPPED"}, **HX)
+    client.post(url, {"state": "STOPPED", "confirmed": "1"}, **HX)
     exp.refresh_from_db()
     assert exp.desired_state == DesiredState.STOPPED
     assert last_log().operation == Operation.STOP
@@ -386,7 +394,8 @@ def test_bad_desired_state_is_an_error(client, make_experiment):
 def test_plain_post_redirects_back_with_filter(client, make_experiment):
     exp = make_experiment("plain-start")
     response = client.post(
-        reverse("experiment_desired", args=[exp.pk]), {"state": "RUNNING", "q": "plain"}
+        reverse("experiment_desired", args=[exp.pk]),
+        {"state": "RUNNING", "q": "plain", "confirmed": "1"},
     )
     assert response.status_code == 302
     assert response["Location"] == "/?q=plain"
@@ -469,14 +478,14 @@ def test_get_on_post_only_actions_is_405(client, make_experiment):
 
 
 def bulk(client: Client, action: str, exps: list[Experiment], **extra: Any):
-    data = {"action": action, "ids": [str(e.pk) for e in exps], **extra}
+    data = {"action": action, "ids": [str(e.pk) for e in exps], "confirmed": "1", **extra}
     return client.post(reverse("bulk_action"), data, **HX)
 
 
 def test_bulk_start_stop(client, make_experiment):
     a, b, c = make_experiment("b1"), make_experiment("b2"), make_experiment("b3")
     response = bulk(client, "start", [a, b])
-    assert response.status_code == 200 and b"Started 2 experiments." in response.content
+    assert response.status_code == 200 and b"Started 2 experiments: " in response.content
     assert response.content.decode().count("→ RUNNING") == 2
     assert set(Experiment.objects.desired_running().values_list("name", flat=True)) == {"b1", "b2"}
     bulk(client, "stop", [a, b, c])
@@ -560,8 +569,19 @@ def test_bulk_plain_post_redirects_with_message(client, make_experiment):
     response = client.post(
         reverse("bulk_action"), {"action": "start", "ids": [str(exp.pk)]}, follow=True
     )
+    # without JavaScript, Start asks first (nothing changed yet)
+    assert (
+        b"Start bulk-plain?" in response.content
+        and b'name="confirmed" value="1"' in response.content
+    )
+    assert not Experiment.objects.desired_running().exists()
+    response = client.post(
+        reverse("bulk_action"),
+        {"action": "start", "ids": [str(exp.pk)], "confirmed": "1"},
+        follow=True,
+    )
     assert response.status_code == 200
-    assert b"Started 1 experiment." in response.content
+    assert b"Started bulk-plain: " in response.content
 
 
 # --- groups ---------------------------------------------------------------------------------

@@ -23,9 +23,10 @@ from experiments.models import (
 )
 
 #: Queries for "/" whatever the number of rows: session, user, experiments (with_latest),
-#: memberships, groups, active-job count, health_report() (SELECT 1, sync states, and two
-#: worker-liveness aggregates).
-DASHBOARD_QUERIES = 10
+#: memberships, groups, active-job count, health_report() (SELECT 1, sync states, the
+#: reconciler's mode, which the header's reconciler pill reuses, and two worker-liveness
+#: aggregates).
+DASHBOARD_QUERIES = 11
 HTMX_DECK = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "deck"}
 
 

@@ -41,6 +41,13 @@ GET_URLS = [
     ("experiment_edit", [1]),
     ("experiment_delete", [1]),
     ("group_delete", [1]),
+    # issue 12: the confirmations and the name check
+    ("experiment_desired", [1]),
+    ("experiment_adopt", [1]),
+    ("experiment_name_check", []),
+    ("bulk_confirm", []),
+    ("job_cancel", [1]),
+    ("reconciler_resume", []),
 ]
 POST_URLS = [
     ("experiment_create", []),
@@ -50,6 +57,9 @@ POST_URLS = [
     ("experiment_delete", [1]),
     ("experiment_desired", [1]),
     ("experiment_star", [1]),
+    ("experiment_adopt", [1]),
+    ("job_cancel", [1]),
+    ("reconciler_resume", []),
     ("group_create", []),
     ("group_rename", [1]),
     ("group_collapse", [1]),
@@ -76,7 +86,8 @@ def test_anonymous_post_changes_nothing(db, make_experiment, name, args):
     elif args:
         args = [group.pk] if name.startswith("group") else [exp.pk]
     before = OperationLog.objects.count()
-    response = Client().post(reverse(name, args=args), {"state": "RUNNING", "name": "x"})
+    data = {"state": "RUNNING", "name": "x", "confirmed": "1"}
+    response = Client().post(reverse(name, args=args), data)
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))
     assert OperationLog.objects.count() == before
@@ -93,7 +104,9 @@ def test_csrf_enforced_on_ui_posts(user, make_experiment):
     exp = make_experiment("csrf")
     client = Client(enforce_csrf_checks=True)
     client.force_login(user)
-    response = client.post(reverse("experiment_desired", args=[exp.pk]), {"state": "RUNNING"})
+    response = client.post(
+        reverse("experiment_desired", args=[exp.pk]), {"state": "RUNNING", "confirmed": "1"}
+    )
     assert response.status_code == 403
     exp.refresh_from_db()
     assert exp.desired_state == "STOPPED"
@@ -102,7 +115,7 @@ def test_csrf_enforced_on_ui_posts(user, make_experiment):
     token = client.cookies["csrftoken"].value
     response = client.post(
         reverse("experiment_desired", args=[exp.pk]),
-        {"state": "RUNNING"},
+        {"state": "RUNNING", "confirmed": "1"},
         HTTP_X_CSRFTOKEN=token,
         **HX,
     )
@@ -214,7 +227,9 @@ def test_detail_shows_why_there_is_no_launch(client, make_experiment):
 
 def test_detail_shows_operation_log(client, make_experiment):
     exp = make_experiment("logged")
-    client.post(reverse("experiment_desired", args=[exp.pk]), {"state": "RUNNING"}, **HX)
+    client.post(
+        reverse("experiment_desired", args=[exp.pk]), {"state": "RUNNING", "confirmed": "1"}, **HX
+    )
     html = client.get(reverse("experiment_panels", args=[exp.pk]), **HX).content.decode()
     assert ">alice<" in html and ">start<" in html and ">tester<" in html
 
@@ -340,7 +355,9 @@ def test_jobs_query_count_is_constant(
 
 def test_operations_page_filters(client, make_experiment):
     exp = make_experiment("opexp")
-    client.post(reverse("experiment_desired", args=[exp.pk]), {"state": "RUNNING"}, **HX)
+    client.post(
+        reverse("experiment_desired", args=[exp.pk]), {"state": "RUNNING", "confirmed": "1"}, **HX
+    )
     services.record("reconciler", "launch", experiment=exp, success=False, message="no quota")
 
     def ops(query: str) -> list[tuple[str, str]]:

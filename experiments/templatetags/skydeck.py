@@ -129,12 +129,19 @@ def _state_cell(row: dashboard.Row, oob: bool = False) -> str:
             f' <span class="desired" title="Desired {_e(e.desired_hint)}: the reconciler will '
             f'{verb} it">\u2192 {_e(e.desired_hint)}</span>'
         )
-    running = e.desired_state == "RUNNING"
-    label = "Stop" if running else "Start"
+    # Stop whenever something runs: desired RUNNING, or an active job under the name even when
+    # it is already desired STOPPED (someone else's job, or one still winding down), so the
+    # button always offers to end what the badge shows. Both confirm first: with JavaScript,
+    # skydeck.js loads ``data-confirm-url`` into #confirm-dialog (one delegated listener, no
+    # per-row htmx set-up); without, the form POST answers with the confirmation page.
+    stop = e.desired_state == "RUNNING" or bool(getattr(e, "has_active_job", False))
+    label = "Stop" if stop else "Start"
+    state = "STOPPED" if stop else "RUNNING"
     button = (
         f'<button type="submit" form="af" formaction="{_e(row.desired_url)}" name="state" '
-        f'value="{"STOPPED" if running else "RUNNING"}" class="btn tiny state-btn" '
-        f'aria-label="{label} {_e(e.name)}">{label}</button>'
+        f'value="{state}" data-confirm-url="{_e(row.desired_url)}?state={state}" '
+        f'aria-haspopup="dialog" class="btn tiny state-btn" aria-label="{label} {_e(e.name)}">'
+        f"{label}</button>"
     )
     note = ""
     if e.parked_reason:

@@ -151,6 +151,13 @@
       if (tr) closeDetail(tr);
       return;
     }
+    // Start / Stop / Adopt / Cancel / Resume: load the confirmation into #confirm-dialog first
+    var confirmer = e.target.closest && e.target.closest("[data-confirm-url]");
+    if (confirmer && !(e.metaKey || e.ctrlKey || e.shiftKey || e.altKey || e.button > 0)) {
+      e.preventDefault();
+      openConfirm(confirmer);
+      return;
+    }
     var clear = e.target.closest && e.target.closest("[data-clear-selection]");
     if (clear) { selected.clear(); renderSelection(); return; }
 
@@ -218,6 +225,41 @@
       } else { selectText(source); }
     }
   });
+
+  // --- confirmations ------------------------------------------------------------------------
+  // The server answers a confirmation request with the dialog's content (HX-Retarget
+  // #confirm-dialog); the dialog opens when it arrives, and closes once its form has been sent.
+  var confirmOpener = null;
+  function confirmDialog() { return document.getElementById("confirm-dialog"); }
+  function openConfirm(opener) {
+    var dialog = confirmDialog();
+    if (!dialog || !window.htmx) return;
+    confirmOpener = opener;
+    htmx.ajax("GET", opener.getAttribute("data-confirm-url"), { target: "#confirm-dialog", swap: "innerHTML", source: opener });
+  }
+  function showConfirm() {
+    var dialog = confirmDialog();
+    if (!dialog) return;
+    if (!dialog.open) {
+      if (dialog.showModal) dialog.showModal(); else dialog.setAttribute("open", "");
+    }
+    var first = dialog.querySelector("[autofocus]") || dialog.querySelector("button");
+    if (first) first.focus();
+  }
+  document.addEventListener("htmx:afterSwap", function (e) {
+    if (e.target && e.target.id === "confirm-dialog") showConfirm();
+  });
+  document.addEventListener("htmx:afterRequest", function (e) {
+    var elt = e.detail.elt;
+    var dialog = elt && elt.closest && elt.closest("dialog#confirm-dialog");
+    if (dialog && elt.matches("form[data-confirm-form]") && dialog.open) dialog.close();
+  });
+  document.addEventListener("close", function (e) {
+    if (e.target.id !== "confirm-dialog") return;
+    var opener = confirmOpener;
+    confirmOpener = null;
+    if (opener && opener.isConnected) opener.focus();
+  }, true);
 
   function copyCommands(link) {
     var label = link.dataset.copyLabel || "this group";
