@@ -355,19 +355,27 @@ class ExperimentAdmin(MembershipFormsetMixin, admin.ModelAdmin):
             self.message_user(request, f"Nothing changed: {_error_text(exc)}", messages.ERROR)
         return None
 
-    @admin.action(description="Start (desired RUNNING; shows the GPUs first)")
+    @admin.action(
+        description="Start (desired RUNNING; shows the GPUs first)", permissions=["change"]
+    )
     def desired_running(
         self, request: HttpRequest, queryset: QuerySet[Experiment]
     ) -> TemplateResponse | None:
         return self._set_desired(request, queryset, DesiredState.RUNNING)
 
-    @admin.action(description="Stop (desired STOPPED; cancels their active jobs, listed first)")
+    @admin.action(
+        description="Stop (desired STOPPED; cancels their active jobs, listed first)",
+        permissions=["change"],
+    )
     def desired_stopped(
         self, request: HttpRequest, queryset: QuerySet[Experiment]
     ) -> TemplateResponse | None:
         return self._set_desired(request, queryset, DesiredState.STOPPED)
 
-    @admin.action(description="Duplicate (the copy starts STOPPED, right after the original)")
+    @admin.action(
+        description="Duplicate (the copy starts STOPPED, right after the original)",
+        permissions=["add"],
+    )
     def duplicate(self, request: HttpRequest, queryset: QuerySet[Experiment]) -> None:
         copies: list[str] = []
         for experiment in queryset:
@@ -429,7 +437,7 @@ class ExperimentAdmin(MembershipFormsetMixin, admin.ModelAdmin):
         request.current_app = self.admin_site.name
         return TemplateResponse(request, GROUP_ACTION_TEMPLATE, context)
 
-    @admin.action(description="Add to group…")
+    @admin.action(description="Add to group…", permissions=["change"])
     def add_to_group(
         self, request: HttpRequest, queryset: QuerySet[Experiment]
     ) -> TemplateResponse | None:
@@ -454,7 +462,7 @@ class ExperimentAdmin(MembershipFormsetMixin, admin.ModelAdmin):
             apply=apply,
         )
 
-    @admin.action(description="Move to group… (out of every other group)")
+    @admin.action(description="Move to group… (out of every other group)", permissions=["change"])
     def move_to_group(
         self, request: HttpRequest, queryset: QuerySet[Experiment]
     ) -> TemplateResponse | None:
@@ -477,7 +485,7 @@ class ExperimentAdmin(MembershipFormsetMixin, admin.ModelAdmin):
             apply=apply,
         )
 
-    @admin.action(description="Remove from group…")
+    @admin.action(description="Remove from group…", permissions=["change"])
     def remove_from_group(
         self, request: HttpRequest, queryset: QuerySet[Experiment]
     ) -> TemplateResponse | None:

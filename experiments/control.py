@@ -93,6 +93,7 @@ def pause_reconciler(actor: services.Actor, reason: str) -> None:
         services.record(actor, Operation.PAUSE, message=f"reconciler paused: {reason}")
 
 
+@services.writes
 def resume_reconciler(actor: services.Actor) -> bool:
     """Let passes act again; False when it was not paused."""
     with transaction.atomic():
@@ -370,6 +371,7 @@ def adopt_plan(experiment: Experiment) -> Plan:
 # --- acting (database only) -------------------------------------------------------------------
 
 
+@services.writes
 def start(actor: services.Actor, experiments: Sequence[Experiment]) -> Plan:
     """Desired RUNNING; the reconciler launches what the plan says on its next pass."""
     plan = start_plan(experiments)
@@ -378,6 +380,7 @@ def start(actor: services.Actor, experiments: Sequence[Experiment]) -> Plan:
     return plan
 
 
+@services.writes
 def stop(
     actor: services.Actor, experiments: Sequence[Experiment], job_ids: Iterable[int] | None = None
 ) -> Plan:
@@ -388,6 +391,7 @@ def stop(
     return plan
 
 
+@services.writes
 def adopt(actor: services.Actor, experiment: Experiment) -> Plan:
     """Make the active jobs under the experiment's name SkyDeck's own, as its current run.
 

@@ -8,10 +8,11 @@ transaction; none makes a network call.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import wraps
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
@@ -24,6 +25,7 @@ from experiments.models import (
     Operation,
     OperationLog,
 )
+from experiments.permissions import READ_ONLY_GROUP, is_read_only_user
 from experiments.validation import NAME_MAX_LENGTH
 
 Actor = Any  # a user object or a plain name such as "reconciler"
@@ -49,6 +51,34 @@ DESIRED_STATE_MESSAGE = (
     "The desired state changes only with Start, Stop or Adopt (POST .../start/, .../stop/, "
     ".../adopt/), which show what they launch or cancel first."
 )
+
+
+def check_can_write(actor: Actor) -> None:
+    """Refuse a write by someone whose role may only read (every door calls the services).
+
+    Plain names ("reconciler", "restore", a command's "command") are SkyDeck itself; a user
+    must be logged in and not in the read-only group.
+    """
+    if isinstance(actor, str):
+        return
+    if actor is None or not getattr(actor, "is_authenticated", False):
+        raise PermissionDenied("Log in to change anything.")
+    if is_read_only_user(actor):
+        raise PermissionDenied(
+            f'{actor.get_username()} is read-only (member of the "{READ_ONLY_GROUP}" group): '
+            "it may look at everything but change nothing."
+        )
+
+
+def writes(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a service that changes something: its first argument, the actor, must be allowed."""
+
+    @wraps(func)
+    def checked(actor: Actor, *args: Any, **kwargs: Any) -> Any:
+        check_can_write(actor)
+        return func(actor, *args, **kwargs)
+
+    return checked
 
 
 def actor_name(actor: Actor) -> str:
@@ -136,6 +166,7 @@ def _check_rename(experiment: Experiment, old_name: str) -> None:
         )
 
 
+@writes
 def create_experiment(actor: Actor, **fields: Any) -> Experiment:
     """Validate and create an experiment: desired STOPPED, so creating never launches or cancels.
 
@@ -157,6 +188,7 @@ def create_experiment(actor: Actor, **fields: Any) -> Experiment:
     return experiment
 
 
+@writes
 def update_experiment(actor: Actor, experiment: Experiment, **changes: Any) -> Experiment:
     """Apply changes, validate the whole experiment, save, and log what changed."""
     _check_fields(changes)
@@ -191,6 +223,7 @@ def update_experiment(actor: Actor, experiment: Experiment, **changes: Any) -> E
     return experiment
 
 
+@writes
 def delete_experiments(actor: Actor, experiments: Iterable[Experiment]) -> int:
     """Delete experiments (their checkpoint rows go too; jobs stay, as orphans)."""
     count = 0
@@ -220,6 +253,7 @@ def set_desired(experiment: Experiment, state: str, at=None) -> None:
     )
 
 
+@writes
 def set_desired_state(
     actor: Actor, experiments: Iterable[Experiment], state: str, *, plans: Any = None
 ) -> int:
@@ -262,11 +296,15 @@ def _plan_note(item: Any) -> str:
     return item.note
 
 
-_COPY_SUFFIX = re.compile(r"\.copy\d*$")
+_COPY_SUFFIX = re.compile(r"\.copy\d*\Z")
 
 
 def next_copy_name(name: str, taken: set[str] | None = None) -> str:
-    """``name.copy``, then ``name.copy2``, ... — valid, unique and at most 128 characters."""
+    """``name.copy``, then ``name.copy2``, ... — valid, unique and at most 128 characters.
+
+    The stem loses trailing separators (after a cut to fit 128), so ``.copy`` never makes three
+    separators in a row: every candidate of a valid name is valid under SkyPilot's rule.
+    """
     base = _COPY_SUFFIX.sub("", name)
     if taken is None:
         taken = set(
@@ -292,6 +330,7 @@ def _open_slot(group_id: int, after_order: int) -> int:
     return after_order + 1
 
 
+@writes
 def duplicate_experiment(
     actor: Actor, experiment: Experiment, *, name: str | None = None
 ) -> Experiment:
@@ -328,6 +367,7 @@ def duplicate_experiment(
 # --- groups ---------------------------------------------------------------------------------
 
 
+@writes
 def create_group(actor: Actor, name: str, *, flags: Sequence[str] | None = ()) -> ExperimentGroup:
     """Create a group placed after every existing group."""
     group = ExperimentGroup(name=name, flags=list(flags) if flags is not None else None)
@@ -340,6 +380,7 @@ def create_group(actor: Actor, name: str, *, flags: Sequence[str] | None = ()) -
     return group
 
 
+@writes
 def update_group(actor: Actor, group: ExperimentGroup, **changes: Any) -> ExperimentGroup:
     allowed = {"name", "flags", "collapsed"}
     unknown = sorted(set(changes) - allowed)
@@ -358,6 +399,7 @@ def update_group(actor: Actor, group: ExperimentGroup, **changes: Any) -> Experi
     return group
 
 
+@writes
 def delete_group(actor: Actor, group: ExperimentGroup) -> None:
     """Delete a group; its experiments stay (ungrouped unless in another group)."""
     with transaction.atomic():
@@ -390,6 +432,7 @@ def _renumber(group: ExperimentGroup, members: list[ExperimentGroupMember]) -> N
         ExperimentGroupMember.objects.bulk_update(changed, ["order"])
 
 
+@writes
 def add_to_group(
     actor: Actor,
     group: ExperimentGroup,
@@ -416,6 +459,7 @@ def add_to_group(
     return added
 
 
+@writes
 def remove_from_group(
     actor: Actor, group: ExperimentGroup, experiments: Iterable[Experiment]
 ) -> int:
@@ -438,6 +482,7 @@ def remove_from_group(
     return len(gone)
 
 
+@writes
 def move_to_group(
     actor: Actor,
     experiments: Iterable[Experiment],
@@ -461,6 +506,7 @@ def move_to_group(
         return add_to_group(actor, target, experiments, operation=Operation.GROUP_MOVE)
 
 
+@writes
 def reorder_group(actor: Actor, group: ExperimentGroup, experiment_ids: Sequence[int]) -> None:
     """Set the member order: ``experiment_ids`` must list every member exactly once."""
     with transaction.atomic():
@@ -474,6 +520,7 @@ def reorder_group(actor: Actor, group: ExperimentGroup, experiment_ids: Sequence
         record(actor, Operation.GROUP_REORDER, message=f"group {group.name} reordered")
 
 
+@writes
 def move_member(actor: Actor, group: ExperimentGroup, experiment: Experiment, delta: int) -> None:
     """Move one member up (negative) or down (positive) within its group."""
     with transaction.atomic():
@@ -497,6 +544,7 @@ def move_member(actor: Actor, group: ExperimentGroup, experiment: Experiment, de
         )
 
 
+@writes
 def reorder_groups(actor: Actor, group_ids: Sequence[int]) -> None:
     """Set the order of all groups: ``group_ids`` must list every group exactly once."""
     with transaction.atomic():

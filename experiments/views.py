@@ -69,6 +69,14 @@ def health(request: HttpRequest) -> JsonResponse:
 # --- helpers --------------------------------------------------------------------------------
 
 
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """403 with the reason the services gave (plain text for htmx, which shows it as a toast)."""
+    message = str(exception) if exception is not None and str(exception) else "You may not do this."
+    if getattr(request, "htmx", False):
+        return HttpResponse(message, status=403, content_type=PLAIN_TEXT)
+    return render(request, "403.html", {"message": message}, status=403)
+
+
 def ui_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """Like ``login_required``; an htmx request is sent to the login page as a whole page."""
 

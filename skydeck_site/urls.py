@@ -10,3 +10,6 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("experiments.urls")),
 ]
+
+# A refused write (a read-only role, a missing permission) answers 403 with the reason.
+handler403 = "experiments.views.permission_denied"

@@ -113,6 +113,7 @@ def adopt(actor: services.Actor, experiment: Experiment, *, dry_run: bool = Fals
     return control.adopt(actor, experiment)
 
 
+@services.writes
 def cancel_job(actor: services.Actor, job: Job) -> str:
     """Cancel one job (any user's: a person asked). Returns a warning, or raises CancelFailed.
 

@@ -409,6 +409,11 @@
 
   document.addEventListener("htmx:responseError", function (e) {
     var xhr = e.detail.xhr;
+    var type = xhr.getResponseHeader("Content-Type") || "";
+    if (xhr.status === 403 && type.indexOf("text/plain") === 0 && xhr.responseText) {
+      toast(xhr.responseText);
+      return;
+    }
     toast("The server answered " + xhr.status + " " + (xhr.statusText || "") + ": nothing was shown. Reload the page if this keeps happening.");
   });
   document.addEventListener("htmx:sendError", function () {
