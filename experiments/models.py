@@ -424,6 +424,7 @@ class SyncSource(models.TextChoices):
     S3 = "s3", "S3 checkpoints"
     RECONCILER = "reconciler", "Reconciler"
     BACKUP = "backup", "Scheduled backups"
+    SCHEDULER = "scheduler", "Task scheduler"  # the lease of the one `serve` running the worker
 
 
 class SyncState(models.Model):

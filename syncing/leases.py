@@ -132,3 +132,66 @@ def lease(source: str, ttl: float, owner: str | None = None) -> Iterator[str]:
         yield owner
     finally:
         release(source, owner)
+
+
+# --- the scheduler lease: one worker (django-q2 cluster) per database -------------------------
+
+SCHEDULER_SOURCE = "scheduler"
+#: Renewed every SCHEDULER_HEARTBEAT seconds by ``skydeck serve``; a holder on another machine
+#: that stopped renewing is given up after SCHEDULER_TTL (one on this machine at once).
+SCHEDULER_TTL = 60.0
+SCHEDULER_HEARTBEAT = 10.0
+
+
+def describe_owner(owner: str) -> str:
+    """``host H, pid P`` from an owner name (the name itself when it has another form)."""
+    parts = owner.split(":")
+    if len(parts) >= 3 and parts[1].isdigit():
+        return f"host {parts[0]}, pid {parts[1]}"
+    return owner or "unknown"
+
+
+class SchedulerLeaseHeld(Exception):
+    """Another live process runs the scheduler on this database."""
+
+
+class SchedulerLease:
+    """The lease a ``serve`` running the worker holds for as long as it runs (heartbeats)."""
+
+    def __init__(self, ttl: float = SCHEDULER_TTL) -> None:
+        self.ttl = ttl
+        self.owner = new_owner()
+
+    def take(self) -> None:
+        """Take it, or raise SchedulerLeaseHeld with one line naming the holder."""
+        if not acquire(SCHEDULER_SOURCE, self.owner, self.ttl):
+            state = SyncState.objects.get(source=SCHEDULER_SOURCE)
+            since = (state.cursor or {}).get("since", "an unknown time")
+            until = state.lease_expires_at
+            until = until.isoformat(timespec="seconds") if until else "unknown"
+            raise SchedulerLeaseHeld(
+                "another SkyDeck worker already runs on this database "
+                f"({describe_owner(state.lease_owner)}, since {since}, lease renewed until "
+                f"{until}); stop it first, or add --no-worker to serve only the web site"
+            )
+        now = timezone.now().isoformat(timespec="seconds")
+        SyncState.objects.filter(source=SCHEDULER_SOURCE, lease_owner=self.owner).update(
+            cursor={"since": now, "owner": self.owner},
+            last_attempt_at=timezone.now(),
+            last_error="",
+        )
+
+    def renew(self) -> bool:
+        """Extend it; False when another process holds it now (ours had lapsed)."""
+        return acquire(SCHEDULER_SOURCE, self.owner, self.ttl)
+
+    def holder(self) -> str:
+        owner = (
+            SyncState.objects.filter(source=SCHEDULER_SOURCE)
+            .values_list("lease_owner", flat=True)
+            .first()
+        )
+        return describe_owner(owner or "")
+
+    def release(self) -> None:
+        release(SCHEDULER_SOURCE, self.owner)

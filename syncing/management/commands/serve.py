@@ -1,23 +1,35 @@
 """``manage.py serve``: migrate, then run the web server and the background worker together.
 
 One supervised command is what the README's run command uses: gunicorn serves the site (static
-files through whitenoise) and django-q2's cluster runs the scheduled syncers. If either child dies
-the other is stopped and the command exits non-zero; Ctrl-C or SIGTERM stops both cleanly.
+files through whitenoise) and django-q2's cluster runs the scheduled syncers. The supervisor
+(syncing/supervisor.py) restarts a child that dies, with backoff, and kills each child's whole
+process group when it goes, so nothing SkyDeck started outlives it, even ``kill -9`` of serve.
+Ctrl-C, SIGTERM or SIGHUP stops both cleanly.
+
+While it runs the worker, serve holds the ``scheduler`` lease on the database (renewed every
+10 s): a second serve on the same database refuses to start, naming the first (a second
+``--no-worker`` serve is fine). The lease of a serve that died on this machine is taken over at
+once, one of another machine after a minute without renewal.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-import signal
-import subprocess
 import sys
-import time
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError, close_old_connections
+
+from syncing import leases
+from syncing.supervisor import Fatal, Supervisor
+
+logger = logging.getLogger("skydeck.supervisor")
 
 STOP_GRACE_SECONDS = 15
 WEB_THREADS = 8
@@ -41,10 +53,21 @@ class Command(BaseCommand):
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
             self.stdout.write("database is up to date")
-        call_command("collectstatic", interactive=False, verbosity=0)
-        self._hint_first_user()
-        children = self._start(options)
-        self._supervise(children)
+        lease = None
+        if not options["no_worker"]:
+            lease = leases.SchedulerLease()
+            try:
+                lease.take()
+            except leases.SchedulerLeaseHeld as exc:
+                raise CommandError(str(exc)) from None
+        try:
+            call_command("collectstatic", interactive=False, verbosity=0)
+            self._hint_first_user()
+            self._supervise(self._commands(options), lease)
+        finally:
+            if lease is not None:
+                with contextlib.suppress(DatabaseError):  # else it expires or is taken over
+                    lease.release()
 
     def _hint_first_user(self) -> None:
         if get_user_model().objects.exists():
@@ -58,7 +81,7 @@ class Command(BaseCommand):
             )
         )
 
-    def _start(self, options: dict[str, Any]) -> dict[str, subprocess.Popen]:
+    def _commands(self, options: dict[str, Any]) -> dict[str, list[str]]:
         bind = f"{options['host']}:{options['port']}"
         # 8 threads per process: up to SKYDECK_LOG_STREAMS_MAX (default 4) may be held by log
         # views following running jobs, and the rest of the app must keep threads to answer.
@@ -71,46 +94,40 @@ class Command(BaseCommand):
             "--graceful-timeout", str(STOP_GRACE_SECONDS - 5),
             "--access-logfile", "-",
         ]  # fmt: skip
-        children = {"web": subprocess.Popen(web)}
+        commands = {"web": web}
         if not options["no_worker"]:
-            worker = [sys.executable, "-m", "skydeck_site.cli", "qcluster"]
-            children["worker"] = subprocess.Popen(worker)
+            commands["worker"] = [sys.executable, "-m", "skydeck_site.cli", "qcluster"]
         self.stdout.write(f"SkyDeck is serving on http://{bind}/ (Ctrl-C stops it)")
-        return children
+        return commands
 
-    def _supervise(self, children: dict[str, subprocess.Popen]) -> None:
-        stopping = {"signal": None}
-
-        def on_signal(signum: int, _frame: Any) -> None:
-            stopping["signal"] = signum
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        failed: str | None = None
-        try:
-            while stopping["signal"] is None:
-                for name, proc in children.items():
-                    if proc.poll() is not None:
-                        failed = f"the {name} process exited with code {proc.returncode}"
-                        break
-                if failed:
-                    break
-                time.sleep(0.5)
-        finally:
-            self._stop(children)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-        if failed:
-            raise CommandError(f"{failed}; stopped SkyDeck")
-        self.stdout.write("SkyDeck stopped")
-
-    def _stop(self, children: dict[str, subprocess.Popen]) -> None:
-        for proc in children.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for proc in children.values():
+    def _supervise(
+        self, commands: dict[str, list[str]], lease: leases.SchedulerLease | None
+    ) -> None:
+        def heartbeat() -> None:
+            close_old_connections()
             try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                renewed = lease.renew()
+            except DatabaseError as exc:  # the next beat tries again; the lease outlasts a few
+                logger.warning("could not renew the scheduler lease: %s", exc)
+                return
+            if not renewed:
+                raise Fatal(
+                    f"the scheduler lease was lost to another process ({lease.holder()}); "
+                    "stopping so that only one scheduler runs"
+                )
+
+        def say(line: str) -> None:
+            self.stderr.write(f"skydeck serve: {line}")
+
+        supervisor = Supervisor(
+            commands,
+            stop_grace=STOP_GRACE_SECONDS,
+            heartbeat=heartbeat if lease is not None else None,
+            heartbeat_every=leases.SCHEDULER_HEARTBEAT,
+            out=say,
+        )
+        try:
+            supervisor.run()
+        except Fatal as exc:
+            raise CommandError(f"{exc}; stopped SkyDeck") from None
+        self.stdout.write("SkyDeck stopped")
