@@ -25,7 +25,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from experiments.health import health_report
+from experiments.health import SCHEDULER_WAKE_SECONDS, health_report
 from experiments.models import (
     NO_JOB,
     DesiredState,
@@ -231,9 +231,10 @@ def health_pills(report: dict[str, Any] | None = None) -> list[HealthPill]:
             )
             continue
         age = (now - success).total_seconds() if success else math.inf
-        if entry.get("stale") or age > 6 * interval:
-            tone = "bad" if age > 6 * interval else "late"
-        elif age <= 2 * interval + 30:  # the scheduler wakes every 30 s
+        every = max(interval, SCHEDULER_WAKE_SECONDS)  # the scheduler wakes every 30 s
+        if entry.get("stale") or age > 6 * every:
+            tone = "bad" if age > 6 * every else "late"
+        elif age <= 2 * every + 30:
             tone = "ok"
         else:
             tone = "late"

@@ -26,6 +26,9 @@ INTERVAL_SETTINGS = {
 }
 STALE_FACTOR = 3
 WORKER_MIN_WINDOW = 120
+#: django-q2's scheduler wakes every 30 s, so a source scheduled more often can still be up to
+#: 30 s between passes: staleness counts from max(interval, this), or pills flicker "late".
+SCHEDULER_WAKE_SECONDS = 30
 
 
 def _iso(value) -> str | None:
@@ -88,7 +91,7 @@ def _source_entry(
     entry: dict[str, Any] = {
         "available": available,
         "interval_seconds": interval,
-        "stale_after_seconds": STALE_FACTOR * interval,
+        "stale_after_seconds": STALE_FACTOR * max(interval, SCHEDULER_WAKE_SECONDS),
         "last_attempt": None,
         "last_success": None,
         "ok": None,
@@ -107,7 +110,7 @@ def _source_entry(
         if state.last_success_at:
             age = (now - state.last_success_at).total_seconds()
             entry["age_seconds"] = round(age, 1)
-            entry["stale"] = available and age > STALE_FACTOR * interval
+            entry["stale"] = available and age > entry["stale_after_seconds"]
     return entry
 
 

@@ -1,6 +1,6 @@
 """Web UI routes (included at "" by skydeck_site.urls; every page needs a login)."""
 
-from django.urls import path
+from django.urls import path, re_path
 
 from experiments import views
 
@@ -29,10 +29,10 @@ urlpatterns = [
         views.member_move,
         name="member_move",
     ),
-    path("jobs", views.jobs_view, name="jobs"),
+    re_path(r"^jobs/?$", views.jobs_view, name="jobs"),  # /jobs and /jobs/ alike
     path("jobs/<int:pk>/cancel", views.job_cancel, name="job_cancel"),
     path("jobs/<int:pk>/logs", views.job_log, name="job_log"),
     path("jobs/<int:pk>/logs/stream", views.job_log_stream, name="job_log_stream"),
-    path("operations", views.operations_view, name="operations"),
+    re_path(r"^operations/?$", views.operations_view, name="operations"),
     path("reconciler/resume", views.reconciler_resume, name="reconciler_resume"),
 ]

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
 
 from syncing.runner import available_sources, run_sync
 
@@ -42,7 +43,15 @@ class Command(BaseCommand):
             return
         try:
             while True:
-                self._pass(sources, options)
+                try:
+                    self._pass(sources, options)
+                except (DatabaseError, OSError) as exc:
+                    # a full disk or a locked database is transient: say so and keep looping
+                    detail = " ".join(str(exc).split()) or type(exc).__name__
+                    self.stderr.write(
+                        f"sync pass failed ({type(exc).__name__}: {detail[:300]}); "
+                        f"trying again in {options['interval']} s"
+                    )
                 time.sleep(options["interval"])
         except KeyboardInterrupt:
             self.stdout.write("stopped")
