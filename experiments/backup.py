@@ -41,6 +41,7 @@ from django.db import connections
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
+from skydeck_site.filemodes import private_database
 from syncing.leases import process_gone
 
 logger = logging.getLogger(__name__)
@@ -548,6 +549,7 @@ def restore(path: Path | str) -> RestoreResult:
                     f"could not keep the current database, nothing restored: {exc}"
                 ) from exc
         try:
+            private_database(live)  # a database restored into a new file is 0600 too
             with _open_readonly(source) as src, closing(_connect(live)) as dst:
                 _backup(src, dst, f"restore into {live}")
                 dst.execute("PRAGMA journal_mode=WAL")

@@ -8,6 +8,7 @@ model's ``full_clean()`` applies the real rules, exactly as for the admin and th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,7 @@ from experiments.validation import (
     ACCELERATOR_RE,
     FLAG_KEY_MAX_LENGTH,
     FLAG_KEY_RE,
+    GIT_REF_RE,
     NAME_MAX_LENGTH,
     NAME_RE,
     TAG_RE,
@@ -71,17 +73,23 @@ class SchemaPattern(RegexValidator):
         return None
 
 
-def _anchored(regex) -> str:
-    return regex.pattern.removeprefix("^").removesuffix("$")
+def _whole(regex: re.Pattern[str], *, blank: bool = False, prefix: str = "") -> str:
+    """A validator's (unanchored, ``fullmatch``) regex as a JSON Schema pattern.
+
+    JSON Schema patterns are ECMA-262 regexes, where ``$`` (without the m flag) matches only at
+    the very end: ``^(?:...)$`` there is the full match the validators do in Python.
+    """
+    body = f"(?:{regex.pattern})"
+    return f"^{prefix}{body}{'?' if blank else ''}$"
 
 
-NAME_PATTERN = SchemaPattern(r"^(?!.*\.\.)" + _anchored(NAME_RE) + "$")
-ACCELERATOR_PATTERN = SchemaPattern(f"^({_anchored(ACCELERATOR_RE)})?$")
+NAME_PATTERN = SchemaPattern(_whole(NAME_RE, prefix="(?![0-9]+$)"))
+ACCELERATOR_PATTERN = SchemaPattern(_whole(ACCELERATOR_RE, blank=True))
 GIT_REF_PATTERN = SchemaPattern(
-    r"^((?!.*\.\.)(?!.*(\.|/|\.lock)$)[A-Za-z0-9][A-Za-z0-9._/@+-]{0,199})?$"
+    _whole(GIT_REF_RE, blank=True, prefix=r"(?!.*\.\.)(?!.*(\.|/|\.lock)$)")
 )
-TAG_PATTERN = SchemaPattern(TAG_RE.pattern)
-FLAG_KEY_PATTERN = SchemaPattern(FLAG_KEY_RE.pattern)
+TAG_PATTERN = SchemaPattern(_whole(TAG_RE))
+FLAG_KEY_PATTERN = SchemaPattern(_whole(FLAG_KEY_RE))
 SINGLE_LINE_PATTERN = SchemaPattern(r"^[^\x00-\x08\x0a-\x1f]*$")
 
 

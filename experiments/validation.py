@@ -13,18 +13,26 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 NAME_MAX_LENGTH = 128
-NAME_RE = re.compile(r"^[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?$")
+#: SkyPilot 0.14.1's task-name rule (``sky/task.py``), exactly: alphanumeric runs joined by one or
+#: two of ``. _ -``. Every pattern here is unanchored and used with ``fullmatch`` only: ``$`` (and
+#: ``match``) would also accept a value with a trailing newline.
+NAME_RE = re.compile(r"[a-zA-Z0-9]+(?:[._-]{1,2}[a-zA-Z0-9]+)*")
 FLAG_KEY_MAX_LENGTH = 200
 # Dotted flag paths such as ``trainer.optimizer.learning_rate``; segments may hold dashes.
-FLAG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_0-9][A-Za-z0-9_-]*)*$")
-ACCELERATOR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-GIT_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/@+-]{0,199}$")
-TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+FLAG_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z_0-9][A-Za-z0-9_-]*)*")
+ACCELERATOR_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+GIT_REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/@+-]{0,199}")
+TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 MAX_FLAG_STRING = 10_000
 
 
 def validate_experiment_name(value: str) -> None:
-    """A SkyPilot task name that is also a safe S3 path segment."""
+    """SkyPilot's own task-name rule (:data:`NAME_RE`), at most 128 characters, not all digits.
+
+    The rule never yields ``.``, ``..``, a slash or whitespace, so a name is also one safe S3 path
+    segment (``a..b`` included). The one extra restriction: a name of digits only would read as
+    an experiment id in URLs and API references, so it could not be addressed by name.
+    """
     if not isinstance(value, str) or not value:
         raise ValidationError("Name is required.", code="required")
     if len(value) > NAME_MAX_LENGTH:
@@ -32,10 +40,17 @@ def validate_experiment_name(value: str) -> None:
             f"Name is {len(value)} characters long; the limit is {NAME_MAX_LENGTH}.",
             code="max_length",
         )
-    if not NAME_RE.match(value) or ".." in value:
+    if not NAME_RE.fullmatch(value):
         raise ValidationError(
-            "Name %(value)r is not allowed: start with a letter, end with a letter or digit, and use "
-            "only letters, digits, '-', '_' and '.' in between (no spaces, slashes or '..').",
+            "Name %(value)r is not allowed (SkyPilot's rule): letters and digits, joined by one or "
+            "two of '-', '_' and '.'; start and end with a letter or digit; no spaces, slashes, "
+            "newlines or other characters.",
+            code="invalid_name",
+            params={"value": value},
+        )
+    if value.isdigit():
+        raise ValidationError(
+            "Name %(value)r is only digits, which would read as an experiment id: add a letter.",
             code="invalid_name",
             params={"value": value},
         )
@@ -44,7 +59,7 @@ def validate_experiment_name(value: str) -> None:
 def validate_flag_key(key: Any) -> None:
     if not isinstance(key, str) or not key:
         raise ValidationError("Flag names must be non-empty strings.", code="invalid_flag_key")
-    if len(key) > FLAG_KEY_MAX_LENGTH or not FLAG_KEY_RE.match(key):
+    if len(key) > FLAG_KEY_MAX_LENGTH or not FLAG_KEY_RE.fullmatch(key):
         raise ValidationError(
             "Flag name %(key)r is not allowed: use dotted names such as trainer.batch_size "
             "(letters, digits, '_' and '-' between dots).",
@@ -113,7 +128,7 @@ def validate_flag_key_list(keys: Any) -> None:
 
 
 def validate_accelerator(value: str) -> None:
-    if value and not ACCELERATOR_RE.match(value):
+    if value and not ACCELERATOR_RE.fullmatch(value):
         raise ValidationError(
             "Accelerator %(value)r is not a valid name (e.g. H100, A10G, L4).",
             code="invalid_accelerator",
@@ -123,7 +138,7 @@ def validate_accelerator(value: str) -> None:
 
 def validate_git_ref(value: str) -> None:
     if value and (
-        not GIT_REF_RE.match(value) or ".." in value or value.endswith((".", "/", ".lock"))
+        not GIT_REF_RE.fullmatch(value) or ".." in value or value.endswith((".", "/", ".lock"))
     ):
         raise ValidationError(
             "Git ref %(value)r is not valid (a branch, tag or commit such as main or 1a2b3c4).",
@@ -136,7 +151,7 @@ def validate_tags(tags: Any) -> None:
     if not isinstance(tags, list):
         raise ValidationError("Tags must be a list of strings.", code="invalid_tags")
     for tag in tags:
-        if not isinstance(tag, str) or not TAG_RE.match(tag):
+        if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
             raise ValidationError(
                 "Tag %(tag)r is not valid (letters, digits, '.', '_', ':', '-'; up to 64).",
                 code="invalid_tags",

@@ -89,7 +89,10 @@ _REPLAY_EPOCH = re.compile(
     r"(?<![a-z0-9])(?:v|(?:checkpoint|epoch|model|step)[-_]?)(?P<n>[0-9]+)(?![a-z0-9])",
     re.IGNORECASE,
 )
-_EXPERIMENT_NAME = re.compile(r"[a-zA-Z](?:[-_.a-zA-Z0-9]*[a-zA-Z0-9])?")  # fullmatch()
+# One safe S3 path segment (fullmatch() only): never "." or "..", no slash or whitespace. Wider than
+# the name rule (experiments.validation.NAME_RE, SkyPilot's) so names stored under older rules
+# (such as "lr---sweep") still sync.
+_EXPERIMENT_NAME = re.compile(r"[a-zA-Z0-9](?:[-_.a-zA-Z0-9]*[a-zA-Z0-9])?")
 _MAX_EXPERIMENT_NAME = 128
 
 
@@ -267,10 +270,10 @@ def validate_experiment_name(name: str) -> str:
         raise ValueError(f"experiment name must be a string, not {type(name).__name__}")
     if len(name) > _MAX_EXPERIMENT_NAME:
         raise ValueError(f"experiment name is longer than {_MAX_EXPERIMENT_NAME} characters")
-    if ".." in name or not _EXPERIMENT_NAME.fullmatch(name):
+    if not _EXPERIMENT_NAME.fullmatch(name):
         raise ValueError(
             f"invalid experiment name {name!r}: use letters, digits, '-', '_' and '.', "
-            "starting with a letter and ending with a letter or digit, without '..'"
+            "starting and ending with a letter or digit"
         )
     return name
 

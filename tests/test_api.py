@@ -221,7 +221,7 @@ def test_create(api):
         ({"name": 123}, "name"),
         ({"name": ""}, "name"),
         ({"name": "has space"}, "name"),
-        ({"name": "a..b"}, "name"),
+        ({"name": "a...b"}, "name"),  # SkyPilot allows "a..b" (issue 13), not three separators
         ({"name": "x" * 129}, "name"),
         ({"name": "ok", "nodes": "2"}, "nodes"),
         ({"name": "ok", "nodes": 1.5}, "nodes"),

@@ -12,15 +12,17 @@ from django.utils import timezone
 from experiments import services
 from experiments.models import NO_JOB, Checkpoint, Experiment, Job, JobStatus
 
-GOOD_NAMES = ["a", "ab", "exp1", "relh.sweep-3_lr.0001", "A.b-c_d9", "x" * 128]
+# SkyPilot's task-name rule (issue 13): a leading digit and two separators ("a..b") are fine
+GOOD_NAMES = ["a", "ab", "exp1", "relh.sweep-3_lr.0001", "A.b-c_d9", "x" * 128, "1abc", "a..b"]
 BAD_NAMES = [
     "foo (copy)",
     "foo bar",
     "foo/bar",
     "..",
-    "a..b",
+    "a...b",
     "../etc",
-    "1abc",
+    "123",  # digits only would read as an id
+    "abc\n",
     "-abc",
     "abc-",
     "abc.",

@@ -258,11 +258,11 @@ def test_is_replay_key():
     "name",
     [
         "",
-        "1exp",
         "-exp",
         "exp-",
         "exp.",
-        "a..b",
+        "..",
+        ".",
         "../etc",
         "exp/sub",
         "exp name",
@@ -286,6 +286,9 @@ def test_valid_names_accepted():
     assert client.policy_prefix_for("a") == "policies/a/"
     assert client.policy_prefix_for("My_exp-1.2") == "policies/My_exp-1.2/"
     assert client.replay_prefix_for("a" * 128) == "replays/" + "a" * 128 + "/"
+    # SkyPilot's rule allows a leading digit and "..", never a "." or ".." segment
+    assert client.policy_prefix_for("1exp") == "policies/1exp/"
+    assert client.policy_prefix_for("a..b") == "policies/a..b/"
 
 
 # --------------------------------------------------------------------------- listing (moto)

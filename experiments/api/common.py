@@ -26,6 +26,7 @@ from experiments.serializers import (
     ExperimentRef,
     is_digits,
 )
+from experiments.validation import NAME_MAX_LENGTH, NAME_RE
 from syncing.skypilot import SkyPilotError
 
 # --- errors ---------------------------------------------------------------------------------
@@ -196,8 +197,14 @@ def etag(instance: Any) -> str:
 
 # --- experiment lookups ---------------------------------------------------------------------
 
-#: An experiment in a URL: its id (digits) or its name (names start with a letter).
-EXPERIMENT_LOOKUP_RE = r"[0-9]{1,18}|[A-Za-z][-_.A-Za-z0-9]{0,127}"
+_NAME_CHAR = "[-_.A-Za-z0-9]"
+#: An experiment in a URL: its id (digits) or its name (SkyPilot's rule, ``validation.NAME_RE``;
+#: at most 128 characters, never digits only). Only negative lookaheads, so the same text serves
+#: as Django's URL regex and as the schema's (ECMA) pattern.
+EXPERIMENT_LOOKUP_RE = (
+    rf"[0-9]{{1,18}}|(?![0-9]+(?!{_NAME_CHAR}))(?!{_NAME_CHAR}{{{NAME_MAX_LENGTH + 1}}})"
+    + NAME_RE.pattern
+)
 ID_RE = r"[0-9]{1,18}"
 
 

@@ -414,7 +414,7 @@ class BulkView(APIView):
             results.append(entry)
             experiment = found.get(ref.key)
             if experiment is None:
-                if ref.name is not None and (not NAME_RE.match(ref.name) or ".." in ref.name):
+                if ref.name is not None and not NAME_RE.fullmatch(ref.name):
                     entry.update(result="invalid", detail="Not a valid experiment name.")
                 else:
                     entry.update(result="not_found", detail="No such experiment.")
