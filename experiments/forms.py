@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -171,6 +172,11 @@ class ExperimentForm(forms.Form):
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     # Filled from the flag rows in clean(); listed so service errors on "flags" land here.
     flags = forms.Field(required=False, widget=forms.HiddenInput)
+    # The version the editor was loaded with (the experiment's updated_at) and the values it
+    # showed then (JSON): a save applies only what the user changed and detects concurrent
+    # changes of the same fields (services.update_experiment). Only the edit form renders them.
+    version = forms.CharField(required=False, widget=forms.HiddenInput)
+    base = forms.CharField(required=False, widget=forms.HiddenInput)
 
     FIELDS = (
         "name",
@@ -188,6 +194,7 @@ class ExperimentForm(forms.Form):
         kwargs.setdefault("label_suffix", "")
         if experiment is not None and "initial" not in kwargs:
             kwargs["initial"] = {f: getattr(experiment, f) for f in self.FIELDS}
+            kwargs["initial"].update(self.version_fields(experiment))
         super().__init__(*args, **kwargs)
         if self.is_bound:
             keys = self.data.getlist("flag_key") if hasattr(self.data, "getlist") else []
@@ -202,6 +209,40 @@ class ExperimentForm(forms.Form):
                 {"key": k, "value": unparse_flag_value(v), "kind": flag_kind(v)}
                 for k, v in flags.items()
             ]
+
+    @classmethod
+    def version_fields(cls, experiment: Experiment) -> dict[str, str]:
+        """The hidden ``version`` and ``base`` values for an editor showing ``experiment``."""
+        values = {f: getattr(experiment, f) for f in (*cls.FIELDS, "flags")}
+        return {
+            "version": experiment.updated_at.isoformat() if experiment.updated_at else "",
+            "base": json.dumps(values, ensure_ascii=False),
+        }
+
+    def clean_description(self) -> str:
+        # browsers post a textarea's newlines as CRLF; store (and compare) them as LF
+        return self.cleaned_data["description"].replace("\r\n", "\n")
+
+    def clean_version(self) -> datetime | None:
+        text = self.cleaned_data["version"]
+        if not text:
+            return None
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            raise ValidationError("The editor's version is unreadable: use Reset.") from None
+
+    def clean_base(self) -> dict[str, Any] | None:
+        text = self.cleaned_data["base"]
+        if not text:
+            return None
+        try:
+            base = json.loads(text)
+        except (ValueError, RecursionError):
+            base = None
+        if not isinstance(base, dict):
+            raise ValidationError("The editor's loaded values are unreadable: use Reset.")
+        return {f: v for f, v in base.items() if f in (*self.FIELDS, "flags")}
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -252,6 +293,50 @@ class ExperimentForm(forms.Form):
         data = {f: self.cleaned_data[f] for f in self.FIELDS}
         data["flags"] = self.cleaned_data["flags"]
         return data
+
+    def rebased(self, experiment: Experiment) -> ExperimentForm:
+        """After a conflict: the same editor, on the version saved now (only after is_valid()).
+
+        The fields the user changed keep what was typed; the others show the saved values (so a
+        second save does not revert what was saved meanwhile). The version and loaded values are
+        the saved ones, so a second save overwrites the conflicting fields deliberately.
+        """
+        base = self.cleaned_data.get("base") or {}
+        typed = self.changes()
+        data = self.data.copy()
+        for field in self.FIELDS:
+            if field in base and services.same_value(typed[field], base[field]):
+                value = getattr(experiment, field)
+                data[field] = "" if value is None else str(value)
+        if "flags" in base and services.same_value(typed["flags"], base["flags"]):
+            data.setlist("flag_key", list(experiment.flags))
+            data.setlist("flag_value", [unparse_flag_value(v) for v in experiment.flags.values()])
+        for name, value in self.version_fields(experiment).items():
+            data[name] = value
+        form = type(self)(data, experiment=experiment)
+        form.is_valid()
+        return form
+
+    def conflict_rows(self, exc: services.ConflictError) -> list[dict[str, str]]:
+        """Per conflicting field: its label, the value saved now and the value typed."""
+        typed = self.changes()
+        return [
+            {
+                "field": field,
+                "label": "Flags" if field == "flags" else str(self[field].label),
+                "saved": _shown(exc.current[field]),
+                "yours": _shown(typed.get(field)),
+            }
+            for field in exc.fields
+        ]
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={unparse_flag_value(v)}" for k, v in value.items()) or "(none)"
+    if value is None or value == "":
+        return "(empty)"
+    return str(value)
 
 
 class ExperimentCreateForm(ExperimentForm):

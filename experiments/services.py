@@ -188,10 +188,96 @@ def create_experiment(actor: Actor, **fields: Any) -> Experiment:
     return experiment
 
 
+class ConflictError(ValidationError):
+    """An edit loaded from an older version changes fields that were changed meanwhile.
+
+    ``fields``: the conflicting fields; ``current``: their saved values now; ``updated_at``: the
+    saved version now (a form that carries it overwrites deliberately); ``last_update``: the
+    latest update row of the operation log (who saved, when), or None.
+    """
+
+    def __init__(
+        self,
+        fields: Sequence[str],
+        current: dict[str, Any],
+        updated_at: Any,
+        last_update: OperationLog | None = None,
+    ) -> None:
+        who = f" by {last_update.actor}" if last_update is not None else ""
+        super().__init__(
+            {f: f"Changed{who} since you loaded it: the saved value differs." for f in fields}
+        )
+        self.fields = list(fields)
+        self.current = current
+        self.updated_at = updated_at
+        self.last_update = last_update
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal as stored (1, 1.0 and True differ; flag order does not matter)."""
+    import json
+
+    try:
+        return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    except (TypeError, ValueError):
+        return a == b
+
+
+def _merge_changes(
+    experiment: Experiment,
+    changes: dict[str, Any],
+    expected_updated_at: Any,
+    base: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The changes to apply to the (locked, fresh) row, or ConflictError.
+
+    With ``base`` (the values the editor was loaded with) only fields that differ from it are
+    the user's changes; a field is a conflict only when it also changed meanwhile (saved value
+    differs from base) to something else than the user's value. Without ``base``, a stale
+    ``expected_updated_at`` makes every field whose value differs from the saved one a conflict.
+    """
+    if base is not None:
+        changes = {f: v for f, v in changes.items() if f not in base or not same_value(v, base[f])}
+    if expected_updated_at is None or experiment.updated_at == expected_updated_at:
+        return changes
+    conflicts = [
+        f
+        for f, v in changes.items()
+        if not same_value(v, getattr(experiment, f))
+        and (base is None or f not in base or not same_value(base[f], getattr(experiment, f)))
+    ]
+    if conflicts:
+        last = OperationLog.objects.filter(
+            experiment=experiment, operation=Operation.UPDATE
+        ).first()
+        raise ConflictError(
+            conflicts, {f: getattr(experiment, f) for f in conflicts}, experiment.updated_at, last
+        )
+    return changes
+
+
 @writes
-def update_experiment(actor: Actor, experiment: Experiment, **changes: Any) -> Experiment:
-    """Apply changes, validate the whole experiment, save, and log what changed."""
+def update_experiment(
+    actor: Actor,
+    experiment: Experiment,
+    *,
+    expected_updated_at: Any = None,
+    base: dict[str, Any] | None = None,
+    **changes: Any,
+) -> Experiment:
+    """Apply changes, validate the whole experiment, save, and log what changed.
+
+    With ``expected_updated_at`` (the version an editor was loaded with) and/or ``base`` (its
+    loaded values), the row is locked and re-read first: only the fields the user changed are
+    applied (a merge with changes saved meanwhile), and a field changed on both sides raises
+    ConflictError with nothing saved. ``experiment`` then holds the saved values.
+    """
     _check_fields(changes)
+    if expected_updated_at is not None or base is not None:
+        with transaction.atomic():
+            experiment.refresh_from_db(from_queryset=Experiment.objects.select_for_update())
+            merged = _merge_changes(experiment, changes, expected_updated_at, base)
+            return update_experiment(actor, experiment, **merged)
     before = {field: getattr(experiment, field) for field in changes}
     for field, value in changes.items():
         setattr(experiment, field, value)

@@ -509,13 +509,23 @@ def experiment_edit(request: HttpRequest, pk: int) -> HttpResponse:
         )
     form = ExperimentForm(request.POST, experiment=experiment)
     saved = False
+    conflict = None
     if not form.is_valid():
         form.add_model_errors()
     else:
         original = {f: getattr(experiment, f) for f in (*ExperimentForm.FIELDS, "flags")}
         try:
-            services.update_experiment(request.user, experiment, **form.changes())
+            services.update_experiment(
+                request.user,
+                experiment,
+                expected_updated_at=form.cleaned_data["version"],
+                base=form.cleaned_data["base"],
+                **form.changes(),
+            )
             saved = True
+        except services.ConflictError as exc:  # nothing saved; experiment holds the saved values
+            conflict = {"rows": form.conflict_rows(exc), "by": exc.last_update}
+            form = form.rebased(experiment)
         except ValidationError as exc:
             for name, value in original.items():  # the instance was modified before validation
                 setattr(experiment, name, value)
@@ -525,16 +535,18 @@ def experiment_edit(request: HttpRequest, pk: int) -> HttpResponse:
                 setattr(experiment, name, value)
             form.add_error("name", "An experiment with this name already exists.")
     if not saved:
+        status = CONFLICT if conflict else BAD_REQUEST
         if request.htmx:
             return render(
                 request,
                 "experiments/_editor.html",
-                {"experiment": experiment, "form": form},
-                status=BAD_REQUEST,
+                {"experiment": experiment, "form": form, "conflict": conflict},
+                status=status,
             )
         context = _detail_context(_experiment_with_latest(pk))
         context["form"] = form
-        return render(request, "experiments/detail.html", context, status=BAD_REQUEST)
+        context["conflict"] = conflict
+        return render(request, "experiments/detail.html", context, status=status)
     if request.htmx:
         response = render(
             request,
@@ -1133,7 +1145,8 @@ def reconciler_resume(request: HttpRequest) -> HttpResponse:
 def job_log(request: HttpRequest, pk: int) -> HttpResponse:
     """A job's log page (skydeck.js fills it from ``job_log_stream``).
 
-    ``?format=text`` answers the last ``tail`` lines as plain text, for use without JavaScript.
+    ``?format=text`` answers the last ``tail`` lines as plain text, for use without JavaScript;
+    like every log read it takes a slot (503 with Retry-After when none is free).
     """
     output = request.GET.get("format", "")
     if output not in {"", "html", "text"}:
@@ -1150,7 +1163,9 @@ def job_log(request: HttpRequest, pk: int) -> HttpResponse:
         return render(request, "experiments/job_log.html", context, status=BAD_REQUEST)
     if output == "text":
         try:
-            return _text(joblogs.tail_text(log_plan))
+            return _text(joblogs.web_tail_text(log_plan))
+        except joblogs.TooManyStreams as exc:
+            return _busy(exc)
         except joblogs.NoLog as exc:
             return _text(f"{exc}\n", 404)
         except SkyPilotError as exc:
@@ -1184,7 +1199,8 @@ def job_log_stream(request: HttpRequest, pk: int) -> HttpResponse:
     """The log as Server-Sent Events, followed while the job is active.
 
     Closing the page ends the response at the next keep-alive, and that closes the upstream
-    SkyPilot stream. Following takes one of SKYDECK_LOG_STREAMS_MAX slots: beyond that, 503.
+    SkyPilot stream. Every stream (tail or follow) takes one of SKYDECK_LOG_STREAMS_MAX slots:
+    beyond that, 503 with Retry-After, whose text the page shows.
     """
     try:
         follow = joblogs.parse_follow(request.GET.get("follow"))
@@ -1196,5 +1212,10 @@ def job_log_stream(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         stream = joblogs.open_web_stream(log_plan)
     except joblogs.TooManyStreams as exc:
-        return _text(f"{exc}\n", 503, **{"Retry-After": "30"})
+        return _busy(exc)
     return joblogs.streaming_response(stream, request.META, events=True)
+
+
+def _busy(exc: joblogs.TooManyStreams) -> HttpResponse:
+    """Every log-read slot is taken: 503, and when to try again."""
+    return _text(f"{exc}\n", 503, **{"Retry-After": str(exc.retry_after)})

@@ -13,6 +13,7 @@ from urllib.parse import unquote, urlsplit
 from django.core.exceptions import ImproperlyConfigured
 
 from skydeck_site.env import envbool, envchoice, envfloat, envint, envlist, envstr
+from skydeck_site.filemodes import private_database, private_dir, tighten
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -22,7 +23,7 @@ SKYDECK_HOME = Path(envstr("SKYDECK_HOME", "~/.skydeck")).expanduser()
 
 def _ensure_home() -> Path:
     try:
-        SKYDECK_HOME.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(SKYDECK_HOME)
     except OSError as exc:
         raise ImproperlyConfigured(f"cannot create SKYDECK_HOME {SKYDECK_HOME}: {exc}") from exc
     return SKYDECK_HOME
@@ -39,6 +40,7 @@ def _secret_key() -> str:
         return key
     path = _ensure_home() / "secret_key"
     if path.exists():
+        tighten(path)
         key = path.read_text().strip()
         if len(key) < 32:
             raise ImproperlyConfigured(
@@ -120,7 +122,7 @@ SQLITE_BUSY_TIMEOUT_MS = envint("SKYDECK_SQLITE_BUSY_TIMEOUT_MS", 20000, minimum
 def sqlite_database(path: Path) -> dict:
     """SQLite tuned for a web process and a worker writing at once."""
     return {
-        "ENGINE": "django.db.backends.sqlite3",
+        "ENGINE": "skydeck_site.sqlite3",  # Django's, creating the file 0600 (filemodes)
         "NAME": str(path),
         "OPTIONS": {
             # BEGIN IMMEDIATE takes the write lock up front, so a read-then-write transaction
@@ -176,11 +178,18 @@ else:
     if _db_path:
         DB_PATH = Path(_db_path).expanduser().resolve()
         try:
-            DB_PATH.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(DB_PATH.parent)
         except OSError as exc:
             raise ImproperlyConfigured(f"cannot create the directory for {DB_PATH}: {exc}") from exc
     else:
         DB_PATH = _ensure_home() / "skydeck.db"
+    # An existing database of ours that others can read is tightened now; a missing one is
+    # created 0600 when Django first connects (skydeck_site.sqlite3), not by merely loading settings.
+    if DB_PATH.exists():
+        try:
+            private_database(DB_PATH)
+        except OSError as exc:
+            raise ImproperlyConfigured(f"cannot restrict the mode of {DB_PATH}: {exc}") from exc
     DATABASES = {"default": sqlite_database(DB_PATH)}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -287,9 +296,15 @@ SKYDECK_SKYPILOT_TIMEOUT = envfloat("SKYDECK_SKYPILOT_TIMEOUT", 10.0, minimum=0.
 SKYDECK_SKYPILOT_REQUEST_TIMEOUT = envfloat("SKYDECK_SKYPILOT_REQUEST_TIMEOUT", 120.0, minimum=1)
 
 # --- Job logs -------------------------------------------------------------------------------
-# Log views following a running job at once, per web process (`skydeck serve` runs 8 threads per
-# process, so the rest of the app always keeps threads); more answer 503.
+# Log reads at once (tails and follows: the page's stream, the API, plain text), per web process
+# (`skydeck serve` runs 8 threads per process, so the rest of the app always keeps threads); more
+# answer 503 with Retry-After. `skydeck logs` is a command and not capped.
 SKYDECK_LOG_STREAMS_MAX = envint("SKYDECK_LOG_STREAMS_MAX", 4, minimum=1, maximum=64)
+# A web log read's SkyPilot calls (no retries): seconds to connect, and seconds to wait for an
+# answer, for more of a tail, or for how the log ended. A followed log, once SkyPilot answered,
+# waits as long as the job is quiet.
+SKYDECK_LOG_CONNECT_TIMEOUT = envfloat("SKYDECK_LOG_CONNECT_TIMEOUT", 3.0, minimum=0.1)
+SKYDECK_LOG_READ_TIMEOUT = envfloat("SKYDECK_LOG_READ_TIMEOUT", 10.0, minimum=0.5)
 
 # --- S3 -------------------------------------------------------------------------------------
 SKYDECK_S3_BUCKET = envstr("SKYDECK_S3_BUCKET", "softmax-public")

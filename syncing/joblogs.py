@@ -7,12 +7,19 @@ into a queue and its consumer wakes up at least every ``keepalive`` seconds (the
 writes a keep-alive comment). Closing the stream shuts the upstream socket down, which both
 wakes the reader and tells SkyPilot to stop.
 
-Follow streams are capped per process (``SKYDECK_LOG_STREAMS_MAX``): each holds a web server
-thread, and open log tabs must never starve the rest of the app.
+Every log read of a web request (a tail or a follow; the page's stream, the API, plain text)
+takes one of a per-process number of slots (``SKYDECK_LOG_STREAMS_MAX``): each holds a web
+server thread while SkyPilot answers, and open log tabs must never starve the rest of the app.
+Beyond the cap the doors answer 503 with ``Retry-After``. Web reads also talk to SkyPilot with
+short timeouts and no retries (:func:`web_client`): connecting is bounded by
+``SKYDECK_LOG_CONNECT_TIMEOUT`` and waiting for an answer (or, in a tail, for more of it) by
+``SKYDECK_LOG_READ_TIMEOUT``, so a slow SkyPilot frees the slot within seconds. ``manage.py logs``
+is a command, not a web thread: it is neither capped nor hurried.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -53,6 +60,8 @@ QUEUE_LINES = 5000
 #: How long ``close()`` waits for the reader thread to let go of the upstream connection.
 CLOSE_WAIT_SECONDS = 3.0
 _MAX_JOB_ID = 2**63 - 1
+#: What a refused log read tells the client to wait (``Retry-After``): tails end within seconds.
+RETRY_AFTER_SECONDS = 10
 
 # Outcomes of a finished stream.
 COMPLETE = "complete"
@@ -77,7 +86,9 @@ class NoLog(JobLogError):
 
 
 class TooManyStreams(JobLogError):
-    """Every follow slot of this process is taken."""
+    """Every log-read slot of this process is taken: answer 503, ``Retry-After`` seconds."""
+
+    retry_after = RETRY_AFTER_SECONDS
 
 
 # --- the request ----------------------------------------------------------------------------
@@ -220,6 +231,67 @@ def how_it_ended(log_plan: LogPlan, client: SkyPilotClient, request_id: str) -> 
     return ended_with(log_plan, code)
 
 
+def web_client() -> SkyPilotClient:
+    """SkyPilot for a log read that holds a web thread: short timeouts, no retries."""
+    endpoint = getattr(settings, "SKYDECK_SKYPILOT_ENDPOINT", None)
+    return _WebClient(
+        endpoint or None,
+        timeout=float(settings.SKYDECK_LOG_CONNECT_TIMEOUT),
+        read_wait=float(settings.SKYDECK_LOG_READ_TIMEOUT),
+    )
+
+
+class _WebClient(SkyPilotClient):
+    """A client whose every wait is bounded: connecting by ``timeout``; an answer, a tail's next
+    part and a log's exit code by ``read_wait``. A followed log waits at most ``read_wait`` for
+    SkyPilot to answer, then as long as the job is quiet (its socket's timeout is lifted)."""
+
+    def __init__(self, endpoint: str | None, *, timeout: float, read_wait: float) -> None:
+        super().__init__(endpoint, timeout=timeout, request_timeout=read_wait, retries=0)
+        self.read_wait = read_wait
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        timeout = kwargs.get("timeout") or (self.timeout, self.read_wait)
+        kwargs["timeout"] = (timeout[0], min(timeout[1] or self.read_wait, self.read_wait))
+        return super()._send(method, path, **kwargs)
+
+    def stream_logs(
+        self,
+        job_id: int,
+        *,
+        tail: int | None = None,
+        follow: bool = False,
+        on_open: Callable[[requests.Response], None] | None = None,
+    ) -> Iterator[str]:
+        def opened(response: requests.Response) -> None:
+            if follow:
+                _wait_as_long_as_quiet(response)
+            if on_open is not None:
+                on_open(response)
+
+        return super().stream_logs(job_id, tail=tail, follow=follow, on_open=opened)
+
+
+def _wait_as_long_as_quiet(response: requests.Response) -> None:
+    """Lift the read timeout of a followed log once SkyPilot answered (a job may be quiet for
+    long); closing the stream still wakes the reader (:func:`interrupt_stream`)."""
+    fp = getattr(getattr(response, "raw", None), "_fp", None)
+    sock = getattr(getattr(getattr(fp, "fp", None), "raw", None), "_sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):  # already closed: nothing left to wait for
+            sock.settimeout(None)
+
+
+def web_tail_text(log_plan: LogPlan) -> str:
+    """:func:`tail_text` for a web request: takes a slot (TooManyStreams when none), uses
+    :func:`web_client`, and gives the slot back however it ends."""
+    slot = acquire_slot()
+    try:
+        return tail_text(log_plan, web_client())
+    finally:
+        slot.release()
+
+
 def tail_text(log_plan: LogPlan, client: SkyPilotClient | None = None) -> str:
     """The last ``tail`` lines, not followed, as plain text (one line each).
 
@@ -247,7 +319,7 @@ _slots_taken = 0
 
 
 class StreamSlot:
-    """One of ``SKYDECK_LOG_STREAMS_MAX`` follow streams of this process; release once."""
+    """One of ``SKYDECK_LOG_STREAMS_MAX`` log reads of this process; release once."""
 
     def __init__(self) -> None:
         self._released = False
@@ -261,21 +333,22 @@ class StreamSlot:
 
 
 def acquire_slot() -> StreamSlot:
-    """Take a follow slot or raise TooManyStreams (read at each call: settings may change)."""
+    """Take a log-read slot or raise TooManyStreams (read at each call: settings may change)."""
     global _slots_taken
     limit = int(settings.SKYDECK_LOG_STREAMS_MAX)
     with _slots_lock:
         if _slots_taken >= limit:
             raise TooManyStreams(
-                f"{limit} job logs are already being followed by this server "
-                "(SKYDECK_LOG_STREAMS_MAX): close another log view and try again."
+                f"{limit} job logs are already being read by this server process "
+                f"(SKYDECK_LOG_STREAMS_MAX): try again in {RETRY_AFTER_SECONDS} seconds, or "
+                "close another log view."
             )
         _slots_taken += 1
     return StreamSlot()
 
 
 def slots_in_use() -> int:
-    """How many follow streams this process holds (for tests and diagnostics)."""
+    """How many log reads this process holds (for tests and diagnostics)."""
     with _slots_lock:
         return _slots_taken
 
@@ -312,7 +385,8 @@ class LogStream:
 
     ``close()`` may be called from any thread, also while the reader is blocked waiting for
     SkyPilot: it shuts the upstream socket down so the reader wakes up and closes the
-    connection. A ``slot`` given here is released by ``close()``.
+    connection. A ``slot`` given here is released by ``close()``. Without a ``client`` the
+    reader thread makes one with ``make_client`` (default: from the settings).
     """
 
     def __init__(
@@ -320,6 +394,7 @@ class LogStream:
         log_plan: LogPlan,
         *,
         client: SkyPilotClient | None = None,
+        make_client: Callable[[], SkyPilotClient] | None = None,
         keepalive: float | None = None,
         slot: StreamSlot | None = None,
     ) -> None:
@@ -328,6 +403,7 @@ class LogStream:
         self.error: SkyPilotError | None = None
         self._slot = slot
         self._client = client
+        self._make_client = make_client or SkyPilotClient.from_settings
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=QUEUE_LINES)
         self._stopping = threading.Event()
         self._settled = threading.Event()
@@ -459,7 +535,7 @@ class LogStream:
             log_plan.follow,
         )
         try:
-            client = self._client or SkyPilotClient.from_settings()
+            client = self._client or self._make_client()
             lines = client.stream_logs(
                 log_plan.job_id, tail=log_plan.tail, follow=log_plan.follow, on_open=self._opened
             )
@@ -492,9 +568,9 @@ class LogStream:
 
 
 def open_web_stream(log_plan: LogPlan, *, keepalive: float | None = None) -> LogStream:
-    """A stream for a web request: follow streams take a slot (TooManyStreams when none)."""
-    slot = acquire_slot() if log_plan.follow else None
-    return LogStream(log_plan, keepalive=keepalive, slot=slot)
+    """A stream for a web request, tail or follow: it takes a slot (TooManyStreams when none),
+    which ``close()`` gives back, and reads with :func:`web_client`."""
+    return LogStream(log_plan, make_client=web_client, keepalive=keepalive, slot=acquire_slot())
 
 
 # --- HTTP bodies ----------------------------------------------------------------------------

@@ -427,12 +427,14 @@ def test_close_interrupts_a_reader_blocked_on_a_quiet_job(db, make_job, settings
         assert not stream._thread.is_alive()
 
 
-def test_follow_slots_are_capped_per_process(settings):
+def test_log_read_slots_are_capped_per_process(settings):
     settings.SKYDECK_LOG_STREAMS_MAX = 2
     first, second = joblogs.acquire_slot(), joblogs.acquire_slot()
-    with pytest.raises(joblogs.TooManyStreams, match="2 job logs are already being followed"):
-        joblogs.acquire_slot()
-    first.release()
+    try:
+        with pytest.raises(joblogs.TooManyStreams, match="2 job logs are already being read"):
+            joblogs.acquire_slot()
+    finally:
+        first.release()
     first.release()  # idempotent: must not free someone else's slot
     assert joblogs.slots_in_use() == 1
     third = joblogs.acquire_slot()
@@ -534,7 +536,7 @@ def test_sse_stream_says_why_when_skypilot_is_down(web, make_job, settings):
     assert "Traceback" not in json.dumps(events)
 
 
-def test_sse_follow_streams_are_capped_with_503(web, make_job, settings, rsps):
+def test_sse_streams_are_capped_with_503(web, make_job, settings, rsps):
     settings.SKYDECK_LOG_STREAMS_MAX = 1
     make_job(12, status="RUNNING")
     make_job(13, status="SUCCEEDED")
@@ -544,12 +546,10 @@ def test_sse_follow_streams_are_capped_with_503(web, make_job, settings, rsps):
     try:
         refused = web.get("/jobs/12/logs/stream")
         assert refused.status_code == 503
-        assert refused["Retry-After"] == "30"
-        assert b"1 job logs are already being followed" in refused.content
-        # a finished job's log is not followed, so it needs no slot
-        finished = web.get("/jobs/13/logs/stream")
-        assert finished.status_code == 200
-        close_response(finished)
+        assert refused["Retry-After"] == str(joblogs.RETRY_AFTER_SECONDS)
+        assert b"1 job logs are already being read" in refused.content
+        # a finished job's log is not followed, but reading its tail needs a slot too
+        assert web.get("/jobs/13/logs/stream").status_code == 503
     finally:
         close_response(first)  # never iterated: closing must still free the slot
     assert joblogs.slots_in_use() == 0

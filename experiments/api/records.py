@@ -42,7 +42,8 @@ from syncing import services as door
 logger = logging.getLogger(__name__)
 
 #: How long ``follow=true`` waits for SkyPilot to answer before the 200 is committed, so that an
-#: unreachable server is still a 502 (the client's own timeouts and retries usually end sooner).
+#: unreachable server is still a 502 (the web client's own timeouts end sooner:
+#: SKYDECK_LOG_CONNECT_TIMEOUT + SKYDECK_LOG_READ_TIMEOUT; this is only a backstop).
 FOLLOW_CONNECT_WAIT_SECONDS = 60.0
 
 
@@ -58,9 +59,15 @@ class PlainTextRenderer(renderers.BaseRenderer):
 
 
 class ServiceUnavailable(exceptions.APIException):
+    """503; with ``wait`` (seconds) DRF's handler adds ``Retry-After``."""
+
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "Too busy: try again later."
     default_code = "unavailable"
+
+    def __init__(self, detail: str | None = None, *, wait: int | None = None) -> None:
+        super().__init__(detail)
+        self.wait = wait
 
 
 def _json_errors(*codes: int) -> dict[Any, OpenApiResponse]:
@@ -146,8 +153,8 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
         "active job the answer streams until the job ends or the client disconnects (which "
         "stops the stream on SkyPilot too); if it breaks off, the last line starts with "
         "`# skydeck:`. Only jobs SkyDeck has synced are known (404 otherwise; also 404 when "
-        "SkyPilot's jobs controller does not know the job). A SkyPilot "
-        "failure is a 502 with its message; too many followed logs at once a 503.",
+        "SkyPilot's jobs controller does not know the job). A SkyPilot failure is a 502 with "
+        "its message; too many log reads at once (tails too) a 503 with `Retry-After`.",
         parameters=[
             id_param("SkyPilot job"),
             OpenApiParameter(
@@ -194,16 +201,15 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
         except joblogs.JobLogError as exc:
             field, _, message = str(exc).partition(": ")
             raise exceptions.ValidationError({field: [message]}) from None
-        if not log_plan.follow:
-            try:
-                text = joblogs.tail_text(log_plan)  # SkyPilotError -> 502 (exception handler)
-            except joblogs.NoLog as exc:
-                raise exceptions.NotFound(str(exc)) from None
-            return HttpResponse(text, content_type="text/plain; charset=utf-8")
         try:
+            if not log_plan.follow:
+                text = joblogs.web_tail_text(log_plan)  # SkyPilotError -> 502 (exception handler)
+                return HttpResponse(text, content_type="text/plain; charset=utf-8")
             stream = joblogs.open_web_stream(log_plan)
+        except joblogs.NoLog as exc:
+            raise exceptions.NotFound(str(exc)) from None
         except joblogs.TooManyStreams as exc:
-            raise ServiceUnavailable(str(exc)) from None
+            raise ServiceUnavailable(str(exc), wait=exc.retry_after) from None
         stream.wait_settled(FOLLOW_CONNECT_WAIT_SECONDS)
         if stream.error is not None:
             stream.close()
