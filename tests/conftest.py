@@ -37,6 +37,24 @@ def make_experiment(db):
 
 
 @pytest.fixture
+def user(db):
+    """A plain user (not staff, not read-only); files that need another one define their own."""
+    from django.contrib.auth.models import User
+
+    return User.objects.create_user("alice", password="pw")
+
+
+@pytest.fixture
+def web(user):
+    """A test client logged in as ``user``."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
 def make_job(db):
     def make(job_id: int | None = None, name: str | None = "exp", **fields) -> Job:
         now = timezone.now()

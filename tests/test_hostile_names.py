@@ -27,10 +27,11 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
+from test_admin import form_data  # the admin change-form helper
+from test_ui_actions import edit_data  # the editor's form data
 
 from experiments import services
 from experiments.api.common import EXPERIMENT_LOOKUP_RE
-from experiments.forms import unparse_flag_value
 from experiments.models import Experiment, ExperimentGroup
 from experiments.serializers import NAME_PATTERN
 from experiments.validation import NAME_RE
@@ -274,23 +275,6 @@ def create_data(name: str) -> dict[str, Any]:
     return {"name": name, "nodes": "1", "gpus": "0", "flag_key": [""], "flag_value": [""]}
 
 
-def edit_data(exp: Experiment, **overrides: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "name": exp.name,
-        "nodes": str(exp.nodes),
-        "gpus": str(exp.gpus),
-        "accelerator": exp.accelerator,
-        "tool_path": exp.tool_path,
-        "base_command": exp.base_command,
-        "git_ref": exp.git_ref,
-        "description": exp.description,
-        "flag_key": list(exp.flags),
-        "flag_value": [unparse_flag_value(v) for v in exp.flags.values()],
-    }
-    data.update(overrides)
-    return data
-
-
 @pytest.mark.parametrize("name", HOSTILE, ids=ids(HOSTILE))
 def test_ui_create_refuses(ui, name):
     response = ui.post(reverse("experiment_create"), create_data(name), **HX)
@@ -337,23 +321,6 @@ def test_ui_accepts(ui, make_experiment, name):
 # --- admin -----------------------------------------------------------------------------------
 
 ADMIN_ADD = "/admin/experiments/experiment/add/"
-
-
-def form_data(response) -> dict[str, Any]:
-    """POST data reproducing a rendered change form (as tests/test_admin.py does)."""
-    forms = [response.context["adminform"].form]
-    data: dict[str, Any] = {}
-    for inline in response.context["inline_admin_formsets"]:
-        management = inline.formset.management_form
-        for field in management.fields:
-            data[management.add_prefix(field)] = management[field].value()
-        forms.extend(inline.formset.forms)
-    for form in forms:
-        for field in form.fields:
-            value = form[field].value()
-            if value is not None:
-                data[form.add_prefix(field)] = value
-    return data
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from io import StringIO
 import pytest
 import requests
 import responses
-from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.core.signals import request_finished
@@ -198,18 +197,6 @@ def serve_log(rsps, body: str = RAW_LOG, *, exit_code: int = 0) -> None:
 
 def sent_bodies(rsps) -> list[dict]:
     return [json.loads(call.request.body) for call in rsps.calls if call.request.url == LOGS_URL]
-
-
-@pytest.fixture
-def user(db):
-    return User.objects.create_user("alice", password="pw")
-
-
-@pytest.fixture
-def web(user):
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture

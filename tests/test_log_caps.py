@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from django.contrib.auth.models import User
 from django.core.signals import request_finished
 from django.db import close_old_connections
 from django.test import Client
@@ -111,18 +110,6 @@ def hanging(settings):
     with HangingSkyPilot() as server:
         settings.SKYDECK_SKYPILOT_ENDPOINT = server.url
         yield server
-
-
-@pytest.fixture
-def user(db):
-    return User.objects.create_user("alice", password="pw")
-
-
-@pytest.fixture
-def web(user):
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
@@ -27,15 +26,9 @@ HX = {"HTTP_HX_REQUEST": "true"}
 
 
 @pytest.fixture
-def user(db):
-    return User.objects.create_user("alice", password="pw")
-
-
-@pytest.fixture
-def client(user):
-    client = Client()
-    client.force_login(user)
-    return client
+def client(web):
+    """Every request of this file is a logged-in user's."""
+    return web
 
 
 def members(group: ExperimentGroup) -> list[str]:

@@ -8,7 +8,6 @@ every cancel request SkyDeck sent.
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
@@ -31,15 +30,9 @@ DECK = {**HX, "HTTP_HX_CURRENT_URL": "http://testserver/"}
 
 
 @pytest.fixture
-def user(db):
-    return User.objects.create_user("alice", password="pw")
-
-
-@pytest.fixture
-def client(user):
-    client = Client()
-    client.force_login(user)
-    return client
+def client(web):
+    """Every request of this file is a logged-in user's."""
+    return web
 
 
 def own(job_id: int, experiment: Experiment) -> None:

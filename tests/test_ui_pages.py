@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -18,15 +17,9 @@ XSS = "<script>alert(1)</script>"
 
 
 @pytest.fixture
-def user(db):
-    return User.objects.create_user("alice", password="pw")
-
-
-@pytest.fixture
-def client(user):
-    client = Client()
-    client.force_login(user)
-    return client
+def client(web):
+    """Every request of this file is a logged-in user's."""
+    return web
 
 
 # --- login required everywhere --------------------------------------------------------------
