@@ -64,6 +64,18 @@ SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Behind https (a reverse proxy in front of `skydeck serve`): redirect plain http, send HSTS, and
+# trust the proxy's X-Forwarded-Proto header. Off by default, since the default is plain http on
+# localhost; `manage.py check --deploy` names what is still off.
+SECURE_SSL_REDIRECT = envbool("SKYDECK_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = envint("SKYDECK_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SKYDECK_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = envbool("SKYDECK_HSTS_PRELOAD", False)
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if envbool("SKYDECK_BEHIND_HTTPS_PROXY", False) else None
+)
+# /api/health answers plain http even with the redirect on, for load balancers and curl.
+SECURE_REDIRECT_EXEMPT = [r"^api/health$"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",

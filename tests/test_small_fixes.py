@@ -65,3 +65,43 @@ def test_sync_loop_survives_a_transient_database_error(monkeypatch, capsys):
     assert "sync pass failed (OperationalError: database or disk is full)" in captured.err
     assert len(calls) == 3  # it went on after the error
     assert "stopped" in captured.out
+
+
+def test_https_settings_come_from_the_environment(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "SKYDECK_HOME": str(tmp_path),
+        "SKYDECK_SSL_REDIRECT": "true",
+        "SKYDECK_HSTS_SECONDS": "31536000",
+        "SKYDECK_BEHIND_HTTPS_PROXY": "true",
+        "SKYDECK_SECURE_COOKIES": "true",
+    }
+    env.pop("DATABASE_URL", None)
+    code = (
+        "import json, django; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps([s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SECURE_PROXY_SSL_HEADER]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "DJANGO_SETTINGS_MODULE": "skydeck_site.settings"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert json.loads(out) == [True, 31536000, ["HTTP_X_FORWARDED_PROTO", "https"]]
+    deploy = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"], env=env, capture_output=True, text=True
+    )
+    assert "W004" not in deploy.stderr + deploy.stdout  # HSTS
+    assert "W008" not in deploy.stderr + deploy.stdout  # SSL redirect
+
+
+def test_health_answers_plain_http_with_the_redirect_on(client, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    assert client.get("/api/health").status_code in {200, 503}
+    assert client.get("/jobs").status_code == 301
