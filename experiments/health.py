@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings
@@ -140,6 +141,43 @@ def worker_report(now=None) -> dict[str, Any]:
     }
 
 
+#: Less free space than this where the SQLite database lives counts as a full disk.
+MIN_FREE_BYTES = 8 * 1024 * 1024
+STORAGE_FULL_RECENT_SECONDS = 300
+
+
+def storage_warning() -> str:
+    """Why writes fail or are about to (a full disk), or "" when there is room."""
+    import shutil
+    import time
+
+    from skydeck_site import middleware
+
+    seen = middleware.last_storage_full
+    if seen is not None and time.time() - seen < STORAGE_FULL_RECENT_SECONDS:
+        return "a write failed because the database's disk is full"
+    folder = _sqlite_folder()
+    if folder is None:
+        return ""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    if free < MIN_FREE_BYTES:
+        return f"the database's disk has only {free // 1024} KiB free: writes will fail"
+    return ""
+
+
+def _sqlite_folder() -> str | None:
+    """Where the SQLite database lives (None on PostgreSQL or in memory)."""
+    if connection.vendor != "sqlite":
+        return None
+    name = str(connection.settings_dict.get("NAME") or "")
+    if not name or name.startswith(":memory:") or "mode=memory" in name:
+        return None
+    return os.path.dirname(os.path.abspath(name))
+
+
 def reconciler_entry(state: SyncState | None) -> dict[str, Any]:
     """The reconciler's mode (on / dry-run / off / paused) and when its last pass ran."""
     from experiments.control import reconciler_mode
@@ -206,6 +244,10 @@ def health_report() -> dict[str, Any]:
                 if not entry["last_success"]
                 else f"no scheduled backup has succeeded for over {entry['stale_after_seconds']} s"
             )
+    storage = storage_warning()
+    if storage:
+        report["status"] = "degraded"  # it answers, but writes fail: say so, keep serving reads
+        warnings.append(storage)
     report["reconciler"] = reconciler_entry(states.get(SyncSource.RECONCILER))
     if report["reconciler"]["mode"] != "on":
         warnings.append(

@@ -63,7 +63,7 @@ STOP_POLLING = 286  # htmx: swap this response, then stop polling
 def health(request: HttpRequest) -> JsonResponse:
     """Unauthenticated liveness check: ``curl -s localhost:8000/api/health``."""
     report = health_report()
-    return JsonResponse(report, status=200 if report["status"] == "ok" else 503)
+    return JsonResponse(report, status=200 if report["status"] in {"ok", "degraded"} else 503)
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -56,3 +56,67 @@ def restoring_response(request: HttpRequest) -> HttpResponse:
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     response["Cache-Control"] = "no-store"
     return response
+
+
+# --- a full disk ----------------------------------------------------------------------------
+
+STORAGE_FULL_MESSAGE = (
+    "The database's disk is full: nothing was written. Free some space, then try again."
+)
+STORAGE_RETRY_AFTER_SECONDS = 60
+#: When this process last saw a write fail for lack of space (``health_report`` reads it).
+last_storage_full: float | None = None
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """A write that failed because the disk (or the database's quota) is full."""
+    import errno
+
+    from django.db import DatabaseError
+
+    if isinstance(exc, OSError) and exc.errno in {errno.ENOSPC, errno.EDQUOT}:
+        return True
+    if isinstance(exc, DatabaseError):
+        text = str(exc).lower()
+        return "database or disk is full" in text or "no space left on device" in text
+    return False
+
+
+def storage_full_response(request: HttpRequest) -> HttpResponse:
+    """503 naming the cause: JSON for the API, a short page otherwise."""
+    global last_storage_full
+    import time
+
+    last_storage_full = time.time()
+    response: HttpResponse
+    if request.path_info.startswith("/api/"):
+        response = JsonResponse(
+            {"status": "storage_full", "detail": STORAGE_FULL_MESSAGE}, status=503
+        )
+    else:
+        response = HttpResponse(
+            format_html(
+                "<!doctype html><html><head><meta charset='utf-8'>"
+                "<title>SkyDeck: disk full</title></head>"
+                "<body><h1>Disk full</h1><p>{}</p></body></html>",
+                STORAGE_FULL_MESSAGE,
+            ),
+            status=503,
+        )
+    response["Retry-After"] = str(STORAGE_RETRY_AFTER_SECONDS)
+    return response
+
+
+class StorageFullMiddleware:
+    """A write that hits a full disk answers 503 with the reason, never Django's HTML 500."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if is_storage_full(exception):
+            return storage_full_response(request)
+        return None

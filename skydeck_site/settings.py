@@ -106,6 +106,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # a write that hits a full disk: 503 naming it (JSON for the API), not an HTML 500
+    "skydeck_site.middleware.StorageFullMiddleware",
 ]
 
 ROOT_URLCONF = "skydeck_site.urls"

@@ -105,3 +105,63 @@ def test_health_answers_plain_http_with_the_redirect_on(client, settings):
     settings.SECURE_SSL_REDIRECT = True
     assert client.get("/api/health").status_code in {200, 503}
     assert client.get("/jobs").status_code == 301
+
+
+def test_a_full_disk_is_a_json_503_naming_it_and_health_is_degraded(monkeypatch, make_experiment):
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    from experiments import services
+    from skydeck_site import middleware
+
+    monkeypatch.setattr(middleware, "last_storage_full", None)
+    api = APIClient()
+    api.credentials(
+        HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=User.objects.create_user('w')).key}"
+    )
+
+    def full(*args, **kwargs):
+        raise OperationalError("database or disk is full")
+
+    monkeypatch.setattr(services.Experiment, "save", full)
+    response = api.post("/api/experiments/", {"name": "x"}, format="json")
+    assert response.status_code == 503
+    assert response.json() == {"status": "storage_full", "detail": middleware.STORAGE_FULL_MESSAGE}
+    assert response["Retry-After"] == "60"
+    health = APIClient().get("/api/health")
+    assert health.status_code == 200
+    assert health.json()["status"] == "degraded"
+    assert "disk is full" in " ".join(health.json()["warnings"])
+
+
+def test_the_ui_answers_a_full_disk_with_a_page_naming_it(monkeypatch, web):
+    from experiments import services
+    from skydeck_site import middleware
+
+    monkeypatch.setattr(middleware, "last_storage_full", None)
+
+    def full(*args, **kwargs):
+        raise OperationalError("database or disk is full")
+
+    monkeypatch.setattr(services.Experiment, "save", full)
+    response = web.post("/experiments/new", {"name": "x", "nodes": "1", "gpus": "0"})
+    assert response.status_code == 503
+    assert b"disk is full" in response.content
+
+
+def test_low_free_space_makes_health_degraded(monkeypatch, tmp_path):
+    import shutil
+    from collections import namedtuple
+
+    from experiments import health
+    from skydeck_site import middleware
+
+    monkeypatch.setattr(middleware, "last_storage_full", None)
+    monkeypatch.setattr(health, "_sqlite_folder", lambda: str(tmp_path))
+    assert health_report()["status"] == "ok"
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(100, 100, 4096))
+    report = health_report()
+    assert report["status"] == "degraded"
+    assert "only 4 KiB free" in " ".join(report["warnings"])

@@ -64,6 +64,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     * ``DataError`` (a value the database cannot compare or store, such as a NUL character in a
       query parameter or a date out of its range) -> 400.
     """
+    from skydeck_site.middleware import is_storage_full, storage_full_response
+
+    if is_storage_full(exc):
+        return storage_full_response(context["request"])
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(validation_detail(exc))
     elif isinstance(exc, SkyPilotError):
