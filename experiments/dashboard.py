@@ -240,15 +240,16 @@ def health_pills(report: dict[str, Any] | None = None) -> list[HealthPill]:
             tone = "late"
         detail = {"ok": "on schedule", "late": "late", "bad": "stale"}[tone]
         exact = success.isoformat() if success else "never"
-        pills.append(
-            HealthPill(
-                source,
-                label,
-                tone,
-                success_text,
-                f"{subject}: last success {exact} ({detail}; runs {every}).",
+        text = success_text
+        title = f"{subject}: last success {exact} ({detail}; runs {every})."
+        partial = entry.get("partial_errors") or 0
+        if partial and tone == "ok":  # the pass worked, but not for everything it covers
+            tone = "late"
+            text = f"{partial} failed"
+            title += (
+                f" {partial} of its items failed in that pass: {entry.get('partial_detail', '')}"
             )
-        )
+        pills.append(HealthPill(source, label, tone, text, title.strip()))
     worker = report.get("worker")
     if isinstance(worker, dict) and not worker.get("alive", True):
         if worker.get("error"):

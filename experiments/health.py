@@ -108,6 +108,11 @@ def _source_entry(
             ok=ok,
             last_error=error,
         )
+        errors = (state.counts or {}).get("errors") if ok else 0
+        if isinstance(errors, int) and errors > 0:
+            # the last pass succeeded, but some of what it covers failed (e.g. S3 prefixes)
+            entry["partial_errors"] = errors
+            entry["partial_detail"] = "see the operation log or GET /api/sync/ for which"
         if state.last_success_at:
             age = (now - state.last_success_at).total_seconds()
             entry["age_seconds"] = round(age, 1)
@@ -220,6 +225,10 @@ def health_report() -> dict[str, Any]:
     }
     report["sync"] = sources
     warnings = [
+        f"{source} sync: {entry['partial_errors']} items failed in the last pass"
+        for source, entry in sources.items()
+        if entry.get("partial_errors")
+    ] + [
         f"{source} sync has not succeeded for over {entry['stale_after_seconds']} s"
         if entry["last_success"]
         else f"{source} sync has never succeeded"

@@ -165,3 +165,18 @@ def test_low_free_space_makes_health_degraded(monkeypatch, tmp_path):
     report = health_report()
     assert report["status"] == "degraded"
     assert "only 4 KiB free" in " ".join(report["warnings"])
+
+
+def test_a_pass_with_some_failed_prefixes_is_amber_with_the_count(web):
+    from experiments.dashboard import health_pills
+
+    now = timezone.now()
+    SyncState.objects.create(
+        source="s3", last_attempt_at=now, last_success_at=now, counts={"errors": 3, "failed": ["a"]}
+    )
+    report = health_report()
+    assert report["sync"]["s3"]["partial_errors"] == 3
+    assert "s3 sync: 3 items failed in the last pass" in report["warnings"]
+    pill = next(p for p in health_pills(report) if p.source == "s3")
+    assert (pill.tone, pill.text) == ("late", "3 failed")
+    assert "3 of its items failed" in pill.title

@@ -208,7 +208,12 @@ _HEALTH_PATH = {
 _HEALTH_SCHEMA = {
     "type": "object",
     "properties": {
-        "status": {"type": "string", "enum": ["ok", "error"]},
+        "status": {
+            "type": "string",
+            "enum": ["ok", "degraded", "error"],
+            "description": "degraded: it answers, but writes fail (a full disk); error: the "
+            "database does not answer (HTTP 503).",
+        },
         "time": {"type": "string", "format": "date-time"},
         "database": {"type": "string"},
         "sync": {"type": "object", "additionalProperties": {"type": "object"}},
@@ -217,6 +222,10 @@ _HEALTH_SCHEMA = {
             "description": "Scheduled backups (present only when SKYDECK_BACKUP_DIR is set).",
         },
         "worker": {"type": "object"},
+        "reconciler": {
+            "type": "object",
+            "description": "mode (on, dry-run, off, paused), why, and when the last pass ran.",
+        },
         "warnings": {"type": "array", "items": {"type": "string"}},
     },
     "required": ["status", "time", "database"],
