@@ -115,6 +115,38 @@ class SnapshotInfo:
 
 
 @dataclass(frozen=True)
+class AccessChanges:
+    """Logins a restore brings back: what was revoked after the snapshot was taken.
+
+    ``users``: accounts deleted or deactivated since, active again in the snapshot;
+    ``passwords``: accounts whose password changed since (the old one works again);
+    ``tokens``: the owners of API tokens revoked since (never the keys themselves).
+    """
+
+    users: tuple[str, ...] = ()
+    passwords: tuple[str, ...] = ()
+    tokens: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.users or self.passwords or self.tokens)
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.users:
+            out.append(
+                f"re-enables {len(self.users)} account(s) deleted or deactivated since: {', '.join(self.users)}"
+            )
+        if self.passwords:
+            out.append(f"brings back the old password of: {', '.join(self.passwords)}")
+        if self.tokens:
+            out.append(
+                f"brings back {len(self.tokens)} API token(s) revoked since, of: "
+                f"{', '.join(sorted(set(self.tokens)))}"
+            )
+        return out
+
+
+@dataclass(frozen=True)
 class RestoreResult:
     info: SnapshotInfo
     database: Path
@@ -122,6 +154,8 @@ class RestoreResult:
     kept: Path | None
     migrated: list[str]
     seconds: float
+    access: AccessChanges = field(default_factory=AccessChanges)
+    kept_revocations: bool = False
 
 
 @dataclass(frozen=True)
@@ -207,6 +241,71 @@ def _open_readonly(path: Path) -> Iterator[sqlite3.Connection]:
         for sidecar in sidecars:
             if sidecar not in existed:
                 sidecar.unlink(missing_ok=True)
+
+
+def _logins(conn: sqlite3.Connection) -> tuple[dict[str, tuple[bool, str]], dict[str, str]]:
+    """({username: (active, password hash)}, {token key: username}) of a database file."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    users: dict[str, tuple[bool, str]] = {}
+    tokens: dict[str, str] = {}
+    if "auth_user" in tables:
+        for name, active, password in conn.execute(
+            "SELECT username, is_active, password FROM auth_user"
+        ):
+            users[name] = (bool(active), password)
+    if "authtoken_token" in tables and "auth_user" in tables:
+        for key, name in conn.execute(
+            "SELECT t.key, u.username FROM authtoken_token t JOIN auth_user u ON u.id = t.user_id"
+        ):
+            tokens[key] = name
+    return users, tokens
+
+
+def access_changes(live: Path, snapshot: Path) -> AccessChanges:
+    """What restoring ``snapshot`` over ``live`` would give back that was revoked since."""
+    if not live.exists() or not live.stat().st_size:
+        return AccessChanges()
+    try:
+        with _open_readonly(live) as conn:
+            now_users, now_tokens = _logins(conn)
+        with _open_readonly(snapshot) as conn:
+            old_users, old_tokens = _logins(conn)
+    except sqlite3.Error as exc:
+        raise BackupError(f"cannot compare the logins of {live} and {snapshot}: {exc}") from exc
+    users = sorted(
+        name
+        for name, (active, _) in old_users.items()
+        if active and (name not in now_users or not now_users[name][0])
+    )
+    passwords = sorted(
+        name
+        for name, (_, password) in old_users.items()
+        if name in now_users and now_users[name][1] != password and name not in users
+    )
+    tokens = sorted(name for key, name in old_tokens.items() if key not in now_tokens)
+    return AccessChanges(tuple(users), tuple(passwords), tuple(tokens))
+
+
+def _keep_revocations(
+    live: Path, access: AccessChanges, before: tuple[dict[str, tuple[bool, str]], dict[str, str]]
+) -> None:
+    """After a restore: deactivate the accounts it re-enabled, put back the passwords changed
+    since, and delete the tokens it brought back (keys the live database no longer had)."""
+    users_before, tokens_before = before
+    with closing(_connect(live)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        for name in access.users:
+            conn.execute("UPDATE auth_user SET is_active = 0 WHERE username = ?", (name,))
+        for name in access.passwords:
+            conn.execute(
+                "UPDATE auth_user SET password = ? WHERE username = ?",
+                (users_before[name][1], name),
+            )
+        _, tokens = _logins(conn)
+        for key in tokens:
+            if key not in tokens_before:
+                conn.execute("DELETE FROM authtoken_token WHERE key = ?", (key,))
+        conn.execute("COMMIT")
 
 
 def _backup(source: sqlite3.Connection, target: sqlite3.Connection, what: str) -> None:
@@ -521,14 +620,15 @@ def restoring(db: Path) -> Iterator[RestoreMarker]:
 # --- restore --------------------------------------------------------------------------------
 
 
-def restore(path: Path | str) -> RestoreResult:
+def restore(path: Path | str, *, keep_revocations: bool = False) -> RestoreResult:
     """Replace the live database's contents with the snapshot at ``path``.
 
     Checks the file first (:func:`check_snapshot`), keeps the live database as
     ``<db>.pre-restore-<UTC time>``, copies the snapshot into the live database in one
     transaction (safe with the web server and worker connected), then migrates an older snapshot
     and brings the schedules back in line with the settings. The live database is unchanged
-    whenever this raises before the copy.
+    whenever this raises before the copy. The result says which logins revoked since the
+    snapshot come back (``access``); ``keep_revocations`` revokes them again at once.
     """
     live = live_db_path()
     source = Path(path).expanduser()
@@ -537,6 +637,11 @@ def restore(path: Path | str) -> RestoreResult:
     info = check_snapshot(source)
     _check_page_size(live, info)
     started = time.monotonic()
+    access = access_changes(live, source)
+    before: tuple[dict[str, tuple[bool, str]], dict[str, str]] = ({}, {})
+    if keep_revocations and access:
+        with _open_readonly(live) as conn:
+            before = _logins(conn)
     with restoring(live):
         kept: Path | None = None
         if live.exists():
@@ -564,13 +669,23 @@ def restore(path: Path | str) -> RestoreResult:
                 f"the restored database failed PRAGMA integrity_check ({'; '.join(problems[:3])}); "
                 f"the previous database is kept at {kept}: restore it with `skydeck restore {kept}`"
             )
+        if keep_revocations and access:
+            _keep_revocations(live, access, before)
         migrated = _after_restore(info)
-        _record_restore(info, kept, migrated)
+        _record_restore(info, kept, migrated, access, keep_revocations)
         _pause_reconciler(info)
-    return RestoreResult(info, live, kept, migrated, time.monotonic() - started)
+    return RestoreResult(
+        info, live, kept, migrated, time.monotonic() - started, access, keep_revocations
+    )
 
 
-def _record_restore(info: SnapshotInfo, kept: Path | None, migrated: list[str]) -> None:
+def _record_restore(
+    info: SnapshotInfo,
+    kept: Path | None,
+    migrated: list[str],
+    access: AccessChanges | None = None,
+    kept_revocations: bool = False,
+) -> None:
     """Note the restore in the restored database's own operation log: whoever looks at it next
     sees that its history was replaced, from which file, and where the old one went."""
     from experiments import services
@@ -581,6 +696,9 @@ def _record_restore(info: SnapshotInfo, kept: Path | None, migrated: list[str]) 
         message += f"; the previous database is kept at {kept}"
     if migrated:
         message += f"; applied {len(migrated)} newer migrations"
+    if access:
+        verb = "kept revoked (--keep-revocations)" if kept_revocations else "came back"
+        message += f"; logins {verb}: " + "; ".join(access.lines())
     services.record(RESTORE_ACTOR, Operation.RESTORE, message=message)
 
 

@@ -835,3 +835,64 @@ def test_good_backup_settings_load(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == f"{tmp_path / 'b'} 3 3600"
     shutil.rmtree(tmp_path / "b", ignore_errors=True)
+
+
+# --- logins revoked after the snapshot (issue 13) -------------------------------------------
+
+LOGINS = """
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+for name in ("bob", "carol", "dan"):
+    user = User.objects.create_user(name, password="old")
+    Token.objects.create(user=user, key=name * 10)
+"""
+REVOKE = """
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+User.objects.get(username="bob").delete()
+carol = User.objects.get(username="carol"); carol.is_active = False; carol.save()
+dan = User.objects.get(username="dan"); dan.set_password("new"); dan.save()
+Token.objects.filter(key="dan" * 10).delete()
+"""
+STATE = """
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+print(sorted((u.username, u.is_active, u.check_password("old")) for u in User.objects.all()))
+print(sorted(t.user.username for t in Token.objects.all()))
+"""
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_restore_reports_the_logins_it_brings_back_and_can_keep_them_revoked(
+    live, home, tmp_path, keep
+):
+    assert manage(live, "shell", "-c", LOGINS, home=home).returncode == 0
+    snap = tmp_path / "snap.db"
+    assert manage(live, "backup", str(snap), home=home).returncode == 0
+    revoked = manage(live, "shell", "-c", REVOKE, home=home)
+    assert revoked.returncode == 0, revoked.stderr
+    check = manage(live, "restore", "--check", str(snap), home=home)
+    assert "re-enables 2 account(s) deleted or deactivated since: bob, carol" in check.stdout
+    assert "brings back the old password of: dan" in check.stdout
+    assert "brings back 2 API token(s) revoked since, of: bob, dan" in check.stdout
+    assert "bob" * 10 not in check.stdout  # never a token key
+    args = ["restore", *(["--keep-revocations"] if keep else []), str(snap)]
+    result = manage(live, *args, home=home)
+    assert result.returncode == 0, result.stderr
+    out = manage(live, "shell", "-c", STATE, home=home).stdout.splitlines()
+    state = [line for line in out if line.startswith("[")]
+    if keep:
+        assert "Kept revoked (--keep-revocations)" in result.stdout, result.stdout
+        assert state == [
+            "[('bob', False, True), ('carol', False, True), ('dan', True, False)]",
+            "['carol']",
+        ]
+    else:
+        assert "The restore re-enables 2 account(s)" in result.stdout
+        assert "restore with --keep-revocations" in result.stdout
+        assert state == [
+            "[('bob', True, True), ('carol', True, True), ('dan', True, True)]",
+            "['bob', 'carol', 'dan']",
+        ]
+    log = query(live, "SELECT message FROM operation_logs WHERE operation = 'restore'")[-1][0]
+    assert ("kept revoked" if keep else "came back") in log and "bob" * 10 not in log

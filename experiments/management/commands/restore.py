@@ -25,21 +25,32 @@ class Command(BaseCommand):
             action="store_true",
             help="only check that PATH can be restored; change nothing",
         )
+        parser.add_argument(
+            "--keep-revocations",
+            action="store_true",
+            help="accounts deactivated or deleted, and API tokens revoked, since the snapshot "
+            "stay revoked (default: the snapshot's logins come back, and are listed)",
+        )
 
-    def handle(self, *args, path: str, check: bool, **options) -> None:
+    def handle(self, *args, path: str, check: bool, keep_revocations: bool, **options) -> None:
         try:
-            backup.live_db_path()  # PostgreSQL / in-memory: say so before looking at PATH
+            live = backup.live_db_path()  # PostgreSQL / in-memory: say so before looking at PATH
             if check:
                 info = backup.check_snapshot(path)
+                access = backup.access_changes(live, info.path)
             else:
-                result = backup.restore(path)
-                info = result.info
+                result = backup.restore(path, keep_revocations=keep_revocations)
+                info, access = result.info, result.access
         except backup.BackupError as exc:
             raise CommandError(str(exc)) from exc
         counts = backup.describe_counts(info.counts)
         if check:
             todo = f"; restoring it adds {len(info.missing)} migrations" if info.missing else ""
             self.stdout.write(f"{info.path} can be restored ({counts}){todo}")
+            for line in access.lines():
+                self.stdout.write(
+                    f"Restoring it {line} (add --keep-revocations to keep them revoked)."
+                )
             return
         self.stdout.write(f"Restored {info.path} into {result.database} ({counts}).")
         if result.migrated:
@@ -49,6 +60,14 @@ class Command(BaseCommand):
                 f"The previous database is kept at {result.kept} "
                 f"(undo: skydeck restore {result.kept})."
             )
+        for line in access.lines():
+            if keep_revocations:
+                self.stdout.write(f"Kept revoked (--keep-revocations): what the snapshot {line}.")
+            else:
+                self.stdout.write(
+                    f"The restore {line}: revoke them again in the admin, or restore with "
+                    "--keep-revocations."
+                )
         self.stdout.write(
             "The reconciler is paused: nothing is launched or cancelled until you resume it "
             "(the Resume button in the header, or skydeck reconcile --resume)."
