@@ -455,11 +455,16 @@ class GroupView:
 
 
 def desired_hint(experiment: Experiment) -> str:
-    """The desired state when it differs from what is happening in a way that matters."""
+    """The desired state when the reconciler will act on it: launch, or cancel its own job.
+
+    Someone else's active job under the name is never cancelled by a pass (only a person's
+    Stop does that), so it gets no "→ STOPPED".
+    """
     active = bool(getattr(experiment, "has_active_job", False))
+    owned = bool(getattr(experiment, "has_owned_active_job", False))
     if experiment.desired_state == DesiredState.RUNNING and not active:
         return DesiredState.RUNNING
-    if experiment.desired_state == DesiredState.STOPPED and active:
+    if experiment.desired_state == DesiredState.STOPPED and owned:
         return DesiredState.STOPPED
     return ""
 

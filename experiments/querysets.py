@@ -41,6 +41,18 @@ class ExperimentQuerySet(models.QuerySet):
             has_active_job=Exists(
                 Job.objects.filter(experiment_id=OuterRef("name"), status__in=_active_statuses())
             ),
+            # ... one SkyDeck answers for (only those does the reconciler ever cancel)
+            has_owned_active_job=Exists(
+                Job.objects.filter(
+                    experiment_id=OuterRef("name"), status__in=_active_statuses()
+                ).filter(
+                    Exists(
+                        apps.get_model("experiments", "Launch").objects.filter(
+                            job_id=OuterRef("id"), experiment__name=OuterRef("experiment_id")
+                        )
+                    )
+                )
+            ),
         )
 
     def refresh_current_state(self) -> int:

@@ -254,3 +254,32 @@ def test_reconciler_pill_dry_run_and_paused(page, live_server, alice, settings):
     expect(page.locator("#messages")).to_contain_text("Reconciler resumed")
     assert control.reconciler_mode().mode == "dry-run"
     assert page.js_errors == []
+
+
+def test_a_read_only_account_sees_no_write_controls(page, live_server, alice):
+    """The services refuse a read-only user's writes (403); the pages do not offer them."""
+    from django.contrib.auth.models import Group
+    from playwright.sync_api import expect
+
+    from experiments import services
+
+    alice.groups.add(Group.objects.get_or_create(name="read-only")[0])
+    exp = services.create_experiment("t", name="look-only", base_command="run")
+    group = services.create_group("t", "sweep")
+    services.add_to_group("t", group, [exp])
+    job(4500, "look-only", "dave")
+    login(page, live_server)
+    expect(page.locator(".read-only-badge")).to_be_visible()
+    target = row(page, "look-only")
+    expect(target).to_be_visible()
+    expect(target.locator(".state-btn")).to_be_hidden()
+    expect(page.locator(".bulkbar")).to_be_hidden()
+    expect(page.locator(".toolbar-actions")).to_be_hidden()
+    expect(page.locator(".group-tools")).to_be_hidden()
+    target.locator("a.exp-name").click()
+    expect(page.locator(".panel-title:has-text('Recent jobs')")).to_be_visible()
+    expect(page.locator(".job-cancel")).to_be_hidden()
+    expect(page.locator(".editor .form-actions")).to_be_hidden()
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "read-only.png"), full_page=False)
+    assert page.js_errors == []

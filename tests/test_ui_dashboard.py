@@ -19,6 +19,7 @@ from experiments.models import (
     ExperimentGroupMember,
     Job,
     JobStatus,
+    Launch,
     SyncState,
 )
 
@@ -26,7 +27,7 @@ from experiments.models import (
 #: memberships, groups, active-job count, health_report() (SELECT 1, sync states, the
 #: reconciler's mode, which the header's reconciler pill reuses, and two worker-liveness
 #: aggregates).
-DASHBOARD_QUERIES = 11
+DASHBOARD_QUERIES = 12  # ... of which one asks whether the user is read-only
 HTMX_DECK = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "deck"}
 
 
@@ -267,8 +268,11 @@ def test_every_state_has_a_colour(status):
 def test_desired_state_hint(client, make_experiment, make_job):
     want_run = make_experiment("want-run")
     services.set_desired_state("t", [want_run], DesiredState.RUNNING)
-    make_experiment("want-stop")
-    make_job(name="want-stop", status=JobStatus.RUNNING)
+    stop = make_experiment("want-stop")
+    make_job(555, name="want-stop", status=JobStatus.RUNNING)
+    Launch.objects.create(experiment=stop, experiment_name="want-stop", status="LISTED", job_id=555)
+    make_experiment("not-ours")  # someone else's job: the reconciler never cancels it
+    make_job(556, name="not-ours", status=JobStatus.RUNNING, user_name="dave")
     settled = make_experiment("settled")
     make_job(name="settled", status=JobStatus.RUNNING)
     services.set_desired_state("t", [settled], DesiredState.RUNNING)
@@ -279,6 +283,7 @@ def test_desired_state_hint(client, make_experiment, make_job):
     assert rows["want-run"].desired_hint == "RUNNING"
     assert rows["want-stop"].desired_hint == "STOPPED"
     assert rows["settled"].desired_hint == ""
+    assert rows["not-ours"].desired_hint == ""
     html = client.get("/").content.decode()
     assert "→ RUNNING" in html and "→ STOPPED" in html
 
