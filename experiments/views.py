@@ -45,7 +45,7 @@ from experiments.models import (
 from experiments.validation import NAME_MAX_LENGTH
 from syncing import joblogs
 from syncing import services as actions
-from syncing.skypilot import SkyPilotError
+from syncing.services import SkyPilotError
 
 JOBS_PER_PAGE = 50
 PLAIN_TEXT = "text/plain; charset=utf-8"

@@ -17,7 +17,8 @@ from typing import Any
 from experiments import control, services
 from experiments.control import JobRef, Plan
 from experiments.models import DesiredState, Experiment, Job, Operation
-from syncing.skypilot import SkyPilotClient, SkyPilotError
+from syncing.skypilot import SkyPilotClient
+from syncing.skypilot import SkyPilotError as SkyPilotError  # the doors catch it from here
 
 logger = logging.getLogger(__name__)
 

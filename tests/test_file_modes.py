@@ -15,14 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from skydeck_site.filemodes import private_dir, private_file, tighten
 
 ROOT = Path(__file__).resolve().parent.parent
 UMASK = 0o022
-
-pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
 
 
 def mode(path: Path) -> int:

@@ -43,8 +43,6 @@ Q_WORKERS = 2
 #: supervisor + 2 guards + gunicorn master and workers + q main, sentinel, workers, monitor, pusher
 NORMAL = 1 + 2 + 1 + WEB_WORKERS + 1 + 1 + Q_WORKERS + 2
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux: /proc")
-
 
 # --- processes ---------------------------------------------------------------------------------
 

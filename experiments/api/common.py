@@ -27,7 +27,7 @@ from experiments.serializers import (
     is_digits,
 )
 from experiments.validation import NAME_MAX_LENGTH, NAME_RE
-from syncing.skypilot import SkyPilotError
+from syncing.services import SkyPilotError
 
 # --- errors ---------------------------------------------------------------------------------
 
