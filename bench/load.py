@@ -473,7 +473,9 @@ def main() -> int:
         # the first passes of both sources, so the deck has jobs and checkpoints to show
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            sync = requests.get(f"{base}/api/health", timeout=30).json()["sync"]
+            sync = requests.get(
+                f"{base}/api/health", headers={"Authorization": f"Token {token}"}, timeout=30
+            ).json()["sync"]  # the details need a login or token
             if all(sync[s]["ok"] for s in ("skypilot", "s3")):
                 break
             time.sleep(1)

@@ -28,6 +28,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigger_client_event
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
 
 from experiments import control, dashboard, services
 from experiments.forms import ExperimentCreateForm, ExperimentForm, GroupForm, add_service_errors
@@ -57,13 +59,41 @@ CONFLICT = 409  # the job or experiment is no longer in a state the act applies 
 STOP_POLLING = 286  # htmx: swap this response, then stop polling
 
 
+HEALTH_DETAILS_HINT = "log in, or send an API token, for sync, worker and reconciler details"
+
+
 @csrf_exempt  # read-only and public: an odd method must get 405, not the CSRF page
 @never_cache
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
-    """Unauthenticated liveness check: ``curl -s localhost:8000/api/health``."""
+    """Liveness check without login (``curl -s localhost:8000/api/health``): the status only.
+
+    The details (sync sources, their errors, the worker, the reconciler) name upstream
+    endpoints and error texts, so they go only to a signed-in user or a valid API token.
+    """
+    try:
+        user = _health_user(request)
+    except AuthenticationFailed as exc:
+        return JsonResponse({"detail": str(exc.detail)}, status=401)
     report = health_report()
-    return JsonResponse(report, status=200 if report["status"] in {"ok", "degraded"} else 503)
+    code = 200 if report["status"] in {"ok", "degraded"} else 503
+    if user is None:
+        database = "ok" if report["database"] == "ok" else "unreachable"
+        report = {
+            "status": report["status"],
+            "time": report["time"],
+            "database": database,
+            "detail": HEALTH_DETAILS_HINT,
+        }
+    return JsonResponse(report, status=code)
+
+
+def _health_user(request: HttpRequest):
+    """The session's user, or the API token's (as the API authenticates), or None."""
+    if request.user.is_authenticated:
+        return request.user
+    found = TokenAuthentication().authenticate(request)  # raises on a bad token
+    return found[0] if found else None
 
 
 # --- helpers --------------------------------------------------------------------------------

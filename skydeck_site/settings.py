@@ -76,6 +76,14 @@ SECURE_PROXY_SSL_HEADER = (
 )
 # /api/health answers plain http even with the redirect on, for load balancers and curl.
 SECURE_REDIRECT_EXEMPT = [r"^api/health$"]
+# Content-Security-Policy on every response (skydeck_site.middleware): scripts and styles only
+# from SkyDeck's own static files (no inline code, no eval: htmx runs with allowEval off), no
+# framing, forms post only here. Pages that break it are a bug (tests/test_browser_csp.py).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -89,13 +97,16 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "django_filters",
+    # before django_q: its `qcluster` command (syncing/management/commands) takes the
+    # scheduler lease, so one worker per database runs the schedules
+    "syncing",
     "django_q",
     "experiments",
-    "syncing",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "skydeck_site.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # while `skydeck restore` runs: 503 "restoring" (static files are served above)
     "skydeck_site.middleware.RestoringMiddleware",

@@ -141,6 +141,9 @@ SCHEDULER_SOURCE = "scheduler"
 #: that stopped renewing is given up after SCHEDULER_TTL (one on this machine at once).
 SCHEDULER_TTL = 60.0
 SCHEDULER_HEARTBEAT = 10.0
+#: Set by ``serve`` for the ``qcluster`` it starts: the owner name of the lease serve holds.
+SUPERVISED_ENV = "SKYDECK_SCHEDULER_LEASE_OWNER"
+SERVE_HINT = "stop it first, or add --no-worker to serve only the web site"
 
 
 def describe_owner(owner: str) -> str:
@@ -162,7 +165,7 @@ class SchedulerLease:
         self.ttl = ttl
         self.owner = new_owner()
 
-    def take(self) -> None:
+    def take(self, hint: str = SERVE_HINT) -> None:
         """Take it, or raise SchedulerLeaseHeld with one line naming the holder."""
         if not acquire(SCHEDULER_SOURCE, self.owner, self.ttl):
             state = SyncState.objects.get(source=SCHEDULER_SOURCE)
@@ -172,7 +175,7 @@ class SchedulerLease:
             raise SchedulerLeaseHeld(
                 "another SkyDeck worker already runs on this database "
                 f"({describe_owner(state.lease_owner)}, since {since}, lease renewed until "
-                f"{until}); stop it first, or add --no-worker to serve only the web site"
+                f"{until}); {hint}"
             )
         now = timezone.now().isoformat(timespec="seconds")
         SyncState.objects.filter(source=SCHEDULER_SOURCE, lease_owner=self.owner).update(
@@ -195,3 +198,10 @@ class SchedulerLease:
 
     def release(self) -> None:
         release(SCHEDULER_SOURCE, self.owner)
+
+
+def held_by(owner: str) -> bool:
+    """Whether ``owner`` holds the scheduler lease right now (unexpired)."""
+    return SyncState.objects.filter(
+        source=SCHEDULER_SOURCE, lease_owner=owner, lease_expires_at__gt=timezone.now()
+    ).exists()

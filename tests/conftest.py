@@ -99,6 +99,12 @@ def server(db, settings, monkeypatch):
 # --- browser tests (marker `browser`; tests/browser_support.py) ------------------------------
 
 
+def _note_csp_refusal(message, refused: list[str]) -> None:
+    text = message.text
+    if "Content Security Policy" in text or "evalDisallowed" in text:
+        refused.append(f"{text} at {message.location}")
+
+
 @pytest.fixture
 def page(live_server, transactional_db, request, monkeypatch) -> Iterator:
     """A Chromium page (browser tests only); a failing test leaves a screenshot."""
@@ -122,8 +128,14 @@ def page(live_server, transactional_db, request, monkeypatch) -> Iterator:
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.js_errors = errors
+        # Every browser test also proves the UI works under the Content-Security-Policy: Chromium
+        # logs each refused script, style or eval, and htmx logs the evals it was denied.
+        refused: list[str] = []
+        page.on("console", lambda msg: _note_csp_refusal(msg, refused))
+        page.csp_violations = refused
         try:
             yield page
+            assert refused == [], f"the page broke its Content-Security-Policy: {refused}"
         finally:
             if request.session.testsfailed > failed_before:
                 browser_support.ARTIFACTS.mkdir(exist_ok=True)

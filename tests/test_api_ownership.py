@@ -181,7 +181,11 @@ def test_bulk_start_and_stop_plans(api, make_experiment, make_job, server):
 
 
 def test_health_reports_the_reconcilers_mode_and_last_pass(client, settings, server):
+    from django.contrib.auth.models import User
+
     from experiments import control
+
+    client.force_login(User.objects.create_user("watcher"))  # details need a login
 
     body = client.get("/api/health").json()
     assert body["reconciler"]["mode"] == "on"

@@ -233,6 +233,10 @@ def _task(stopped):
 def test_health_needs_no_login_and_reports_worker_and_staleness(client, settings):
     response = client.get("/api/health")
     assert response.status_code == 200
+    assert set(response.json()) == {"status", "time", "database", "detail"}  # status only
+    client.force_login(User.objects.create_user("watcher"))
+    response = client.get("/api/health")
+    assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok" and body["database"] == "ok"
     assert body["worker"]["alive"] is False
@@ -263,6 +267,7 @@ def test_health_fresh_sources_are_not_stale(client):
     for source in ("skypilot", "s3"):
         SyncState.objects.create(source=source, last_attempt_at=now, last_success_at=now)
     _task(now)
+    client.force_login(User.objects.create_user("watcher"))
     body = client.get("/api/health").json()
     assert body["warnings"] == []
     assert body["sync"]["s3"]["stale"] is False

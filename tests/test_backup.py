@@ -743,6 +743,7 @@ def test_a_failed_scheduled_backup_is_logged_and_the_app_keeps_serving(
     assert integrity(use_live) == "ok"
     assert client.get("/api/health").status_code == 200
     # users see it: a red Backup pill naming the error, and a warning in /api/health
+    client.force_login(User.objects.create_user("watcher"))
     report = client.get("/api/health").json()
     assert report["backup"]["ok"] is False
     assert report["backup"]["last_error"] == line.removeprefix("backup: FAILED: ")

@@ -164,26 +164,39 @@ def test_env_readers(monkeypatch):
 
 
 def test_health_is_public_json_without_secrets(client, db, settings):
+    from django.contrib.auth.models import User
+
     response = client.get("/api/health")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
     assert body["database"] == "ok"
-    assert set(body["sync"]) == {"skypilot", "s3"}
+    assert "sync" not in body and "log in" in body["detail"]  # details only after login
     assert settings.SECRET_KEY not in response.content.decode()
+    client.force_login(User.objects.create_user("watcher"))
+    assert set(client.get("/api/health").json()["sync"]) == {"skypilot", "s3"}
 
 
-def test_health_reports_a_failed_sync(client, db):
+def test_health_reports_a_failed_sync_only_to_a_login_or_token(client, db):
+    from django.contrib.auth.models import User
     from django.utils import timezone
+    from rest_framework.authtoken.models import Token
 
     from experiments.models import SyncState
 
-    SyncState.objects.create(
-        source="skypilot", last_attempt_at=timezone.now(), last_error="cannot reach SkyPilot"
-    )
-    body = client.get("/api/health").json()
+    error = "cannot reach SkyPilot at http://sky.internal:46580: connection refused"
+    SyncState.objects.create(source="skypilot", last_attempt_at=timezone.now(), last_error=error)
+    anonymous = client.get("/api/health")
+    assert anonymous.status_code == 200 and anonymous.json()["status"] == "ok"
+    assert "sky.internal" not in anonymous.content.decode()  # no upstream endpoint or error text
+    token = Token.objects.create(user=User.objects.create_user("monitor")).key
+    body = client.get("/api/health", HTTP_AUTHORIZATION=f"Token {token}").json()
     assert body["sync"]["skypilot"]["ok"] is False
-    assert body["sync"]["skypilot"]["last_error"] == "cannot reach SkyPilot"
+    assert body["sync"]["skypilot"]["last_error"] == error
+    bad = client.get("/api/health", HTTP_AUTHORIZATION="Token not-a-token")
+    assert bad.status_code == 401 and bad.json() == {"detail": "Invalid token."}
+    client.force_login(User.objects.get(username="monitor"))
+    assert client.get("/api/health").json()["sync"]["skypilot"]["last_error"] == error
 
 
 def test_admin_requires_login(client, db):

@@ -129,7 +129,7 @@ def test_a_full_disk_is_a_json_503_naming_it_and_health_is_degraded(monkeypatch,
     assert response.status_code == 503
     assert response.json() == {"status": "storage_full", "detail": middleware.STORAGE_FULL_MESSAGE}
     assert response["Retry-After"] == "60"
-    health = APIClient().get("/api/health")
+    health = api.get("/api/health")  # with the token: the warnings are details
     assert health.status_code == 200
     assert health.json()["status"] == "degraded"
     assert "disk is full" in " ".join(health.json()["warnings"])

@@ -376,6 +376,57 @@ def test_a_new_serve_starts_after_the_old_one_died_and_sigint_leaves_nothing(dec
     )
 
 
+def test_a_standalone_qcluster_holds_the_scheduler_lease_too(deck: Deck, report):
+    """``skydeck qcluster`` started by hand: one per database, and serve sees it."""
+
+    def start(*args: str, **env: str) -> tuple[subprocess.Popen, str]:
+        tag = uuid.uuid4().hex
+        deck.tags.append(tag)
+        proc = subprocess.Popen(
+            deck.command(*args),
+            env={**deck.env, MARK: tag, **env},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        return proc, tag
+
+    def lease_owner() -> str:
+        with sqlite3.connect(deck.db) as conn:
+            row = conn.execute("SELECT lease_owner FROM sync_states WHERE source = 'scheduler'")
+            return (row.fetchone() or ("",))[0]
+
+    first, first_tag = start("qcluster")
+    wait_for(lambda: f":{first.pid}:" in lease_owner(), 30, "the qcluster to take the lease")
+    wait_for(lambda: len(marked(first_tag)) == 1 + 1 + Q_WORKERS + 2, 30, "its cluster to run")
+
+    second, second_tag = start("qcluster")
+    out, _ = second.communicate(timeout=60)
+    assert second.returncode != 0, out
+    assert "another SkyDeck worker already runs on this database" in out
+    assert f"pid {first.pid}" in out and "Traceback" not in out
+    assert not marked(second_tag)
+    report(f"second qcluster refused (exit {second.returncode}): {out.strip().splitlines()[-1]}")
+
+    serve = deck.serve()
+    assert serve.finish(timeout=60) != 0, serve.output
+    assert f"pid {first.pid}" in serve.output and not serve.procs()
+
+    forged, _ = start("qcluster", SKYDECK_SCHEDULER_LEASE_OWNER="elsewhere:1:deadbeef")
+    out, _ = forged.communicate(timeout=60)
+    assert forged.returncode != 0 and "names a scheduler lease that is not held" in out, out
+
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=30)
+    wait_for(lambda: not marked(first_tag), 10, "the qcluster's processes to go")
+    assert lease_owner() == ""  # released: a serve may start now
+    report(
+        f"standalone qcluster (pid {first.pid}): a second qcluster and a serve refused, "
+        "a forged lease owner refused; SIGTERM left 0 processes and released the lease"
+    )
+
+
 # --- the parts, quickly ------------------------------------------------------------------------
 
 

@@ -199,9 +199,9 @@ def test_detail_partial_and_full_page(client, make_experiment, make_job, make_ch
     assert "s3://softmax-public/policies/detailed/detailed:v50.mpt" in html
     assert "missing" in html and "2.0\xa0KB" in html
     assert "data-copy" in html
-    assert "every 5s [document.visibilityState === &#x27;visible&#x27;]" in html or (
-        "every 5s [document.visibilityState === 'visible']" in html
-    )
+    # polls every 5 s while the tab is visible (the gate is in skydeck.js: the CSP forbids eval)
+    assert 'hx-trigger="every 5s, refresh-deck from:body, refresh-panels from:body"' in html
+    assert 'data-poll-gate="visible"' in html
     # the poller is the panels container, not the editor
     editor_start = html.index('<form class="editor')
     panels_start = html.index('class="panels"')

@@ -338,6 +338,17 @@
   });
 
   // --- htmx: confirmations, deck swaps, errors --------------------------------------------------
+  // Polls (hx-trigger "every Ns") carry no triggering event; data-poll-gate holds them back while
+  // the tab is hidden ("visible") or an edit is under way in the deck ("deck-idle"). This is done
+  // here, not with an hx-trigger filter, because filters need eval and the CSP forbids it.
+  document.addEventListener("htmx:confirm", function (e) {
+    var gate = e.detail.elt.getAttribute && e.detail.elt.getAttribute("data-poll-gate");
+    if (!gate || e.detail.triggeringEvent) return;
+    if (document.visibilityState !== "visible" || (gate === "deck-idle" && !SkyDeck.deckIdle())) {
+      e.preventDefault();
+    }
+  });
+
   document.addEventListener("htmx:confirm", function (e) {
     var trigger = e.detail.triggeringEvent;
     var submitter = trigger && trigger.submitter;

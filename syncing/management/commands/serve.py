@@ -60,6 +60,8 @@ class Command(BaseCommand):
                 lease.take()
             except leases.SchedulerLeaseHeld as exc:
                 raise CommandError(str(exc)) from None
+            # the qcluster child runs under this lease (syncing/management/commands/qcluster.py)
+            os.environ[leases.SUPERVISED_ENV] = lease.owner
         try:
             call_command("collectstatic", interactive=False, verbosity=0)
             self._hint_first_user()
