@@ -20,6 +20,18 @@ from experiments.models import Checkpoint, Experiment, Job, JobStatus
 _seq = itertools.count(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hasher() -> Iterator[None]:
+    """MD5 for the passwords tests set: PBKDF2's 1,000,000 rounds cost minutes per suite run.
+
+    Only in this process; SkyDeck processes the tests start use the real hashers.
+    """
+    from django.test.utils import override_settings
+
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
+
+
 @pytest.fixture
 def make_experiment(db):
     def make(name: str | None = None, **fields) -> Experiment:
