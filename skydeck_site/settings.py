@@ -313,6 +313,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": envstr("SKYDECK_LOG_LEVEL", "INFO").upper()},
+    # django-q2 says at INFO every task it runs and every schedule it queues (~8 lines per 30 s
+    # in the serve terminal); warnings and deaths of its processes still show.
+    "loggers": {
+        "django-q": {"level": envstr("SKYDECK_WORKER_LOG_LEVEL", "WARNING").upper()},
+    },
 }
 
 # --- SkyPilot -------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from experiments import views
 
@@ -12,6 +14,8 @@ urlpatterns = [
     # (an admin sets passwords: `skydeck changepassword NAME`).
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # the admin's pages (and browsers on their own) ask for /favicon.ico: SkyDeck's mark
+    path("favicon.ico", RedirectView.as_view(url=static("skydeck/favicon.svg"), permanent=False)),
     path("", include("experiments.urls")),
 ]
 

@@ -436,8 +436,8 @@ class SkyPilotClient:
         endpoint = getattr(settings, "SKYDECK_SKYPILOT_ENDPOINT", None)
         return cls(
             endpoint or None,
-            timeout=float(getattr(settings, "SKYDECK_SKYPILOT_TIMEOUT", 10.0)),
-            request_timeout=float(getattr(settings, "SKYDECK_SKYPILOT_REQUEST_TIMEOUT", 60.0)),
+            timeout=settings.SKYDECK_SKYPILOT_TIMEOUT,
+            request_timeout=settings.SKYDECK_SKYPILOT_REQUEST_TIMEOUT,
         )
 
     def __repr__(self) -> str:

@@ -101,3 +101,32 @@ def test_serve_runs_web_and_worker_and_stops_on_sigterm(tmp_path):
     assert "createsuperuser" in output  # first start with no user says how to make one
     assert "Q Cluster" in output and "running." in output  # the django-q2 worker ran
     assert "SkyDeck stopped" in output
+
+
+def test_a_malformed_skydeck_port_is_one_line_not_a_traceback(tmp_path):
+    env = {**os.environ, "SKYDECK_PORT": "80 80", "SKYDECK_HOME": str(tmp_path)}
+    env.pop("DATABASE_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "skydeck_site.cli", "--db-path", str(tmp_path / "d.db"), "serve"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == "configuration error: SKYDECK_PORT='80 80' is not a whole number"
+
+
+def test_a_busy_port_is_refused_before_serving_and_names_another(db, capsys):
+    import pytest
+    from django.core.management import CommandError, call_command
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(CommandError, match=f"port {port} on 127.0.0.1 is already in use") as e:
+            call_command("serve", "--port", str(port), "--no-migrate")
+    assert f"skydeck serve --port {port + 1}" in str(e.value)
+    assert "serving" not in capsys.readouterr().out  # nothing claimed it was up

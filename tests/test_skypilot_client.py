@@ -913,14 +913,20 @@ def test_from_settings_reads_django_settings_lazily(monkeypatch):
     assert client.request_timeout == 30.5
 
 
-def test_from_settings_defaults(monkeypatch):
+def test_from_settings_takes_the_timeouts_from_the_settings(monkeypatch):
+    from django.conf import settings as real
+
+    # the settings' own defaults, not a second copy in the client that could drift from them
+    assert (real.SKYDECK_SKYPILOT_TIMEOUT, real.SKYDECK_SKYPILOT_REQUEST_TIMEOUT) == (10.0, 120.0)
     fake_conf = types.ModuleType("django.conf")
-    fake_conf.settings = types.SimpleNamespace()
+    fake_conf.settings = types.SimpleNamespace(
+        SKYDECK_SKYPILOT_TIMEOUT=7.0, SKYDECK_SKYPILOT_REQUEST_TIMEOUT=90.0
+    )
     monkeypatch.setitem(sys.modules, "django.conf", fake_conf)
     monkeypatch.setenv("SKYPILOT_API_SERVER_ENDPOINT", "http://env.test")
     client = SkyPilotClient.from_settings()
     assert client.base_url == "http://env.test"
-    assert (client.timeout, client.request_timeout) == (10.0, 60.0)
+    assert (client.timeout, client.request_timeout) == (7.0, 90.0)
 
 
 def test_module_does_not_import_django_at_import_time():

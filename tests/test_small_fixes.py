@@ -180,3 +180,11 @@ def test_a_pass_with_some_failed_prefixes_is_amber_with_the_count(web):
     pill = next(p for p in health_pills(report) if p.source == "s3")
     assert (pill.tone, pill.text) == ("late", "3 failed")
     assert "3 of its items failed" in pill.title
+
+
+def test_favicon_is_skydecks_mark_on_every_page_admin_included(client, db):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 302
+    icon = client.get(response["Location"])
+    assert icon.status_code == 200
+    assert b"<svg" in b"".join(icon.streaming_content if icon.streaming else [icon.content])

@@ -15,8 +15,10 @@ once, one of another machine after a minute without renewal.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import socket
 import sys
 from typing import Any
 
@@ -26,6 +28,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, close_old_connections
 
+from skydeck_site.env import envint
 from syncing import leases
 from syncing.supervisor import Fatal, Supervisor
 
@@ -40,7 +43,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("SKYDECK_HOST", "127.0.0.1"))
-        parser.add_argument("--port", type=int, default=int(os.environ.get("SKYDECK_PORT", "8000")))
+        port = envint("SKYDECK_PORT", 8000, minimum=1, maximum=65535)  # a bad value: one line
+        parser.add_argument("--port", type=int, default=port)
         parser.add_argument("--workers", type=int, default=2, help="web worker processes")
         parser.add_argument("--no-worker", action="store_true", help="do not start the task worker")
         parser.add_argument("--no-migrate", action="store_true", help="skip applying migrations")
@@ -50,6 +54,7 @@ class Command(BaseCommand):
             raise CommandError(f"--port {options['port']} is not a valid TCP port")
         if options["workers"] < 1:
             raise CommandError("--workers must be at least 1")
+        port_in_use(options["host"], options["port"])
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
             self.stdout.write("database is up to date")
@@ -133,3 +138,19 @@ class Command(BaseCommand):
         except Fatal as exc:
             raise CommandError(f"{exc}; stopped SkyDeck") from None
         self.stdout.write("SkyDeck stopped")
+
+
+def port_in_use(host: str, port: int) -> None:
+    """Refuse, before saying "serving", when the address is taken (gunicorn would only retry)."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CommandError(
+                    f"port {port} on {host} is already in use (another SkyDeck or server?); "
+                    f"stop it, or choose another port: skydeck serve --port {port + 1}"
+                ) from None
+            raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
