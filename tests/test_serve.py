@@ -55,6 +55,7 @@ def test_serve_runs_web_and_worker_and_stops_on_sigterm(tmp_path):
         HOME=str(tmp_path),
         SKYDECK_HOME=str(tmp_path / "home"),
         SKYDECK_STATIC_ROOT=str(tmp_path / "static"),
+        SKYDECK_WORKER_LOG_LEVEL="INFO",  # django-q2's "Q Cluster ... running." shows the worker ran
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "skydeck_site.cli", "--db-path", str(db), "--port", str(port)],
