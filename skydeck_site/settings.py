@@ -6,7 +6,9 @@ Bad values stop start-up with a message that names the variable (see ``skydeck_s
 from __future__ import annotations
 
 import os
+import re
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -97,6 +99,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "django_filters",
+    "axes",  # login lockout (see "Login throttling" below)
     # before django_q: its `qcluster` command (syncing/management/commands) takes the
     # scheduler lease, so one worker per database runs the schedules
     "syncing",
@@ -119,6 +122,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     # a write that hits a full disk: 503 naming it (JSON for the API), not an HTML 500
     "skydeck_site.middleware.StorageFullMiddleware",
+    # last, as django-axes requires: turns a locked-out login into its 429 page
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "skydeck_site.urls"
@@ -230,6 +235,44 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
 
+# --- Login throttling (django-axes) ---------------------------------------------------------
+# Failed logins (/accounts/login/ and /admin/login/ alike) are counted in the database (the
+# tables axes_accessattempt / axes_accesslog; every web process sees the same counts). After
+# SKYDECK_LOGIN_FAILURE_LIMIT failures (with no success, and no pause of the cool-off, between them)
+# that user name is refused from that address, right password or not, until
+# SKYDECK_LOGIN_COOLOFF_MINUTES have passed since the last attempt (each one restarts it): 429 with
+# templates/registration/locked_out.html. A refused attempt never reaches the password hasher,
+# so a guessing loop costs no CPU. A successful login clears the count. An admin clears a lock
+# with `skydeck axes_reset_username NAME` (or `axes_reset` for all, `axes_reset_ip ADDRESS`).
+# The first backend only checks the lockout; the second checks the password.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("SKYDECK_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("SKYDECK_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+# Per user name AND address: locking by user name alone would let anyone lock a colleague out
+# (five wrong passwords from anywhere), and by address alone would lock out everyone behind one
+# NAT or proxy. An attacker's own address gets locked for each name it tries.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False  # no start-up banner on every command; failures and lockouts are still logged
+# The client address (django-ipware): REMOTE_ADDR, the peer gunicorn sees, unless
+# SKYDECK_BEHIND_HTTPS_PROXY says a reverse proxy is in front. Then REMOTE_ADDR is the proxy and
+# the client is the right-most X-Forwarded-For entry: the one our proxy appended (left-most "client,
+# proxy count 0" in ipware's terms; IPWARE_STRICT off so that entries a client forged before it
+# are skipped rather than making the header fall back to the proxy's own address). Never trust
+# X-Forwarded-For without the proxy: any client could send a new address with every attempt.
+_BEHIND_PROXY = SECURE_PROXY_SSL_HEADER is not None
+if _BEHIND_PROXY:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
+    AXES_IPWARE_PROXY_ORDER = "left-most"
+    AXES_IPWARE_PROXY_COUNT = 0
+    IPWARE_STRICT = False
+else:
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -244,6 +287,18 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 # --- REST API (owned by experiments/api*.py) ------------------------------------------------
+
+
+def throttle_rate(name: str, default: str) -> str:
+    """A DRF rate such as ``60/min``: a count, then ``/`` and s, min, hour or day."""
+    rate = envstr(name, default)
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", rate):
+        raise ImproperlyConfigured(
+            f"{name}={rate!r} is not a rate: use e.g. 60/min (per s, min, hour or day)"
+        )
+    return rate
+
+
 REST_FRAMEWORK = {
     # Token first: an anonymous request then gets 401 with "WWW-Authenticate: Token".
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -262,6 +317,23 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_METADATA_CLASS": None,  # OPTIONS answers 405 instead of describing serializers
     "EXCEPTION_HANDLER": "experiments.api.exception_handler",
+    # Requests per client: anonymous ones by address, logged-in ones (token or session) by user.
+    # Over the rate: 429 with Retry-After. Counted in the local-memory cache, so per web process
+    # (`skydeck serve --workers N` allows up to N times the rate). The user rate sits far above
+    # real use and bench/load.py (20 clients on one token, ~2,400/min). DRF checks throttles after
+    # authentication and permissions, so today (every view but /api/health, a plain Django view,
+    # needs a login) anonymous callers get 401 first; the anonymous rate guards any view opened up.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": throttle_rate("SKYDECK_API_THROTTLE_ANON", "60/min"),
+        "user": throttle_rate("SKYDECK_API_THROTTLE_USER", "10000/min"),
+    },
+    # The client address for the anonymous rate: REMOTE_ADDR, or behind the proxy the right-most
+    # X-Forwarded-For entry (as for login throttling above).
+    "NUM_PROXIES": 1 if _BEHIND_PROXY else 0,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "SkyDeck API",

@@ -32,6 +32,17 @@ def _fast_password_hasher() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def _no_throttle_leaks() -> None:
+    """Each test starts with no API throttle counts (the cache); login lockouts (django-axes) live
+    in the test database and go with it. (axes needs a request in ``authenticate()``: tests log in
+    with ``force_login`` or through the login form, not ``Client.login``.)
+    """
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def make_experiment(db):
     def make(name: str | None = None, **fields) -> Experiment:

@@ -545,11 +545,11 @@ def test_only_superusers_reach_the_backup_page(client, django_user_model, use_li
     anonymous = client.post(url)
     assert anonymous.status_code == 302
     assert anonymous["Location"].startswith(reverse("admin:login"))
-    django_user_model.objects.create_user("plain", password="pw-plain-123")
-    client.login(username="plain", password="pw-plain-123")
+    client.force_login(django_user_model.objects.create_user("plain", password="pw-plain-123"))
     assert client.post(url)["Location"].startswith(reverse("admin:login"))
-    django_user_model.objects.create_user("staff", password="pw-staff-123", is_staff=True)
-    client.login(username="staff", password="pw-staff-123")
+    client.force_login(
+        django_user_model.objects.create_user("staff", password="pw-staff-123", is_staff=True)
+    )
     assert client.post(url).status_code == 403
     assert reverse("admin:backup").encode() not in client.get(reverse("admin:index")).content
 
