@@ -7,6 +7,8 @@ broken by id so pages never overlap.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import django_filters as df
 from django import forms
 from django.db.models import QuerySet
@@ -46,15 +48,39 @@ class StrictBooleanField(forms.NullBooleanField):
         return None
 
 
-class BooleanFilter(df.BooleanFilter):
+class DocumentedFilter:
+    """A filter whose schema is ``schema_field`` (what its form field takes), not inferred.
+
+    drf-spectacular infers a filter's type from the model field, which fails for ``method=``
+    filters (any string) and knows nothing of the form field's limits. Set per instance with
+    ``extend_schema_field``, so each parameter keeps its own help_text as description.
+    """
+
+    schema_field: ClassVar[dict[str, Any]]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        help_text = self.extra.get("help_text")
+        schema = {**self.schema_field, **({"description": help_text} if help_text else {})}
+        extend_schema_field(schema)(self)
+
+
+class TextFilter(DocumentedFilter, df.CharFilter):
+    """Free text; empty means no filter. Django's form CharField refuses NUL characters."""
+
+    schema_field = {"type": "string", "pattern": "^[^\\u0000]*$"}
+
+
+class BooleanFilter(DocumentedFilter, df.BooleanFilter):
     field_class = StrictBooleanField
+    schema_field = {"type": "boolean"}
 
 
-@extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_ID})
-class IdFilter(df.NumberFilter):
+class IdFilter(DocumentedFilter, df.NumberFilter):
     """A positive 64-bit integer (no decimals, nothing the database could overflow on)."""
 
     field_class = forms.IntegerField
+    schema_field = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("min_value", 1)
@@ -62,9 +88,9 @@ class IdFilter(df.NumberFilter):
         super().__init__(*args, **kwargs)
 
 
-@extend_schema_field({"type": "integer", "minimum": -MAX_INT64, "maximum": MAX_INT64})
-class Int64Filter(df.NumberFilter):
+class Int64Filter(DocumentedFilter, df.NumberFilter):
     field_class = forms.IntegerField
+    schema_field = {"type": "integer", "minimum": -MAX_INT64, "maximum": MAX_INT64}
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("min_value", -MAX_INT64)
@@ -86,7 +112,7 @@ class StrictFilterSet(df.FilterSet):
             if len(values) > 1 and not multiple:
                 self.form.add_error(name, "Give this parameter once.")
                 valid = False
-            elif type(filter_) is not df.CharFilter and any(value == "" for value in values):
+            elif not isinstance(filter_, TextFilter) and any(value == "" for value in values):
                 self.form.add_error(name, "Give a value or leave the parameter out.")
                 valid = False
             elif isinstance(filter_, BaseCSVFilter) and any(
@@ -108,10 +134,10 @@ class StableOrderingFilter(df.OrderingFilter):
 
 
 class ExperimentFilter(StrictFilterSet):
-    name = df.CharFilter(
+    name = TextFilter(
         field_name="name", lookup_expr="icontains", help_text="Part of the name (any case)."
     )
-    q = df.CharFilter(
+    q = TextFilter(
         method="filter_search",
         help_text="Search name, description, states, flag names and values.",
     )
@@ -154,7 +180,7 @@ class ExperimentFilter(StrictFilterSet):
 
 
 class GroupFilter(StrictFilterSet):
-    name = df.CharFilter(lookup_expr="icontains", help_text="Part of the name (any case).")
+    name = TextFilter(lookup_expr="icontains", help_text="Part of the name (any case).")
 
     class Meta:
         model = ExperimentGroup
@@ -162,16 +188,14 @@ class GroupFilter(StrictFilterSet):
 
 
 class JobFilter(StrictFilterSet):
-    experiment = df.CharFilter(
-        field_name="experiment_id", help_text="Exact experiment (= job) name."
-    )
-    name = df.CharFilter(
+    experiment = TextFilter(field_name="experiment_id", help_text="Exact experiment (= job) name.")
+    name = TextFilter(
         field_name="job_name", lookup_expr="icontains", help_text="Part of the job name."
     )
     status = df.MultipleChoiceFilter(choices=JobStatus.choices, help_text="Repeat for several.")
     active = BooleanFilter(method="filter_active", help_text="Not finished yet.")
     orphaned = BooleanFilter(method="filter_orphaned", help_text="No experiment has its name.")
-    user = df.CharFilter(field_name="user_name", help_text="SkyPilot user name (exact).")
+    user = TextFilter(field_name="user_name", help_text="SkyPilot user name (exact).")
     submitted_after = df.IsoDateTimeFilter(
         field_name="submitted_at", lookup_expr="gte", help_text="Submitted at or after (ISO 8601)."
     )
@@ -205,7 +229,7 @@ class JobFilter(StrictFilterSet):
 
 
 class CheckpointFilter(StrictFilterSet):
-    experiment = df.CharFilter(field_name="experiment__name", help_text="Exact experiment name.")
+    experiment = TextFilter(field_name="experiment__name", help_text="Exact experiment name.")
     experiment_id = IdFilter(field_name="experiment_id", help_text="Experiment id.")
     epoch_min = Int64Filter(field_name="epoch", lookup_expr="gte", help_text="Epoch at least.")
     epoch_max = Int64Filter(field_name="epoch", lookup_expr="lte", help_text="Epoch at most.")
@@ -232,8 +256,8 @@ class CheckpointFilter(StrictFilterSet):
 
 
 class OperationLogFilter(StrictFilterSet):
-    experiment = df.CharFilter(field_name="experiment_name", help_text="Exact experiment name.")
-    actor = df.CharFilter(help_text="User name, reconciler or sync.")
+    experiment = TextFilter(field_name="experiment_name", help_text="Exact experiment name.")
+    actor = TextFilter(help_text="User name, reconciler or sync.")
     operation = df.MultipleChoiceFilter(choices=Operation.choices, help_text="Repeat for several.")
     success = BooleanFilter()
     job_id = IdFilter(field_name="job_id")

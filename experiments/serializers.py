@@ -14,6 +14,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import RegexValidator
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.settings import api_settings
@@ -83,6 +84,19 @@ def _whole(regex: re.Pattern[str], *, blank: bool = False, prefix: str = "") -> 
     return f"^{prefix}{body}{'?' if blank else ''}$"
 
 
+def whole_numbers_up_to(limit: int) -> str:
+    """A regex (unanchored) for the whole numbers 1 to ``limit``, without leading zeros."""
+    digits = str(limit)
+    parts = [f"[1-9][0-9]{{0,{len(digits) - 2}}}"] if len(digits) > 1 else []
+    for i, digit in enumerate(digits):
+        low, high = (1 if i == 0 else 0), int(digit) - 1
+        if high >= low:
+            rest = len(digits) - i - 1
+            parts.append(f"{digits[:i]}[{low}-{high}]" + (f"[0-9]{{{rest}}}" if rest else ""))
+    parts.append(digits)
+    return "(?:" + "|".join(parts) + ")"
+
+
 NAME_PATTERN = SchemaPattern(_whole(NAME_RE, prefix="(?![0-9]+$)"))
 ACCELERATOR_PATTERN = SchemaPattern(_whole(ACCELERATOR_RE, blank=True))
 GIT_REF_PATTERN = SchemaPattern(
@@ -91,6 +105,20 @@ GIT_REF_PATTERN = SchemaPattern(
 TAG_PATTERN = SchemaPattern(_whole(TAG_RE))
 FLAG_KEY_PATTERN = SchemaPattern(_whole(FLAG_KEY_RE))
 SINGLE_LINE_PATTERN = SchemaPattern(r"^[^\x00-\x08\x0a-\x1f]*$")
+
+
+class UniqueListField(serializers.ListField):
+    """A list whose items may not repeat (the model refuses repeats); the schema says
+    ``uniqueItems`` (``UniqueListFieldExtension``)."""
+
+
+class UniqueListFieldExtension(OpenApiSerializerFieldExtension):
+    target_class = UniqueListField
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        return {**schema, "uniqueItems": True}
 
 
 # --- strict scalar fields -------------------------------------------------------------------
@@ -134,9 +162,15 @@ class IdField(StrictIntegerField):
         super().__init__(**kwargs)
 
 
+#: A flag name (``validate_flag_key``): FLAG_KEY_RE, 1 to FLAG_KEY_MAX_LENGTH characters.
+FLAG_NAME_PATTERN = _whole(FLAG_KEY_RE, prefix=rf"(?![\s\S]{{{FLAG_KEY_MAX_LENGTH + 1}}})")
 FLAG_VALUE_SCHEMA = {
     "oneOf": [
-        {"type": "string", "maxLength": 10_000, "pattern": r"^[^\x00-\x08\x0a-\x1f]*$"},
+        {
+            "type": "string",
+            "maxLength": validation.MAX_FLAG_STRING,
+            "pattern": SINGLE_LINE_PATTERN.regex.pattern,
+        },
         {"type": "number"},
         {"type": "boolean"},
     ],
@@ -147,7 +181,10 @@ FLAG_VALUE_SCHEMA = {
 @extend_schema_field(
     {
         "type": "object",
-        "additionalProperties": FLAG_VALUE_SCHEMA,
+        # Names as validate_flag_key takes them. OpenAPI 3.0 (JSON Schema draft 4) has no
+        # propertyNames: a name is allowed by matching the one patternProperties key.
+        "patternProperties": {FLAG_NAME_PATTERN: FLAG_VALUE_SCHEMA},
+        "additionalProperties": False,
         "description": "Flag name -> value; names are dotted (trainer.batch_size), values are "
         "strings, numbers or booleans.",
     }
@@ -195,14 +232,27 @@ class ExperimentRef:
         return f"ExperimentRef({self.raw!r})"
 
 
+#: An experiment named in a request body, as ``ExperimentRefField`` takes it: an integer id, or a
+#: string of 1 to 128 characters: digits only are an id (1 to MAX_ID, leading zeros allowed),
+#: anything else is a name. A name that breaks the naming rule is not refused here: it names no
+#: experiment (the bulk answer reports it per item as invalid, the group calls as no such one).
+EXPERIMENT_REF_ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+EXPERIMENT_REF_STRING_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": NAME_MAX_LENGTH,
+    "pattern": rf"^(?:[\s\S]*[^0-9][\s\S]*|0*{whole_numbers_up_to(MAX_ID)})$",
+}
+EXPERIMENT_REF_SCHEMA = {
+    "oneOf": [
+        {**EXPERIMENT_REF_ID_SCHEMA, "description": "id"},
+        {**EXPERIMENT_REF_STRING_SCHEMA, "description": "name (or an id as digits)"},
+    ]
+}
+
+
 @extend_schema_field(
-    {
-        "oneOf": [
-            {"type": "integer", "minimum": 1, "maximum": MAX_ID, "description": "id"},
-            {"type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH, "description": "name"},
-        ],
-        "description": "An experiment id (integer) or name (string).",
-    }
+    {**EXPERIMENT_REF_SCHEMA, "description": "An experiment id (integer) or name (string)."}
 )
 class ExperimentRefField(serializers.Field):
     default_error_messages = {
@@ -614,6 +664,11 @@ class ExperimentCreateSerializer(ExperimentFieldsSerializer):
     pass
 
 
+#: Fields a request may not combine (``ExperimentUpdateSerializer.validate``; the schema says
+#: so with ``not: {required: [...]}``, see ``experiments.api.system.postprocess_schema``).
+EXCLUSIVE_FIELDS = ("flags", "flags_patch")
+
+
 @extend_schema_serializer(component_name="ExperimentUpdate")
 class ExperimentUpdateSerializer(ExperimentFieldsSerializer):
     """PUT and PATCH change only the fields given (PUT needs ``name``)."""
@@ -627,7 +682,7 @@ class ExperimentUpdateSerializer(ExperimentFieldsSerializer):
     updated_at = serializers.DateTimeField(required=False, help_text=UPDATED_AT_HELP)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if "flags" in attrs and "flags_patch" in attrs:
+        if set(EXCLUSIVE_FIELDS) <= set(attrs):
             raise serializers.ValidationError(
                 {
                     "flags_patch": [
@@ -753,8 +808,11 @@ class LaunchPreviewSerializer(serializers.Serializer):
 
 
 class GroupFieldsSerializer(StrictSerializer):
-    name = StrictCharField(max_length=128, validators=[SINGLE_LINE_PATTERN])
-    flags = serializers.ListField(
+    name = StrictCharField(
+        max_length=ExperimentGroup._meta.get_field("name").max_length,
+        validators=[SINGLE_LINE_PATTERN],
+    )
+    flags = UniqueListField(  # validate_flag_key_list: no repeats
         child=StrictCharField(max_length=FLAG_KEY_MAX_LENGTH, validators=[FLAG_KEY_PATTERN]),
         max_length=1000,
         required=False,
@@ -825,17 +883,11 @@ BULK_ACTIONS = [
 @extend_schema_field(
     {
         "oneOf": [
-            {"type": "integer", "minimum": 1, "maximum": MAX_ID, "description": "id"},
-            {"type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH, "description": "name"},
+            *EXPERIMENT_REF_SCHEMA["oneOf"],
             {
                 "type": "object",
                 "properties": {
-                    "experiment": {
-                        "oneOf": [
-                            {"type": "integer", "minimum": 1, "maximum": MAX_ID},
-                            {"type": "string", "minLength": 1, "maxLength": NAME_MAX_LENGTH},
-                        ]
-                    },
+                    "experiment": EXPERIMENT_REF_SCHEMA,
                     "updated_at": {"type": "string", "format": "date-time"},
                 },
                 "required": ["experiment"],
@@ -930,7 +982,10 @@ def _bulk_variant(name: str, actions: list[str], extra: dict[str, serializers.Fi
 BulkSetDesiredStateSerializer = _bulk_variant(
     "BulkSetDesiredState",
     ["set_desired_state"],
-    {"desired_state": serializers.ChoiceField(choices=DesiredState.choices)},
+    {
+        "desired_state": serializers.ChoiceField(choices=DesiredState.choices),
+        "dry_run": StrictBooleanField(required=False, help_text=DRY_RUN_HELP),
+    },
 )
 BulkDeleteSerializer = _bulk_variant("BulkDelete", ["delete"], {})
 BulkGroupSerializer = _bulk_variant(

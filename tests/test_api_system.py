@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from datetime import timedelta
 
 import pytest
@@ -320,10 +321,20 @@ def test_docs_page(client, user, monkeypatch):
     assert response.status_code == 200
     page = response.content.decode()
     assert "cdn." not in page and "unpkg" not in page  # no internet needed
+    # The Content-Security-Policy allows no inline code: every script is a file, no <style>.
+    scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", page, re.S | re.I)
+    assert scripts and all("src=" in attrs and not body.strip() for attrs, body in scripts)
+    assert "<style" not in page.lower()
+    init = client.get("/api/docs/?script")  # the init script the page loads
+    assert init.status_code == 200
+    assert init["Content-Type"].startswith("application/javascript")
+    assert "/api/schema/" in init.content.decode()
+    assert "?script" in page
     monkeypatch.setattr("experiments.api.system.sidecar_installed", lambda: False)
     plain = client.get("/api/docs/").content.decode()
     assert "/api/experiments/{id_or_name}/start/" in plain
     assert "Start an experiment" in plain
+    assert "<style" not in plain.lower() and "<script" not in plain.lower()
 
 
 # --- tokens command -------------------------------------------------------------------------

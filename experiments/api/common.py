@@ -93,6 +93,8 @@ class Pagination(PageNumberPagination):
 
     page_size_query_param = "page_size"
     max_page_size = 1000
+    #: Longer page numbers are refused before the database sees an offset that large.
+    max_page_digits = 18
 
     def get_page_size(self, request) -> int:
         raw = request.query_params.getlist(self.page_size_query_param)
@@ -112,7 +114,12 @@ class Pagination(PageNumberPagination):
         value = raw[-1]
         if value in self.last_page_strings:
             return value
-        if len(raw) > 1 or not is_digits(value) or len(value) > 18 or int(value) < 1:
+        if (
+            len(raw) > 1
+            or not is_digits(value)
+            or len(value) > self.max_page_digits
+            or int(value) < 1
+        ):
             raise exceptions.ValidationError(
                 {self.page_query_param: ["A page number: a whole number from 1."]}
             )
@@ -125,7 +132,11 @@ class Pagination(PageNumberPagination):
                 "required": False,
                 "in": "query",
                 "description": "Page number, from 1 (a page past the end is a 404).",
-                "schema": {"type": "integer", "minimum": 1},
+                "schema": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 10**self.max_page_digits - 1,
+                },
             },
             {
                 "name": self.page_size_query_param,
@@ -291,13 +302,32 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
 READ_ERRORS = (400, 404)
 WRITE_ERRORS = (400, 403, 404, 409, 415)
 
+# What ``_parse_if_match`` takes, as an ECMA pattern: a comma-separated list of ``*`` or a
+# date-time (ISO 8601, as updated_at and the ETag carry it), each optionally quoted and W/-prefixed.
+# Only real calendar dates (Feb 29 in leap years): anything parse_datetime refuses is a 400.
+_YEAR = "(?:[0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})"  # 0001-9999
+_LEAP_YEAR = "(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+_DATE = (
+    f"(?:{_YEAR}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    "|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+    f"|{_LEAP_YEAR}-02-29)"
+)
+_TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
+_OFFSET = "(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+_DATETIME = f"{_DATE}T{_TIME}{_OFFSET}?"
+_ENTITY = f'(?:\\*|(?:W/)?(?:"{_DATETIME}"|{_DATETIME}))'
+#: The If-Match header's pattern (empty: no precondition, as if it were not sent).
+IF_MATCH_PATTERN = rf"^(?:{_ENTITY}(?:[ \t]*,[ \t]*{_ENTITY})*)?$"
+
 IF_MATCH = OpenApiParameter(
     "If-Match",
     OpenApiTypes.STR,
     OpenApiParameter.HEADER,
     required=False,
+    pattern=IF_MATCH_PATTERN,
     description="The updated_at value (or ETag) you last read; the write answers 409 if the "
-    "object changed since. * matches anything.",
+    "object changed since. * matches anything. Several may be given, separated by commas.",
+    examples=[OpenApiExample("updated_at", value='"2026-01-01T12:00:00.000000Z"')],
 )
 
 

@@ -28,6 +28,7 @@ from experiments.models import (
 from experiments.permissions import READ_ONLY_GROUP, is_read_only_user
 from experiments.serializers import (
     BULK_ACTIONS,
+    EXCLUSIVE_FIELDS,
     MetaSerializer,
     SyncQueuedSerializer,
     SyncStatusSerializer,
@@ -150,9 +151,11 @@ def sidecar_installed() -> bool:
 def docs(request: HttpRequest) -> HttpResponse:
     """The browsable docs: Swagger UI from the sidecar package, else a plain endpoint list."""
     if sidecar_installed():
-        from drf_spectacular.views import SpectacularSwaggerView
+        # The split view serves the init script as a separate request (?script), so the page
+        # needs no inline <script>: the Content-Security-Policy allows none (script-src 'self').
+        from drf_spectacular.views import SpectacularSwaggerSplitView
 
-        return SpectacularSwaggerView.as_view(url_name="api-schema")(request)
+        return SpectacularSwaggerSplitView.as_view(url_name="api-schema")(request)
     schema = SchemaGenerator().get_schema(request=None, public=True)
     rows = []
     for path, operations in schema.get("paths", {}).items():
@@ -164,8 +167,8 @@ def docs(request: HttpRequest) -> HttpResponse:
     )
     return HttpResponse(
         format_html(
+            # plain HTML: the Content-Security-Policy allows no inline <style> (style-src 'self')
             "<!doctype html><html><head><meta charset='utf-8'><title>SkyDeck API</title>"
-            "<style>body{{font-family:sans-serif;margin:2em}}td{{padding:.2em 1em}}</style>"
             "</head><body><h1>SkyDeck API</h1><p>Authenticate with "
             "<code>Authorization: Token &lt;key&gt;</code> (<code>skydeck tokens create "
             "USERNAME</code>) or this browser session. Full OpenAPI 3 schema: "
@@ -184,10 +187,14 @@ _HEALTH_PATH = {
     "get": {
         "operationId": "health",
         "summary": "Health check (no login)",
-        "description": "Whether the database answers (status), how fresh each sync source is, "
-        "whether scheduled backups succeed (when on) and whether the background worker is "
-        "alive. 503 when the database is unreachable.",
+        "description": "Without a login: only whether the database answers (status, time, "
+        "database) and a detail hinting to log in. With a session or a valid API token: the "
+        "full report: also how fresh each sync source is, whether scheduled backups succeed "
+        "(when on), whether the background worker is alive, the reconciler's mode and "
+        "warnings. 503 when the database is unreachable; 401 for an invalid token (send none "
+        "for the anonymous answer).",
         "tags": ["health"],
+        # no login needed; a token or a session, when sent, unlocks the details
         "security": [],
         "responses": {
             "200": {
@@ -195,6 +202,10 @@ _HEALTH_PATH = {
                 "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/Health"}}
                 },
+            },
+            "401": {
+                "description": "An Authorization header with an invalid token.",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
             },
             "503": {
                 "description": "The database is unreachable.",
@@ -216,7 +227,16 @@ _HEALTH_SCHEMA = {
         },
         "time": {"type": "string", "format": "date-time"},
         "database": {"type": "string"},
-        "sync": {"type": "object", "additionalProperties": {"type": "object"}},
+        "detail": {
+            "type": "string",
+            "description": "Without a login only: a hint to log in (or send a token) for the "
+            "details.",
+        },
+        "sync": {
+            "type": "object",
+            "additionalProperties": {"type": "object"},
+            "description": "With a login only, as backup, worker, reconciler and warnings.",
+        },
         "backup": {
             "type": "object",
             "description": "Scheduled backups (present only when SKYDECK_BACKUP_DIR is set).",
@@ -232,20 +252,80 @@ _HEALTH_SCHEMA = {
 }
 
 
-def postprocess_schema(result: dict[str, Any], generator, request, public) -> dict[str, Any]:
-    """Request bodies allow no other keys (the serializers reject them); add /api/health.
+#: Every DRF view runs the throttles (settings.REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"]).
+_THROTTLED = {
+    "description": "Too many requests from this client (token or session user; address when "
+    "anonymous): wait Retry-After seconds.",
+    "headers": {
+        "Retry-After": {
+            "description": "Seconds until a request may succeed again (sent whenever the "
+            "throttle can tell).",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    },
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+#: Bodies that must name at least one field: a bulk update's changes (BulkSerializer.validate).
+_MIN_PROPERTIES = {"ExperimentChangesRequest": 1}
 
-    A blank-allowed string with a pattern comes out as ``oneOf [pattern, maxLength 0]``; "" can
-    match both, which ``oneOf`` forbids, so those become ``anyOf`` (what the server accepts).
+
+def _needs_fields(schema: dict[str, Any], schemas: dict[str, Any]) -> bool:
+    """Whether every body this schema allows has a required field (so no body is a 400).
+
+    drf-spectacular works this out for one serializer, not for a ``oneOf`` of them (bulk)."""
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/components/schemas/"):
+        schema = schemas.get(ref.rsplit("/", 1)[1], {})
+    if schema.get("required"):
+        return True
+    alternatives = schema.get("oneOf") or []
+    return bool(alternatives) and all(_needs_fields(alt, schemas) for alt in alternatives)
+
+
+def postprocess_schema(result: dict[str, Any], generator, request, public) -> dict[str, Any]:
+    """What the serializers and views enforce but drf-spectacular does not write down.
+
+    * Request bodies allow no other keys (the serializers reject them).
+    * A blank-allowed string with a pattern comes out as ``oneOf [pattern, maxLength 0]``; "" can
+      match both, which ``oneOf`` forbids, so those become ``anyOf`` (what the server accepts).
+    * ``EXCLUSIVE_FIELDS`` (flags and flags_patch) may not come together: ``not required``;
+      a bulk update names at least one change (``minProperties``).
+    * A comma-separated query parameter (``ordering``: style form, explode false) needs a value:
+      the filters refuse an empty one (``StrictFilterSet``), so ``minItems: 1``.
+    * A request body that always needs a field is required (a missing body is a 400).
+    * Every API operation may answer 429 (the DRF throttles), with Retry-After.
+    * /api/health, a plain Django view, is added by hand.
     """
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     for name, schema in schemas.items():
         if name.endswith("Request") and schema.get("type") == "object":
             schema["additionalProperties"] = False
+            if set(EXCLUSIVE_FIELDS) <= set(schema.get("properties") or {}):
+                schema["not"] = {"required": list(EXCLUSIVE_FIELDS)}
+        if name in _MIN_PROPERTIES:
+            schema["minProperties"] = _MIN_PROPERTIES[name]
         for prop in (schema.get("properties") or {}).values():
             alternatives = prop.get("oneOf") if isinstance(prop, dict) else None
             if alternatives and {"type": "string", "maxLength": 0} in alternatives:
                 prop["anyOf"] = prop.pop("oneOf")
+    for item in result.setdefault("paths", {}).values():
+        for method, operation in item.items():
+            if method not in _METHODS:
+                continue
+            for parameter in operation.get("parameters", []):
+                if (
+                    parameter.get("in") == "query"
+                    and parameter.get("explode") is False
+                    and parameter.get("schema", {}).get("type") == "array"
+                ):
+                    parameter["schema"]["minItems"] = 1
+            body = operation.get("requestBody")
+            if body and not body.get("required"):
+                content = body.get("content", {}).get("application/json", {})
+                if _needs_fields(content.get("schema", {}), schemas):
+                    body["required"] = True
+            operation.setdefault("responses", {})["429"] = _THROTTLED
     schemas["Health"] = _HEALTH_SCHEMA
-    result.setdefault("paths", {})["/api/health"] = _HEALTH_PATH
+    result["paths"]["/api/health"] = _HEALTH_PATH  # not DRF: no throttle, no 429
     return result
