@@ -7,6 +7,7 @@ broken by id so pages never overlap.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import django_filters as df
@@ -29,6 +30,30 @@ from experiments.models import (
 from experiments.serializers import MAX_ID
 
 MAX_INT64 = 2**63 - 1
+
+
+class UtcIsoDateTimeField(df.fields.IsoDateTimeField):
+    """An ISO 8601 time, turned into UTC before it reaches the database.
+
+    PostgreSQL refuses offsets beyond ±15:59 that ISO 8601 allows (+17:34 is valid). A time in
+    year 1 or 9999 may leave datetime's range once converted: it is then the first or last
+    representable instant, which selects exactly the same rows (nothing is stored before or
+    after those).
+    """
+
+    def to_python(self, value):
+        parsed = super().to_python(value)
+        if parsed is None:
+            return None
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            edge = datetime.min if parsed.year == datetime.min.year else datetime.max
+            return edge.replace(tzinfo=UTC)
+
+
+class UtcDateTimeFilter(df.IsoDateTimeFilter):
+    field_class = UtcIsoDateTimeField
 
 
 class StrictBooleanField(forms.NullBooleanField):
@@ -196,10 +221,10 @@ class JobFilter(StrictFilterSet):
     active = BooleanFilter(method="filter_active", help_text="Not finished yet.")
     orphaned = BooleanFilter(method="filter_orphaned", help_text="No experiment has its name.")
     user = TextFilter(field_name="user_name", help_text="SkyPilot user name (exact).")
-    submitted_after = df.IsoDateTimeFilter(
+    submitted_after = UtcDateTimeFilter(
         field_name="submitted_at", lookup_expr="gte", help_text="Submitted at or after (ISO 8601)."
     )
-    submitted_before = df.IsoDateTimeFilter(
+    submitted_before = UtcDateTimeFilter(
         field_name="submitted_at", lookup_expr="lt", help_text="Submitted before (ISO 8601)."
     )
     ordering = StableOrderingFilter(
@@ -261,8 +286,8 @@ class OperationLogFilter(StrictFilterSet):
     operation = df.MultipleChoiceFilter(choices=Operation.choices, help_text="Repeat for several.")
     success = BooleanFilter()
     job_id = IdFilter(field_name="job_id")
-    since = df.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = df.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = OperationLog

@@ -281,3 +281,22 @@ def test_operations_list_uses_a_constant_number_of_queries(
         make_experiment(f"o{i}")
     with django_assert_max_num_queries(3):
         assert api.get("/api/operations/").json()["count"] == count
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/api/jobs/?submitted_after=0102-09-02T04:51:11.62%2B17:34",  # PostgreSQL: > ±15:59
+        "/api/operations/?since=3418-11-23T15:24:52.7-19:59",
+        "/api/operations/?since=0001-01-01T00:00:00%2B05:00",  # before year 1 in UTC
+        "/api/operations/?until=9999-12-31T23:00:00-05:00",  # after year 9999 in UTC
+    ],
+)
+def test_time_filters_take_every_iso_offset_on_every_database(query):
+    OperationLog.objects.create(actor="t", operation="create", experiment_name="x", success=True)
+    client = APIClient()
+    client.force_authenticate(User.objects.create_user("times"))
+    response = client.get(query)
+    assert response.status_code == 200, response.content
+    everything = "since=0001" in query or "until=9999" in query
+    assert response.json()["count"] == (1 if everything else 0)
