@@ -34,6 +34,7 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django_q.models import Schedule
+from processes import shell_last_line
 
 from experiments import backup, dashboard, health
 from experiments.models import Operation, OperationLog, SyncState
@@ -825,16 +826,7 @@ def test_good_backup_settings_load(tmp_path):
         "print(settings.SKYDECK_BACKUP_DIR, settings.SKYDECK_BACKUP_KEEP, "
         "settings.SKYDECK_BACKUP_INTERVAL)"
     )
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "shell", "-c", code],
-        capture_output=True,
-        text=True,
-        env=environ,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == f"{tmp_path / 'b'} 3 3600"
+    assert shell_last_line(code, environ) == f"{tmp_path / 'b'} 3 3600"
     shutil.rmtree(tmp_path / "b", ignore_errors=True)
 
 

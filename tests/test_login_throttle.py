@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from axes.models import AccessAttempt
@@ -19,6 +16,7 @@ from django.core.cache import cache
 from django.core.management import call_command
 from django.db.models import F
 from django.test import Client
+from processes import shell_last_line
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -28,7 +26,6 @@ from rest_framework.views import APIView
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parent.parent
 LOGIN = "/accounts/login/"
 ADMIN_LOGIN = "/admin/login/?next=/admin/"
 HOME = "10.1.1.1"
@@ -327,14 +324,4 @@ def test_behind_the_proxy_the_right_most_forwarded_address_counts(tmp_path):
     )
     environ = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "SKYDECK_DB_PATH"}}
     environ.update(SKYDECK_HOME=str(tmp_path), SKYDECK_BEHIND_HTTPS_PROXY="true")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "shell", "-c", code],
-        capture_output=True,
-        text=True,
-        env=environ,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    last_line = result.stdout.strip().splitlines()[-1]  # after the shell's auto-import notice
-    assert last_line.split() == ["81.2.69.160", "10.9.9.9", "81.2.69.160"]
+    assert shell_last_line(code, environ).split() == ["81.2.69.160", "10.9.9.9", "81.2.69.160"]
