@@ -12,20 +12,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat, truncatechars
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from experiments import backup, services
+from experiments import services
 from experiments.forms import ExperimentAdminForm, ExperimentGroupAdminForm, GroupChoiceForm
 from experiments.models import (
     Checkpoint,
@@ -44,7 +43,6 @@ admin.site.site_header = "SkyDeck admin"
 admin.site.site_title = "SkyDeck admin"
 
 GROUP_ACTION_TEMPLATE = "admin/experiments/group_action.html"
-BACKUP_TEMPLATE = "admin/backup.html"
 
 
 def _plural(count: int, noun: str) -> str:
@@ -815,61 +813,3 @@ class LaunchAdmin(ReadOnlyAdmin):
     @admin.display(description="error")
     def error_short(self, obj: Launch) -> str:
         return truncatechars(obj.error_message, 80)
-
-
-# --- database backup: a page under /admin/backup/ (superusers only) --------------------------
-
-
-def backup_view(request: HttpRequest) -> HttpResponse:
-    """Show backup status; POST streams a fresh snapshot (``skydeck-YYYYmmdd-HHMMSS.db``).
-
-    Superusers only: a snapshot holds every password hash, session and API token, so a staff
-    member with narrower permissions must not be able to download one.
-    """
-    if not request.user.is_superuser:
-        raise PermissionDenied("Only superusers may download database snapshots.")
-    context: dict[str, Any] = {
-        **admin.site.each_context(request),
-        "title": "Database backup",
-        "supported": True,
-    }
-    try:
-        database = backup.live_db_path()
-    except backup.BackupError as exc:  # PostgreSQL: the message points to pg_dump
-        context.update(supported=False, unsupported=str(exc))
-        return TemplateResponse(request, BACKUP_TEMPLATE, context)
-    if request.method == "POST":
-        try:
-            handle, name = backup.download_snapshot(request.user)
-        except backup.BackupError as exc:
-            messages.error(request, f"No snapshot: {exc}")
-            return HttpResponseRedirect(request.path)
-        return FileResponse(
-            handle, as_attachment=True, filename=name, content_type="application/vnd.sqlite3"
-        )
-    directory = settings.SKYDECK_BACKUP_DIR
-    snapshots = []
-    if directory and directory.is_dir():
-        snapshots = [(p.name, p.stat().st_size) for p in reversed(backup.list_snapshots(directory))]
-    context.update(
-        database=database,
-        database_size=database.stat().st_size if database.exists() else None,
-        backup_dir=directory,
-        keep=settings.SKYDECK_BACKUP_KEEP,
-        interval=settings.SKYDECK_BACKUP_INTERVAL,
-        snapshots=snapshots,
-    )
-    return TemplateResponse(request, BACKUP_TEMPLATE, context)
-
-
-def _urls_with_backup(get_urls: Callable[[], list]) -> Callable[[], list]:
-    """The admin site's URLs plus ``admin:backup`` (before the admin's catch-all pattern)."""
-
-    def urls() -> list:
-        return [path("backup/", admin.site.admin_view(backup_view), name="backup"), *get_urls()]
-
-    return urls
-
-
-admin.site.get_urls = _urls_with_backup(admin.site.get_urls)  # type: ignore[method-assign]
-admin.site.index_template = "admin/skydeck_index.html"

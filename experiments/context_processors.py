@@ -6,7 +6,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from experiments.permissions import is_read_only_user
+from experiments.services import is_read_only_user
 
 
 def roles(request: HttpRequest) -> dict[str, Any]:

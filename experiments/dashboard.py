@@ -25,7 +25,6 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from experiments.health import SCHEDULER_WAKE_SECONDS, health_report
 from experiments.models import (
     NO_JOB,
     DesiredState,
@@ -35,6 +34,7 @@ from experiments.models import (
     Job,
     JobStatus,
 )
+from syncing.services import SCHEDULER_WAKE_SECONDS, health_report
 
 MISSING = "\u2013"  # en dash
 

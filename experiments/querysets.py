@@ -7,14 +7,14 @@ from django.db import models
 from django.db.models import Exists, Max, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 
+from experiments.choices import NO_JOB, JobStatus
+
 
 def _job_model():
     return apps.get_model("experiments", "Job")
 
 
 def _active_statuses() -> list[str]:
-    from experiments.models import JobStatus
-
     return JobStatus.active()
 
 
@@ -57,8 +57,6 @@ class ExperimentQuerySet(models.QuerySet):
 
     def refresh_current_state(self) -> int:
         """Set ``current_state`` from each experiment's latest job, in one UPDATE."""
-        from experiments.models import NO_JOB
-
         Job = _job_model()
         latest = Job.objects.filter(experiment_id=OuterRef("name")).order_by(
             models.F("submitted_at").desc(nulls_last=True), "-id"

@@ -25,7 +25,6 @@ from experiments.models import (
     Operation,
     OperationLog,
 )
-from experiments.permissions import READ_ONLY_GROUP, is_read_only_user
 from experiments.validation import NAME_MAX_LENGTH
 
 Actor = Any  # a user object or a plain name such as "reconciler"
@@ -51,6 +50,22 @@ DESIRED_STATE_MESSAGE = (
     "The desired state changes only with Start, Stop or Adopt (POST .../start/, .../stop/, "
     ".../adopt/), which show what they launch or cancel first."
 )
+
+
+# --- roles: who may write -------------------------------------------------------------------
+
+#: Members of this Django group may read everything through the API but change nothing.
+READ_ONLY_GROUP = "read-only"
+
+
+def is_read_only_user(user) -> bool:
+    if not getattr(user, "is_authenticated", False):
+        return False
+    cached = getattr(user, "_skydeck_read_only", None)
+    if cached is None:
+        cached = user.groups.filter(name=READ_ONLY_GROUP).exists()
+        user._skydeck_read_only = cached
+    return cached
 
 
 def check_can_write(actor: Actor) -> None:

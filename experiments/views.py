@@ -33,7 +33,6 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from experiments import control, dashboard, services
 from experiments.forms import ExperimentCreateForm, ExperimentForm, GroupForm, add_service_errors
-from experiments.health import health_report
 from experiments.launching import commands_text, launch_preview
 from experiments.models import (
     DesiredState,
@@ -45,9 +44,7 @@ from experiments.models import (
     OperationLog,
 )
 from experiments.validation import NAME_MAX_LENGTH
-from syncing import joblogs
 from syncing import services as actions
-from syncing.services import SkyPilotError
 
 JOBS_PER_PAGE = 50
 PLAIN_TEXT = "text/plain; charset=utf-8"
@@ -75,7 +72,7 @@ def health(request: HttpRequest) -> JsonResponse:
         user = _health_user(request)
     except AuthenticationFailed as exc:
         return JsonResponse({"detail": str(exc.detail)}, status=401)
-    report = health_report()
+    report = actions.health_report()
     code = 200 if report["status"] in {"ok", "degraded"} else 503
     if user is None:
         database = "ok" if report["database"] == "ok" else "unreachable"
@@ -1182,24 +1179,24 @@ def job_log(request: HttpRequest, pk: int) -> HttpResponse:
     if output not in {"", "html", "text"}:
         return _text("format: html or text.\n", BAD_REQUEST)
     try:
-        log_plan = joblogs.plan(pk, request.GET.get("tail"), follow=False)
-    except joblogs.UnknownJob as exc:
+        log_plan = actions.log_plan(pk, request.GET.get("tail"), follow=False)
+    except actions.UnknownJob as exc:
         raise Http404(str(exc)) from None
-    except joblogs.JobLogError as exc:
+    except actions.JobLogError as exc:
         if output == "text":
             return _text(f"{exc}\n", BAD_REQUEST)
         job = Job.objects.filter(pk=pk).only("id", "job_name", "status", "experiment_id").get()
-        context = _job_log_context(job, joblogs.DEFAULT_TAIL, error=str(exc))
+        context = _job_log_context(job, actions.DEFAULT_TAIL, error=str(exc))
         return render(request, "experiments/job_log.html", context, status=BAD_REQUEST)
     if output == "text":
         try:
-            return _text(joblogs.web_tail_text(log_plan))
-        except joblogs.TooManyStreams as exc:
+            return _text(actions.log_tail_text(log_plan))
+        except actions.TooManyStreams as exc:
             return _busy(exc)
-        except joblogs.NoLog as exc:
+        except actions.NoLog as exc:
             return _text(f"{exc}\n", 404)
-        except SkyPilotError as exc:
-            return _text(joblogs.error_message(exc) + "\n", 502)
+        except actions.SkyPilotError as exc:
+            return _text(actions.log_error_message(exc) + "\n", 502)
     job = Job.objects.filter(pk=pk).only("id", "job_name", "status", "experiment_id").get()
     return render(request, "experiments/job_log.html", _job_log_context(job, log_plan.tail))
 
@@ -1215,7 +1212,7 @@ def _job_log_context(job: Job, tail: int, error: str = "") -> dict[str, Any]:
         "job": job,
         "experiment": experiment,
         "tail": tail,
-        "tail_choices": sorted({*joblogs.TAIL_CHOICES, tail}),
+        "tail_choices": sorted({*actions.TAIL_CHOICES, tail}),
         "active": job.is_active,
         "stream_url": f"{reverse('job_log_stream', args=[job.id])}?{query}",
         "text_url": f"{reverse('job_log', args=[job.id])}?{query}&format=text",
@@ -1233,19 +1230,19 @@ def job_log_stream(request: HttpRequest, pk: int) -> HttpResponse:
     beyond that, 503 with Retry-After, whose text the page shows.
     """
     try:
-        follow = joblogs.parse_follow(request.GET.get("follow"))
-        log_plan = joblogs.plan(pk, request.GET.get("tail"), follow=follow)
-    except joblogs.UnknownJob as exc:
+        follow = actions.parse_follow(request.GET.get("follow"))
+        log_plan = actions.log_plan(pk, request.GET.get("tail"), follow=follow)
+    except actions.UnknownJob as exc:
         raise Http404(str(exc)) from None
-    except joblogs.JobLogError as exc:
+    except actions.JobLogError as exc:
         return _text(f"{exc}\n", BAD_REQUEST)
     try:
-        stream = joblogs.open_web_stream(log_plan)
-    except joblogs.TooManyStreams as exc:
+        stream = actions.open_log_stream(log_plan)
+    except actions.TooManyStreams as exc:
         return _busy(exc)
-    return joblogs.streaming_response(stream, request.META, events=True)
+    return actions.log_response(stream, request.META, events=True)
 
 
-def _busy(exc: joblogs.TooManyStreams) -> HttpResponse:
+def _busy(exc: actions.TooManyStreams) -> HttpResponse:
     """Every log-read slot is taken: 503, and when to try again."""
     return _text(f"{exc}\n", 503, **{"Retry-After": str(exc.retry_after)})

@@ -2,7 +2,7 @@
 
 The database (created by :mod:`skydeck_site.sqlite3` just before SQLite would create it with the
 umask's mode), its ``-wal``/``-shm`` (SQLite gives them the database file's own mode), the
-generated secret key and snapshots (``experiments.backup``). A directory that already exists
+generated secret key and snapshots (``backups.backup``). A directory that already exists
 (``/tmp``, ``$HOME``) is the user's and left as it is; files SkyDeck's user owns are tightened.
 SkyDeck does not change the process umask.
 """

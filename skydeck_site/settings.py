@@ -88,7 +88,7 @@ CONTENT_SECURITY_POLICY = (
 )
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "skydeck_site.admin.SkyDeckAdminConfig",  # django.contrib.admin with the backup page
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -105,6 +105,7 @@ INSTALLED_APPS = [
     "syncing",
     "django_q",
     "experiments",
+    "backups",
 ]
 
 MIDDLEWARE = [
@@ -112,7 +113,7 @@ MIDDLEWARE = [
     "skydeck_site.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # while `skydeck restore` runs: 503 "restoring" (static files are served above)
-    "skydeck_site.middleware.RestoringMiddleware",
+    "backups.middleware.RestoringMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -307,7 +308,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": [
         "rest_framework.permissions.IsAuthenticated",
-        "experiments.permissions.WriteUnlessReadOnly",
+        "experiments.api.permissions.WriteUnlessReadOnly",
     ],
     "DEFAULT_PAGINATION_CLASS": "experiments.api.Pagination",
     "PAGE_SIZE": 100,

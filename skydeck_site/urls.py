@@ -8,7 +8,7 @@ from experiments import views
 
 urlpatterns = [
     path("api/health", views.health, name="health"),
-    path("api/", include("experiments.api_urls")),
+    path("api/", include("experiments.api.urls")),
     path("admin/", admin.site.urls),
     # Log in and out only: SkyDeck sends no mail, so there is no password-reset flow to expose
     # (an admin sets passwords: `skydeck changepassword NAME`).

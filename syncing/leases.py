@@ -12,15 +12,20 @@ other machines (or whose process id was reused) keep their lease until it expire
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
+from pathlib import Path
 
+from django.db import connections
 from django.db.models import Q
 from django.utils import timezone
 
@@ -205,3 +210,88 @@ def held_by(owner: str) -> bool:
     return SyncState.objects.filter(
         source=SCHEDULER_SOURCE, lease_owner=owner, lease_expires_at__gt=timezone.now()
     ).exists()
+
+
+# --- the restore marker: while ``skydeck restore`` runs it holds the whole database -----------
+# backups.backup writes it; the syncs, the reconciler and the web middleware read it.
+
+#: A restore marker written on another host cannot be checked by pid: it counts as stale after
+#: this long (restoring a SkyDeck database takes seconds).
+FOREIGN_MARKER_MAX_AGE = 3600
+
+
+@dataclass(frozen=True)
+class RestoreMarker:
+    path: Path
+    pid: int
+    host: str
+    started: str
+
+    def describe(self) -> str:
+        return f"a backup is being restored (pid {self.pid} on {self.host}, since {self.started})"
+
+
+def live_sqlite_path() -> Path | None:
+    """The live SQLite file, or None (PostgreSQL, or SQLite in memory)."""
+    if connections["default"].vendor != "sqlite":
+        return None
+    name = str(connections["default"].settings_dict["NAME"])
+    if not name or name == ":memory:" or "mode=memory" in name:
+        return None
+    return Path(name)
+
+
+def marker_path(db: Path) -> Path:
+    return Path(f"{db}.restoring")
+
+
+_warned_stale: set[tuple[str, float]] = set()
+
+
+def _warn_stale(path: Path, reason: str) -> None:
+    """Log a stale marker once per marker file (the middleware looks at it on every request)."""
+    try:
+        key = (str(path), path.stat().st_mtime)
+    except OSError:
+        return
+    if key not in _warned_stale:
+        _warned_stale.add(key)
+        logger.warning("ignoring stale restore marker %s (%s); delete it", path, reason)
+
+
+def read_marker(db: Path) -> RestoreMarker | None:
+    """The running restore of ``db``, or None. Stale markers (their process is gone) are
+    ignored with a warning, so a killed restore never blocks the app."""
+    path = marker_path(db)
+    try:
+        raw = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        _warn_stale(path, f"unreadable: {exc.strerror or exc}")
+        return None
+    try:
+        data = json.loads(raw)
+        marker = RestoreMarker(path, int(data["pid"]), str(data["host"]), str(data["started"]))
+    except (ValueError, KeyError, TypeError):
+        _warn_stale(path, "not a restore marker")
+        return None
+    if marker.host == socket.gethostname():
+        if process_gone(marker.pid):
+            _warn_stale(path, f"process {marker.pid} is not running")
+            return None
+    else:
+        try:
+            age = time.time() - path.stat().st_mtime
+        except OSError:
+            return None
+        if age > FOREIGN_MARKER_MAX_AGE:
+            _warn_stale(path, f"written on {marker.host} {age:.0f}s ago")
+            return None
+    return marker
+
+
+def restore_in_progress() -> RestoreMarker | None:
+    """The restore running on the live database, if any (never on PostgreSQL)."""
+    db = live_sqlite_path()
+    return read_marker(db) if db is not None else None

@@ -50,6 +50,7 @@ from experiments.models import (
     SyncSource,
     SyncState,
 )
+from syncing import services as door  # the one cancel, shared with a person's Stop
 from syncing.leases import LeaseHeld, lease
 from syncing.skypilot import RequestFailed, ServerUnavailable, SkyPilotClient, SkyPilotError
 
@@ -481,20 +482,16 @@ def _do_cancel(client: SkyPilotClient, action: Action) -> str:
     )
     if current is not None and current != DesiredState.STOPPED:
         return f"cancel {experiment.name} skipped: desired state is now {current}"
-    try:
-        client.cancel(ids)
-    except SkyPilotError as exc:
-        for job_id in ids:
-            services.record(
-                ACTOR, Operation.CANCEL, experiment=experiment, job_id=job_id, success=False,
-                message=str(exc),
-            )  # fmt: skip
-        return f"cancel {experiment.name} FAILED: {exc}"
-    for job in action.jobs:
-        services.record(
-            ACTOR, Operation.CANCEL, experiment=experiment, job_id=job.id,
-            message=f"desired state is STOPPED; SkyDeck owns job {job.label}",
-        )  # fmt: skip
+    error = door.cancel_jobs(
+        ACTOR,
+        action.jobs,
+        {experiment.name: experiment},
+        dict.fromkeys(ids, experiment.name),
+        "desired state is STOPPED",
+        client=client,
+    )
+    if error:
+        return f"cancel {experiment.name} FAILED: {error}"
     return f"cancelled {action.describe()[len('cancel ') :]}"
 
 
@@ -585,7 +582,7 @@ def reconcile(
     restore) and ``dry_run`` is not asked for; otherwise it plans, and in a non-acting mode
     leaves "would ..." notes on the experiments concerned.
     """
-    from experiments.backup import restore_in_progress
+    from syncing.leases import restore_in_progress
 
     now = now or timezone.now()
     state_mode = control.reconciler_mode()

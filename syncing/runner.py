@@ -81,7 +81,7 @@ def run_sync(source: str, **kwargs: Any) -> SyncOutcome:
     syncers = _syncers()
     if source not in syncers:
         raise ValueError(f"unknown sync source {source!r}: choose from {', '.join(syncers)}")
-    from experiments.backup import restore_in_progress
+    from syncing.leases import restore_in_progress
 
     restoring = restore_in_progress()
     if restoring is not None:  # the rows this pass would write are about to be replaced

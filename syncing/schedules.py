@@ -10,16 +10,18 @@ from django.conf import settings
 from django.utils import timezone
 
 TASKS = {
-    "skydeck: sync SkyPilot jobs": (
+    "skydeck: sync SkyPilot jobs and reconcile": (
         "skypilot",
-        "syncing.tasks.sync_skypilot",
+        "syncing.tasks.sync_jobs_and_reconcile",
         "SKYDECK_SYNC_SKYPILOT_INTERVAL",
     ),
     "skydeck: sync S3 checkpoints": ("s3", "syncing.tasks.sync_s3", "SKYDECK_SYNC_S3_INTERVAL"),
 }
 #: Scheduled snapshots: only while SKYDECK_BACKUP_DIR is set (removed when it is emptied).
 BACKUP_SCHEDULE = "skydeck: back up the database"
-BACKUP_TASK = "syncing.tasks.backup_database"
+BACKUP_TASK = "backups.tasks.backup_database"
+#: Schedules stored under an earlier name: renamed in place, so none runs twice.
+RENAMED = {"skydeck: sync SkyPilot jobs": "skydeck: sync SkyPilot jobs and reconcile"}
 
 
 def schedule_fields(interval: int) -> dict:
@@ -37,6 +39,11 @@ def ensure_schedules() -> list[str]:
 
     from syncing.runner import available_sources
 
+    for old, new in RENAMED.items():
+        if Schedule.objects.filter(name=new).exists():
+            Schedule.objects.filter(name=old).delete()
+        else:
+            Schedule.objects.filter(name=old).update(name=new)
     sources = set(available_sources())
     wanted = {
         name: (func, getattr(settings, setting))

@@ -1,10 +1,17 @@
-"""The door the web UI, the API, the admin and commands use for a person's acts on SkyPilot.
+"""The only door from the web UI, the API and the admin to the outside world.
 
-Start, Stop, Adopt and Cancel are requests by a person, so they act on any job they name —
-whoever launched it — after showing what they will do (``dry_run``). The database part lives in
-``experiments.control``; this module adds the one thing it must not do: talk to SkyPilot. The
-cancel request is sent after the transaction that recorded the Stop has committed, and each job's
-outcome lands in the operation log with the job id and its user.
+Views import this module, never ``syncing.skypilot``, ``syncing.s3`` or the syncers; its one
+error type for "SkyPilot did not answer or refused" is :class:`SkyPilotError` (views map it to a
+message, the API to 502).
+
+* A person's acts: Start, Stop, Adopt and Cancel act on any job they name, whoever launched it,
+  after showing what they will do (``dry_run``). The database part lives in
+  ``experiments.control``; this module adds the one thing it must not do: talk to SkyPilot. The
+  cancel request is sent after the transaction that recorded the Stop has committed.
+* :func:`cancel_jobs` is the one cancel: the reconciler's cancels of owned jobs go through it
+  too, so each job's outcome lands in the operation log the same way, with its id and user.
+* :func:`request_sync` queues sync passes for the worker; the health report and job logs are
+  re-exported from ``syncing.health`` and ``syncing.joblogs``.
 """
 
 from __future__ import annotations
@@ -16,9 +23,46 @@ from typing import Any
 
 from experiments import control, services
 from experiments.control import JobRef, Plan
-from experiments.models import DesiredState, Experiment, Job, Operation
-from syncing.skypilot import SkyPilotClient
-from syncing.skypilot import SkyPilotError as SkyPilotError  # the doors catch it from here
+from experiments.models import DesiredState, Experiment, Job, Operation, SyncSource
+from syncing.health import SCHEDULER_WAKE_SECONDS, health_report, sync_status
+from syncing.joblogs import (
+    DEFAULT_TAIL,
+    MAX_TAIL,
+    TAIL_CHOICES,
+    JobLogError,
+    NoLog,
+    TooManyStreams,
+    UnknownJob,
+    parse_follow,
+)
+from syncing.joblogs import error_message as log_error_message
+from syncing.joblogs import open_web_stream as open_log_stream
+from syncing.joblogs import plan as log_plan
+from syncing.joblogs import streaming_response as log_response
+from syncing.joblogs import web_tail_text as log_tail_text
+from syncing.skypilot import SkyPilotClient, SkyPilotError
+
+#: Re-exported for the views: health (``syncing.health``), job logs (``syncing.joblogs``) and the
+#: one error type of SkyPilot's answers.
+__all__ = [
+    "DEFAULT_TAIL",
+    "MAX_TAIL",
+    "SCHEDULER_WAKE_SECONDS",
+    "TAIL_CHOICES",
+    "JobLogError",
+    "NoLog",
+    "SkyPilotError",
+    "TooManyStreams",
+    "UnknownJob",
+    "health_report",
+    "log_error_message",
+    "log_plan",
+    "log_response",
+    "log_tail_text",
+    "open_log_stream",
+    "parse_follow",
+    "sync_status",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,18 +84,24 @@ class StopResult:
         return data
 
 
-def _send_cancel(
+def cancel_jobs(
     actor: services.Actor,
     jobs: Sequence[JobRef],
     experiments: dict[str, Experiment],
     names: dict[int, str],
     why: str,
+    *,
+    client: SkyPilotClient | None = None,
 ) -> str:
-    """Cancel ``jobs`` in one request; log each job's outcome. Returns the error ("" if none)."""
+    """Cancel ``jobs`` in one request; log each job's outcome. Returns the error ("" if none).
+
+    ``names`` maps job ids to experiment names, ``experiments`` names to experiments (a job of
+    no experiment is logged by its name alone). Nothing is retried: the caller decides.
+    """
     if not jobs:
         return ""
     try:
-        SkyPilotClient.from_settings().cancel([j.id for j in jobs])
+        (client or SkyPilotClient.from_settings()).cancel([j.id for j in jobs])
     except SkyPilotError as exc:
         error = str(exc)[:2000]
         logger.warning("cancel of jobs %s failed: %s", [j.id for j in jobs], error)
@@ -103,7 +153,7 @@ def cancel_planned(actor: services.Actor, plan: Plan) -> StopResult:
     jobs = plan.cancel_jobs
     by_name = {item.experiment.name: item.experiment for item in plan.items}
     names = {job.id: item.experiment.name for item in plan.items for job in item.cancel}
-    error = _send_cancel(actor, jobs, by_name, names, f"{services.actor_name(actor)} stopped it")
+    error = cancel_jobs(actor, jobs, by_name, names, f"{services.actor_name(actor)} stopped it")
     return StopResult(plan, cancelled=[] if error else list(jobs), error=error)
 
 
@@ -127,7 +177,7 @@ def cancel_job(actor: services.Actor, job: Job) -> str:
     owned = Job.objects.filter(pk=job.pk).filter(control.owned_exists()).exists()
     target = JobRef(job.id, job.status, job.user_name, owned)
     name = job.experiment_id or job.job_name or ""
-    error = _send_cancel(
+    error = cancel_jobs(
         actor,
         [target],
         {name: experiment} if experiment is not None else {},
@@ -144,9 +194,56 @@ def cancel_job(actor: services.Actor, job: Job) -> str:
     return ""
 
 
+#: What ``request_sync`` queues for each source (the same tasks the schedules run).
+SYNC_TASKS = {
+    SyncSource.SKYPILOT: "syncing.tasks.sync_jobs_and_reconcile",
+    SyncSource.S3: "syncing.tasks.sync_s3",
+}
+
+
+class SyncUnavailable(ValueError):
+    """A source that is not configured here (no endpoint or bucket)."""
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        self.missing = list(missing)
+        super().__init__(f"Not available here: {', '.join(self.missing)}.")
+
+
+def available_sources() -> list[str]:
+    """The sources configured here (SkyPilot endpoint, S3 bucket), in sync order."""
+    from syncing.runner import available_sources as available
+
+    return list(available())
+
+
+def request_sync(
+    actor: services.Actor, sources: Sequence[str] | None = None, *, via: str = "the API"
+) -> list[dict[str, str]]:
+    """Queue one pass of each source (default: every available one) for the worker.
+
+    Returns ``[{"source", "task_id"}]``; raises SyncUnavailable naming sources not set up here.
+    The SkyPilot pass also reconciles (unless the reconciler is off).
+    """
+    from django_q.tasks import async_task
+
+    available = available_sources()
+    wanted = list(dict.fromkeys(sources or available))
+    missing = [s for s in wanted if s not in available]
+    if missing:
+        raise SyncUnavailable(missing)
+    tasks = []
+    for source in wanted:
+        task_id = async_task(SYNC_TASKS[source], task_name=f"api sync {source}")
+        tasks.append({"source": source, "task_id": str(task_id)})
+    services.record(
+        actor, Operation.SYNC, message=f"sync requested via {via}: " + ", ".join(wanted)
+    )
+    return tasks
+
+
 def reconciler_status() -> dict[str, Any]:
     """The mode in force and the last pass, for the header pill and ``/api/health``."""
-    from experiments.models import SyncSource, SyncState
+    from experiments.models import SyncState
 
     mode = control.reconciler_mode()
     state = SyncState.objects.filter(source=SyncSource.RECONCILER).first()

@@ -1,4 +1,8 @@
-"""django-q2 task entry points: thin wrappers over the syncers and the reconciler."""
+"""django-q2 task entry points: thin wrappers over the syncers and the reconciler.
+
+The schedules name these by dotted path (``syncing.schedules``). Paths stored by earlier
+versions keep working through the aliases at the end; ``ensure_schedules`` rewrites the rows.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from experiments.models import SyncSource
 from syncing.runner import run_sync
 
 
-def sync_skypilot() -> str:
+def sync_jobs_and_reconcile() -> str:
     """Sync jobs, then reconcile on the freshest listing (or only plan, as the mode says)."""
     from syncing.reconciler import sync_and_reconcile
 
@@ -20,8 +24,13 @@ def sync_s3() -> str:
     return run_sync(SyncSource.S3).summary()
 
 
-def backup_database() -> str:
-    """A scheduled snapshot into SKYDECK_BACKUP_DIR with retention; failures are logged."""
-    from experiments.backup import scheduled_backup
+# --- aliases for task paths stored in schedule rows and queued tasks before they moved --------
 
-    return scheduled_backup()
+sync_skypilot = sync_jobs_and_reconcile
+
+
+def backup_database() -> str:
+    """Moved to ``backups.tasks.backup_database``."""
+    from backups.tasks import backup_database as moved
+
+    return moved()

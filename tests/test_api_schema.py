@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from rest_framework.exceptions import ValidationError as DRFValidationError
 
 from experiments.api.common import IF_MATCH_PATTERN, _parse_if_match
-from experiments.serializers import MAX_ID, ExperimentRefField, whole_numbers_up_to
+from experiments.api.fields import MAX_ID, ExperimentRefField, whole_numbers_up_to
 from experiments.validation import NAME_MAX_LENGTH, validate_experiment_name, validate_flag_key
 
 GOOD_NAMES = [

@@ -15,8 +15,8 @@ from django_q.models import OrmQ, Success
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from experiments import health
 from experiments.models import Operation, OperationLog, SyncState
+from syncing import health
 
 pytestmark = pytest.mark.django_db
 
@@ -190,7 +190,7 @@ def test_sync_trigger_queues_tasks_and_answers_at_once(api):
     assert [t["source"] for t in tasks] == ["skypilot", "s3"]
     queued = {q.task["id"]: q.func() for q in OrmQ.objects.all()}
     assert queued == {
-        tasks[0]["task_id"]: "syncing.tasks.sync_skypilot",
+        tasks[0]["task_id"]: "syncing.tasks.sync_jobs_and_reconcile",
         tasks[1]["task_id"]: "syncing.tasks.sync_s3",
     }
     op = OperationLog.objects.get(operation=Operation.SYNC)

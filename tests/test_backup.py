@@ -36,9 +36,10 @@ from django.urls import reverse
 from django_q.models import Schedule
 from processes import shell_last_line
 
-from experiments import backup, dashboard, health
+from backups import backup
+from experiments import dashboard
 from experiments.models import Operation, OperationLog, SyncState
-from syncing import schedules, tasks
+from syncing import health, leases, schedules, tasks
 from syncing.runner import run_sync
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -198,7 +199,7 @@ def home(tmp_path) -> Path:
 @pytest.fixture
 def use_live(live, monkeypatch) -> Path:
     """Point the in-process code (admin, middleware, tasks) at ``live``."""
-    monkeypatch.setattr(backup, "live_db_path", lambda: live)
+    monkeypatch.setattr(leases, "live_sqlite_path", lambda: live)
     return live
 
 
@@ -346,7 +347,7 @@ def test_restore_migrates_an_older_snapshot(live, home, tmp_path):
     assert names(live) == []
     # the schedules follow this install's settings after the migrate
     funcs = {r[0] for r in query(live, "SELECT func FROM django_q_schedule")}
-    assert "syncing.tasks.sync_skypilot" in funcs
+    assert "syncing.tasks.sync_jobs_and_reconcile" in funcs
 
 
 def _bad_file(kind: str, template: Path, path: Path) -> Path:
@@ -453,7 +454,7 @@ def test_a_stale_marker_is_ignored_with_a_warning(db, client, use_live, caplog):
     marker.write_text(
         json.dumps({"pid": dead_pid(), "host": socket.gethostname(), "started": "2020-01-01"})
     )
-    with caplog.at_level(logging.WARNING, logger="experiments.backup"):
+    with caplog.at_level(logging.WARNING, logger="backups.backup"):
         assert client.get("/api/health").status_code == 200
         assert client.get("/api/health").status_code == 200
     warnings = [r for r in caplog.records if "stale restore marker" in r.getMessage()]
@@ -578,7 +579,7 @@ def test_the_backup_schedule_follows_the_setting(db, settings, tmp_path):
     assert schedules.BACKUP_SCHEDULE in schedules.ensure_schedules()
     schedule = Schedule.objects.get(name=schedules.BACKUP_SCHEDULE)
     assert (schedule.func, schedule.schedule_type, schedule.minutes) == (
-        "syncing.tasks.backup_database",
+        "backups.tasks.backup_database",
         Schedule.MINUTES,
         1440,
     )
@@ -730,7 +731,7 @@ def test_a_failed_scheduled_backup_is_logged_and_the_app_keeps_serving(
     before = _fill(directory)
     settings.SKYDECK_BACKUP_DIR = directory
     settings.SKYDECK_BACKUP_KEEP = 1
-    with caplog.at_level(logging.ERROR, logger="experiments.backup"), file_size_limit(limit):
+    with caplog.at_level(logging.ERROR, logger="backups.backup"), file_size_limit(limit):
         line = tasks.backup_database()
     assert line.startswith("backup: FAILED")
     if limit is None:

@@ -165,9 +165,7 @@ def assert_held_by_dead_process(deck: Deck, source: str, pid: int) -> None:
 
 def sync_status(deck: Deck) -> dict:
     """The API's sync status, computed by SkyDeck itself on the file."""
-    code = (
-        "import json; from experiments.health import sync_status; print(json.dumps(sync_status()))"
-    )
+    code = "import json; from syncing.health import sync_status; print(json.dumps(sync_status()))"
     done = deck.run("shell", "-c", code)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -255,7 +253,9 @@ def test_sync_killed_while_writing_then_next_pass_completes(deck: Deck, stub: St
 def test_worker_killed_mid_sync_then_restarted(deck: Deck, stub: StubSkyPilot):
     """``kill -9`` of the django-q2 cluster during a scheduled sync, then a restart."""
     deck.env.update(SKYDECK_SKYPILOT_ENDPOINT=stub.endpoint, SKYDECK_TASK_TIMEOUT="60")
-    enqueue = "from django_q.tasks import async_task; async_task('syncing.tasks.sync_skypilot')"
+    enqueue = (
+        "from django_q.tasks import async_task; async_task('syncing.tasks.sync_jobs_and_reconcile')"
+    )
     stub.set_mode("slow", 0.3)
     assert deck.run("shell", "-c", enqueue).returncode == 0
     cluster = deck.start("qcluster")

@@ -32,8 +32,8 @@ from test_ui_actions import edit_data  # the editor's form data
 
 from experiments import services
 from experiments.api.common import EXPERIMENT_LOOKUP_RE
+from experiments.api.fields import NAME_PATTERN
 from experiments.models import Experiment, ExperimentGroup
-from experiments.serializers import NAME_PATTERN
 from experiments.validation import NAME_RE
 from syncing import s3
 

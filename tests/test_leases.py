@@ -12,9 +12,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from experiments import health
 from experiments.models import SyncSource, SyncState
-from syncing import leases
+from syncing import health, leases
 
 
 def owner_for(pid: int, *, host: str | None = None, machine: str | None = None) -> str:

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from experiments import services
 from experiments.models import Experiment, ExperimentGroup, OperationLog
-from experiments.permissions import READ_ONLY_GROUP
+from experiments.services import READ_ONLY_GROUP
 
 pytestmark = pytest.mark.django_db
 

@@ -13,11 +13,11 @@ def test_migrate_creates_the_schedules_once(db, settings):
     # the test database was migrated, so the schedules exist already
     names = schedules.ensure_schedules()
     assert set(Schedule.objects.values_list("name", flat=True)) == set(names)
-    assert "skydeck: sync SkyPilot jobs" in names
+    assert "skydeck: sync SkyPilot jobs and reconcile" in names
     call_command("migrate", verbosity=0)
     schedules.ensure_schedules()
     assert Schedule.objects.count() == len(names)
-    sky = Schedule.objects.get(func="syncing.tasks.sync_skypilot")
+    sky = Schedule.objects.get(func="syncing.tasks.sync_jobs_and_reconcile")
     assert (sky.schedule_type, sky.cron) == (Schedule.CRON, "* * * * * */30")
     if "skydeck: sync S3 checkpoints" in names:
         s3 = Schedule.objects.get(func="syncing.tasks.sync_s3")
@@ -28,7 +28,7 @@ def test_migrate_creates_the_schedules_once(db, settings):
 def test_schedules_follow_changed_settings(db, settings):
     settings.SKYDECK_SYNC_SKYPILOT_INTERVAL = 120
     schedules.ensure_schedules()
-    sky = Schedule.objects.get(func="syncing.tasks.sync_skypilot")
+    sky = Schedule.objects.get(func="syncing.tasks.sync_jobs_and_reconcile")
     assert (sky.schedule_type, sky.minutes) == (Schedule.MINUTES, 2)
     assert Schedule.objects.count() == len(schedules.ensure_schedules())
 
@@ -38,7 +38,7 @@ def test_task_runs_the_same_sync_and_records_it(db, settings, monkeypatch):
     settings.SKYDECK_SKYPILOT_TIMEOUT = 0.5
     monkeypatch.setenv("SKYPILOT_API_COOKIE_FILE", "/nonexistent/cookies.txt")
     monkeypatch.setattr("syncing.skypilot.time.sleep", lambda s: None)
-    summary = tasks.sync_skypilot()
+    summary = tasks.sync_jobs_and_reconcile()
     assert summary.startswith("skypilot: FAILED")
     assert SyncState.objects.get(source="skypilot").last_error
     assert SyncState.objects.get(source="skypilot").lease_owner == ""

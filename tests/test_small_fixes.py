@@ -11,8 +11,8 @@ from django.core.management import call_command
 from django.db import OperationalError
 from django.utils import timezone
 
-from experiments.health import health_report
 from experiments.models import SyncState
+from syncing.health import health_report
 
 pytestmark = pytest.mark.django_db
 
@@ -113,7 +113,7 @@ def test_a_full_disk_is_a_json_503_naming_it_and_health_is_degraded(monkeypatch,
     from rest_framework.test import APIClient
 
     from experiments import services
-    from skydeck_site import middleware
+    from skydeck_site import storage as middleware
 
     monkeypatch.setattr(middleware, "last_storage_full", None)
     api = APIClient()
@@ -137,7 +137,7 @@ def test_a_full_disk_is_a_json_503_naming_it_and_health_is_degraded(monkeypatch,
 
 def test_the_ui_answers_a_full_disk_with_a_page_naming_it(monkeypatch, web):
     from experiments import services
-    from skydeck_site import middleware
+    from skydeck_site import storage as middleware
 
     monkeypatch.setattr(middleware, "last_storage_full", None)
 
@@ -154,8 +154,8 @@ def test_low_free_space_makes_health_degraded(monkeypatch, tmp_path):
     import shutil
     from collections import namedtuple
 
-    from experiments import health
-    from skydeck_site import middleware
+    from skydeck_site import storage as middleware
+    from syncing import health
 
     monkeypatch.setattr(middleware, "last_storage_full", None)
     monkeypatch.setattr(health, "_sqlite_folder", lambda: str(tmp_path))

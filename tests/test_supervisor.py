@@ -331,7 +331,9 @@ def test_every_process_killed_comes_back_and_killing_serve_leaves_nothing(deck: 
     # kill -9 of the supervisor itself while a SkyPilot sync is under way in a worker
     deck.stub.set_mode("slow", 0.3)
     asked = deck.stub.requests
-    deck.shell("from django_q.tasks import async_task; async_task('syncing.tasks.sync_skypilot')")
+    deck.shell(
+        "from django_q.tasks import async_task; async_task('syncing.tasks.sync_jobs_and_reconcile')"
+    )
     wait_for(lambda: deck.stub.requests >= asked + 2, 30, "the sync pass to reach SkyPilot")
     before = len(serve.procs())
     os.kill(serve.proc.pid, signal.SIGKILL)

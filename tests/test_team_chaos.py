@@ -334,7 +334,7 @@ def test_team_chaos_in_process(stub: StubSkyPilot, api: APIClient):
     assert sneaky["status"] == 400 or sneaky["counts"]["ok"] == 0, sneaky
     d3 = stub.add_job("resnet50", "PENDING", "dave")  # dave launches one more from the CLI
     run_pass()
-    assert tasks.sync_skypilot()  # the django-q2 task: the very same pass
+    assert tasks.sync_jobs_and_reconcile()  # the django-q2 task: the very same pass
     assert not Experiment.objects.filter(desired_state=DesiredState.RUNNING).exists()
     assert requests_since(stub, 0, "launch") == requests_since(stub, 0, "cancel") == []
 
@@ -399,7 +399,7 @@ def test_team_chaos_in_process(stub: StubSkyPilot, api: APIClient):
     completed = run_pass()
     assert "done resnet50: job " + str(d1) + " SUCCEEDED" in completed.done, completed.done
     run_pass()
-    assert tasks.sync_skypilot()
+    assert tasks.sync_jobs_and_reconcile()
     assert requests_since(stub, before, "launch") == []
     assert team.experiments("resnet50")[0].desired_state == DesiredState.STOPPED
 
@@ -492,14 +492,16 @@ result = door.stop("alice", list(Experiment.objects.filter(name__in={names!r})))
 print(json.dumps({{"listed": sorted(j.id for j in result.plan.cancel_jobs),
                   "cancelled": sorted(j.id for j in result.cancelled), "error": result.error}}))
 """
-ENQUEUE = "from django_q.tasks import async_task; async_task('syncing.tasks.sync_skypilot')"
+ENQUEUE = (
+    "from django_q.tasks import async_task; async_task('syncing.tasks.sync_jobs_and_reconcile')"
+)
 # the scheduler's part, faster than its 30 s cycle: a sync_skypilot task every second
 ENQUEUE_LOOP = """
 import os, pathlib, time
 from django_q.tasks import async_task
 stop = pathlib.Path(os.environ["STOP_FILE"])
 while not stop.exists():
-    async_task("syncing.tasks.sync_skypilot")
+    async_task("syncing.tasks.sync_jobs_and_reconcile")
     time.sleep(1.0)
 """
 RESULTS = """

@@ -1,6 +1,6 @@
-"""SkyDeck's REST API (routes in ``experiments.api_urls``).
+"""SkyDeck's REST API (routes in ``experiments.api.urls``).
 
-Views validate JSON with ``experiments.serializers`` and change data only through
+Views validate JSON with the serializers here (fields, serializers, bulk, schema) and change data only through
 ``experiments.services``; ``common.exception_handler`` turns domain errors into HTTP answers.
 """
 

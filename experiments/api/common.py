@@ -17,15 +17,9 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from experiments.api.fields import MAX_ID, NON_FIELD, ExperimentRef, is_digits
+from experiments.api.schema import ConflictSerializer, ErrorSerializer
 from experiments.models import Experiment
-from experiments.serializers import (
-    MAX_ID,
-    NON_FIELD,
-    ConflictSerializer,
-    ErrorSerializer,
-    ExperimentRef,
-    is_digits,
-)
 from experiments.validation import NAME_MAX_LENGTH, NAME_RE
 from syncing.services import SkyPilotError
 
@@ -64,7 +58,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     * ``DataError`` (a value the database cannot compare or store, such as a NUL character in a
       query parameter or a date out of its range) -> 400.
     """
-    from skydeck_site.middleware import is_storage_full, storage_full_response
+    from skydeck_site.storage import is_storage_full, storage_full_response
 
     if is_storage_full(exc):
         return storage_full_response(context["request"])

@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from experiments import control, launching, services, validation
+from experiments.api.bulk import BULK_RESULTS, BULK_VARIANTS, BulkResultSerializer, BulkSerializer
 from experiments.api.common import (
     EXPERIMENT_LOOKUP_RE,
     ID_OR_NAME,
@@ -30,19 +31,9 @@ from experiments.api.common import (
     resolve_refs,
     validation_detail,
 )
-from experiments.filters import ExperimentFilter
-from experiments.models import (
-    Checkpoint,
-    Experiment,
-    ExperimentGroup,
-    ExperimentGroupMember,
-)
-from experiments.serializers import (
-    BULK_RESULTS,
-    BULK_VARIANTS,
+from experiments.api.filters import ExperimentFilter
+from experiments.api.serializers import (
     AdoptSerializer,
-    BulkResultSerializer,
-    BulkSerializer,
     DuplicateSerializer,
     ExperimentActionSerializer,
     ExperimentCreateSerializer,
@@ -52,6 +43,12 @@ from experiments.serializers import (
     PreconditionSerializer,
     StartSerializer,
     StopSerializer,
+)
+from experiments.models import (
+    Checkpoint,
+    Experiment,
+    ExperimentGroup,
+    ExperimentGroupMember,
 )
 from experiments.validation import NAME_RE
 from syncing import services as door

@@ -25,9 +25,8 @@ from experiments.api.common import (
     id_param,
     resolve_all,
 )
-from experiments.filters import GroupFilter
-from experiments.models import ExperimentGroup, ExperimentGroupMember
-from experiments.serializers import (
+from experiments.api.filters import GroupFilter
+from experiments.api.serializers import (
     GroupCreateSerializer,
     GroupOrderResultSerializer,
     GroupOrderSerializer,
@@ -38,6 +37,7 @@ from experiments.serializers import (
     MemberOrderSerializer,
     PreconditionSerializer,
 )
+from experiments.models import ExperimentGroup, ExperimentGroupMember
 
 GROUP_ID = id_param("group")
 

@@ -22,21 +22,15 @@ from rest_framework.response import Response
 
 from experiments import control
 from experiments.api.common import ID_RE, READ_ERRORS, BadGateway, Conflict, errors, id_param
-from experiments.filters import CheckpointFilter, JobFilter, OperationLogFilter
+from experiments.api.filters import CheckpointFilter, JobFilter, OperationLogFilter
+from experiments.api.schema import CancelResultSerializer, ErrorSerializer
+from experiments.api.serializers import CheckpointSerializer, JobSerializer, OperationLogSerializer
 from experiments.models import (
     Checkpoint,
     Experiment,
     Job,
     OperationLog,
 )
-from experiments.serializers import (
-    CancelResultSerializer,
-    CheckpointSerializer,
-    ErrorSerializer,
-    JobSerializer,
-    OperationLogSerializer,
-)
-from syncing import joblogs
 from syncing import services as door
 
 logger = logging.getLogger(__name__)
@@ -159,10 +153,10 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
             id_param("SkyPilot job"),
             OpenApiParameter(
                 "tail",
-                {"type": "integer", "minimum": 1, "maximum": joblogs.MAX_TAIL},
+                {"type": "integer", "minimum": 1, "maximum": door.MAX_TAIL},
                 OpenApiParameter.QUERY,
                 required=False,
-                description=f"How many of the last lines (default {joblogs.DEFAULT_TAIL}).",
+                description=f"How many of the last lines (default {door.DEFAULT_TAIL}).",
                 examples=[OpenApiExample("tail", value=100)],
             ),
             OpenApiParameter(
@@ -192,29 +186,29 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
     )
     def logs(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
-            follow = joblogs.parse_follow(request.query_params.get("follow"))
-            log_plan = joblogs.plan(
+            follow = door.parse_follow(request.query_params.get("follow"))
+            log_plan = door.log_plan(
                 int(self.kwargs["id"]), request.query_params.get("tail"), follow=bool(follow)
             )
-        except joblogs.UnknownJob as exc:
+        except door.UnknownJob as exc:
             raise exceptions.NotFound(str(exc)) from None
-        except joblogs.JobLogError as exc:
+        except door.JobLogError as exc:
             field, _, message = str(exc).partition(": ")
             raise exceptions.ValidationError({field: [message]}) from None
         try:
             if not log_plan.follow:
-                text = joblogs.web_tail_text(log_plan)  # SkyPilotError -> 502 (exception handler)
+                text = door.log_tail_text(log_plan)  # SkyPilotError -> 502 (exception handler)
                 return HttpResponse(text, content_type="text/plain; charset=utf-8")
-            stream = joblogs.open_web_stream(log_plan)
-        except joblogs.NoLog as exc:
+            stream = door.open_log_stream(log_plan)
+        except door.NoLog as exc:
             raise exceptions.NotFound(str(exc)) from None
-        except joblogs.TooManyStreams as exc:
+        except door.TooManyStreams as exc:
             raise ServiceUnavailable(str(exc), wait=exc.retry_after) from None
         stream.wait_settled(FOLLOW_CONNECT_WAIT_SECONDS)
         if stream.error is not None:
             stream.close()
             raise stream.error
-        return joblogs.streaming_response(stream, request.META, events=False)
+        return door.log_response(stream, request.META, events=False)
 
     def handle_exception(self, exc: Exception) -> Response:
         # The log is text, but its errors are JSON whatever the client accepts.

@@ -17,31 +17,20 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from experiments import health, services
+from experiments.api.bulk import BULK_ACTIONS
+from experiments.api.schema import MetaSerializer, SyncQueuedSerializer, SyncStatusSerializer
+from experiments.api.serializers import EXCLUSIVE_FIELDS, SyncTriggerSerializer
 from experiments.models import (
     CURRENT_STATE_CHOICES,
     DesiredState,
     JobStatus,
     Operation,
-    SyncSource,
 )
-from experiments.permissions import READ_ONLY_GROUP, is_read_only_user
-from experiments.serializers import (
-    BULK_ACTIONS,
-    EXCLUSIVE_FIELDS,
-    MetaSerializer,
-    SyncQueuedSerializer,
-    SyncStatusSerializer,
-    SyncTriggerSerializer,
-)
+from experiments.services import READ_ONLY_GROUP, is_read_only_user
+from syncing import services as door
 
 from .common import errors
 
-#: What ``POST /api/sync`` enqueues for each source (the same tasks the schedules run).
-SYNC_TASKS = {
-    SyncSource.SKYPILOT: "syncing.tasks.sync_skypilot",
-    SyncSource.S3: "syncing.tasks.sync_s3",
-}
 API_VERSION = "1"
 
 
@@ -61,7 +50,7 @@ class SyncView(APIView):
         responses={200: SyncStatusSerializer, **errors()},
     )
     def get(self, request: Request) -> Response:
-        return Response(health.sync_status())
+        return Response(door.sync_status())
 
     @extend_schema(
         summary="Trigger a sync",
@@ -72,26 +61,12 @@ class SyncView(APIView):
         responses={202: SyncQueuedSerializer, **errors(400, 403, 415)},
     )
     def post(self, request: Request) -> Response:
-        from django_q.tasks import async_task
-
-        from syncing.runner import available_sources
-
         serializer = SyncTriggerSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        available = available_sources()
-        wanted = list(dict.fromkeys(serializer.validated_data.get("sources") or available))
-        missing = [s for s in wanted if s not in available]
-        if missing:
-            raise exceptions.ValidationError(
-                {"sources": [f"Not available here: {', '.join(missing)}."]}
-            )
-        tasks = []
-        for source in wanted:
-            task_id = async_task(SYNC_TASKS[source], task_name=f"api sync {source}")
-            tasks.append({"source": source, "task_id": str(task_id)})
-        services.record(
-            request.user, Operation.SYNC, message="sync requested via the API: " + ", ".join(wanted)
-        )
+        try:
+            tasks = door.request_sync(request.user, serializer.validated_data.get("sources"))
+        except door.SyncUnavailable as exc:
+            raise exceptions.ValidationError({"sources": [str(exc)]}) from exc
         return Response({"tasks": tasks}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -113,7 +88,7 @@ class MetaView(APIView):
                     "job_statuses": list(JobStatus.values),
                     "active_job_statuses": [str(s) for s in JobStatus.active()],
                     "operations": list(Operation.values),
-                    "sync_sources": list(SYNC_TASKS),
+                    "sync_sources": list(door.SYNC_TASKS),
                     "bulk_actions": [value for value, _ in BULK_ACTIONS],
                 },
                 "auth": [

@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.authtoken.models import Token
 
-from experiments.permissions import READ_ONLY_GROUP
+from experiments.services import READ_ONLY_GROUP
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 """``skydeck backup PATH``: a consistent snapshot of the SQLite database while SkyDeck runs.
 
-A thin wrapper over :func:`experiments.backup.snapshot`; every failure is one clear line and a
+A thin wrapper over :func:`backups.backup.snapshot`; every failure is one clear line and a
 non-zero exit. PostgreSQL is refused with a pointer to pg_dump.
 """
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from experiments import backup
+from backups import backup
 
 
 class Command(BaseCommand):

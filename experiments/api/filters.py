@@ -16,6 +16,7 @@ from django.db.models import QuerySet
 from django_filters.filters import BaseCSVFilter
 from drf_spectacular.utils import extend_schema_field
 
+from experiments.api.fields import MAX_ID
 from experiments.models import (
     CURRENT_STATE_CHOICES,
     Checkpoint,
@@ -27,7 +28,6 @@ from experiments.models import (
     Operation,
     OperationLog,
 )
-from experiments.serializers import MAX_ID
 
 MAX_INT64 = 2**63 - 1
 

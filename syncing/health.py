@@ -156,9 +156,9 @@ def storage_warning() -> str:
     import shutil
     import time
 
-    from skydeck_site import middleware
+    from skydeck_site import storage
 
-    seen = middleware.last_storage_full
+    seen = storage.last_storage_full
     if seen is not None and time.time() - seen < STORAGE_FULL_RECENT_SECONDS:
         return "a write failed because the database's disk is full"
     folder = _sqlite_folder()

@@ -42,7 +42,16 @@ from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 from skydeck_site.filemodes import private_database
-from syncing.leases import process_gone
+from syncing import leases
+from syncing.leases import (  # the marker lives with the leases: syncs read it, restores hold it
+    FOREIGN_MARKER_MAX_AGE as FOREIGN_MARKER_MAX_AGE,
+)
+from syncing.leases import (
+    RestoreMarker,
+    marker_path,
+    read_marker,
+)
+from syncing.leases import restore_in_progress as restore_in_progress
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +63,6 @@ SNAPSHOT_TIME_FORMAT = "%Y%m%d-%H%M%S"
 #: The actor of scheduled backups in the operation log.
 ACTOR = "backup"
 RESTORE_ACTOR = "restore"
-#: A restore marker written on another host cannot be checked by pid: it counts as stale after
-#: this long (restoring a SkyDeck database takes seconds).
-FOREIGN_MARKER_MAX_AGE = 3600
 #: How long a snapshot or restore waits for a lock held by another connection.
 LOCK_WAIT_SECONDS = 60.0
 
@@ -158,17 +164,6 @@ class RestoreResult:
     kept_revocations: bool = False
 
 
-@dataclass(frozen=True)
-class RestoreMarker:
-    path: Path
-    pid: int
-    host: str
-    started: str
-
-    def describe(self) -> str:
-        return f"a backup is being restored (pid {self.pid} on {self.host}, since {self.started})"
-
-
 # --- where the database is ------------------------------------------------------------------
 
 
@@ -181,10 +176,10 @@ def live_db_path() -> Path:
     """The live SQLite file; raises UnsupportedDatabase for PostgreSQL or an in-memory SQLite."""
     if not supported():
         raise UnsupportedDatabase(POSTGRES_MESSAGE)
-    name = str(connections["default"].settings_dict["NAME"])
-    if not name or name == ":memory:" or "mode=memory" in name:
+    path = leases.live_sqlite_path()
+    if path is None:
         raise UnsupportedDatabase("the database lives in memory: there is no file to back up")
-    return Path(name)
+    return path
 
 
 def snapshot_name(now: datetime | None = None) -> str:
@@ -524,65 +519,6 @@ def check_snapshot(path: Path | str) -> SnapshotInfo:
 
 
 # --- the restore marker ----------------------------------------------------------------------
-
-
-def marker_path(db: Path) -> Path:
-    return Path(f"{db}.restoring")
-
-
-_warned_stale: set[tuple[str, float]] = set()
-
-
-def _warn_stale(path: Path, reason: str) -> None:
-    """Log a stale marker once per marker file (the middleware looks at it on every request)."""
-    try:
-        key = (str(path), path.stat().st_mtime)
-    except OSError:
-        return
-    if key not in _warned_stale:
-        _warned_stale.add(key)
-        logger.warning("ignoring stale restore marker %s (%s); delete it", path, reason)
-
-
-def read_marker(db: Path) -> RestoreMarker | None:
-    """The running restore of ``db``, or None. Stale markers (their process is gone) are
-    ignored with a warning, so a killed restore never blocks the app."""
-    path = marker_path(db)
-    try:
-        raw = path.read_text()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        _warn_stale(path, f"unreadable: {exc.strerror or exc}")
-        return None
-    try:
-        data = json.loads(raw)
-        marker = RestoreMarker(path, int(data["pid"]), str(data["host"]), str(data["started"]))
-    except (ValueError, KeyError, TypeError):
-        _warn_stale(path, "not a restore marker")
-        return None
-    if marker.host == socket.gethostname():
-        if process_gone(marker.pid):
-            _warn_stale(path, f"process {marker.pid} is not running")
-            return None
-    else:
-        try:
-            age = time.time() - path.stat().st_mtime
-        except OSError:
-            return None
-        if age > FOREIGN_MARKER_MAX_AGE:
-            _warn_stale(path, f"written on {marker.host} {age:.0f}s ago")
-            return None
-    return marker
-
-
-def restore_in_progress() -> RestoreMarker | None:
-    """The restore running on the live database, if any (never on PostgreSQL)."""
-    try:
-        db = live_db_path()
-    except BackupError:
-        return None
-    return read_marker(db)
 
 
 @contextmanager

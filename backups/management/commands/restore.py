@@ -1,6 +1,6 @@
 """``skydeck restore PATH``: replace the database's contents with a checked snapshot.
 
-A thin wrapper over :func:`experiments.backup.restore`, safe while the web server and worker run
+A thin wrapper over :func:`backups.backup.restore`, safe while the web server and worker run
 (they answer 503 "restoring" / skip syncs meanwhile). The previous database is kept next to the
 live one. Every failure is one clear line and a non-zero exit; PostgreSQL points to pg_restore.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from experiments import backup
+from backups import backup
 
 
 class Command(BaseCommand):

@@ -4,18 +4,7 @@ from __future__ import annotations
 
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
-#: Members of this Django group may read everything through the API but change nothing.
-READ_ONLY_GROUP = "read-only"
-
-
-def is_read_only_user(user) -> bool:
-    if not getattr(user, "is_authenticated", False):
-        return False
-    cached = getattr(user, "_skydeck_read_only", None)
-    if cached is None:
-        cached = user.groups.filter(name=READ_ONLY_GROUP).exists()
-        user._skydeck_read_only = cached
-    return cached
+from experiments.services import READ_ONLY_GROUP, is_read_only_user
 
 
 class WriteUnlessReadOnly(BasePermission):

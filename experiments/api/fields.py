@@ -1,0 +1,297 @@
+"""The API's strict fields: JSON types and sizes, patterns the schema states, experiment refs.
+
+A string is a string and a boolean a boolean; unknown keys are errors (``StrictSerializer``).
+The real rules are the model's ``full_clean()`` behind ``experiments.services``; the limits
+here are read from the model and ``experiments.validation``, never written twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.validators import RegexValidator
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.settings import api_settings
+
+from experiments import validation
+from experiments.validation import (
+    ACCELERATOR_RE,
+    FLAG_KEY_MAX_LENGTH,
+    FLAG_KEY_RE,
+    GIT_REF_RE,
+    NAME_MAX_LENGTH,
+    NAME_RE,
+    TAG_RE,
+)
+
+#: Ids are 64-bit: larger numbers are rejected before they reach the database.
+MAX_ID = 2**63 - 1
+#: Most experiments one bulk request may name.
+MAX_BULK_ITEMS = 1000
+NON_FIELD = api_settings.NON_FIELD_ERRORS_KEY
+
+
+def is_digits(text: str) -> bool:
+    """Only 0-9 (``str.isdigit`` also accepts characters such as "³" that ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Lone UTF-16 surrogates (valid in JSON escapes) cannot be stored in UTF-8 or jsonb."""
+    if isinstance(value, str):
+        return any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    if isinstance(value, Mapping):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
+class SchemaPattern(RegexValidator):
+    """Documents a pattern in the OpenAPI schema without enforcing it here.
+
+    The model's validators (run by the services' ``full_clean()``) stay the one place the rule
+    is checked, with their own messages; the pattern lets clients and generators know it.
+    """
+
+    def __call__(self, value: Any) -> None:
+        return None
+
+
+def _whole(regex: re.Pattern[str], *, blank: bool = False, prefix: str = "") -> str:
+    """A validator's (unanchored, ``fullmatch``) regex as a JSON Schema pattern.
+
+    JSON Schema patterns are ECMA-262 regexes, where ``$`` (without the m flag) matches only at
+    the very end: ``^(?:...)$`` there is the full match the validators do in Python.
+    """
+    body = f"(?:{regex.pattern})"
+    return f"^{prefix}{body}{'?' if blank else ''}$"
+
+
+def whole_numbers_up_to(limit: int) -> str:
+    """A regex (unanchored) for the whole numbers 1 to ``limit``, without leading zeros."""
+    digits = str(limit)
+    parts = [f"[1-9][0-9]{{0,{len(digits) - 2}}}"] if len(digits) > 1 else []
+    for i, digit in enumerate(digits):
+        low, high = (1 if i == 0 else 0), int(digit) - 1
+        if high >= low:
+            rest = len(digits) - i - 1
+            parts.append(f"{digits[:i]}[{low}-{high}]" + (f"[0-9]{{{rest}}}" if rest else ""))
+    parts.append(digits)
+    return "(?:" + "|".join(parts) + ")"
+
+
+NAME_PATTERN = SchemaPattern(_whole(NAME_RE, prefix="(?![0-9]+$)"))
+ACCELERATOR_PATTERN = SchemaPattern(_whole(ACCELERATOR_RE, blank=True))
+GIT_REF_PATTERN = SchemaPattern(
+    _whole(GIT_REF_RE, blank=True, prefix=r"(?!.*\.\.)(?!.*(\.|/|\.lock)$)")
+)
+TAG_PATTERN = SchemaPattern(_whole(TAG_RE))
+FLAG_KEY_PATTERN = SchemaPattern(_whole(FLAG_KEY_RE))
+SINGLE_LINE_PATTERN = SchemaPattern(r"^[^\x00-\x08\x0a-\x1f]*$")
+
+
+class UniqueListField(serializers.ListField):
+    """A list whose items may not repeat (the model refuses repeats); the schema says
+    ``uniqueItems`` (``UniqueListFieldExtension``)."""
+
+
+class UniqueListFieldExtension(OpenApiSerializerFieldExtension):
+    target_class = UniqueListField
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        return {**schema, "uniqueItems": True}
+
+
+# --- strict scalar fields -------------------------------------------------------------------
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string and nothing else (DRF's CharField would turn 12 into "12")."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """``true`` or ``false`` only (DRF's BooleanField also takes "yes", 1, "on", ...)."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only (no strings, floats or booleans)."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class IdField(StrictIntegerField):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_ID)
+        super().__init__(**kwargs)
+
+
+#: A flag name (``validate_flag_key``): FLAG_KEY_RE, 1 to FLAG_KEY_MAX_LENGTH characters.
+FLAG_NAME_PATTERN = _whole(FLAG_KEY_RE, prefix=rf"(?![\s\S]{{{FLAG_KEY_MAX_LENGTH + 1}}})")
+FLAG_VALUE_SCHEMA = {
+    "oneOf": [
+        {
+            "type": "string",
+            "maxLength": validation.MAX_FLAG_STRING,
+            "pattern": SINGLE_LINE_PATTERN.regex.pattern,
+        },
+        {"type": "number"},
+        {"type": "boolean"},
+    ],
+    "description": "A string, number or boolean.",
+}
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        # Names as validate_flag_key takes them. OpenAPI 3.0 (JSON Schema draft 4) has no
+        # propertyNames: a name is allowed by matching the one patternProperties key.
+        "patternProperties": {FLAG_NAME_PATTERN: FLAG_VALUE_SCHEMA},
+        "additionalProperties": False,
+        "description": "Flag name -> value; names are dotted (trainer.batch_size), values are "
+        "strings, numbers or booleans.",
+    }
+)
+class FlagsField(serializers.Field):
+    """A JSON object of flags; the model's validators judge names and values."""
+
+    default_error_messages = {
+        "invalid": "Flags must be an object of name: value pairs.",
+        "surrogate": "Flags must not contain unpaired surrogate characters.",
+    }
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            self.fail("invalid")
+        if _has_lone_surrogate(data):
+            self.fail("surrogate")
+        return dict(data)
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+class ExperimentRef:
+    """An experiment named in a request by id or by name."""
+
+    __slots__ = ("id", "name", "raw")
+
+    def __init__(self, raw: int | str) -> None:
+        self.raw = raw
+        self.id: int | None = None
+        self.name: str | None = None
+        if isinstance(raw, int):
+            self.id = raw
+        elif is_digits(raw):
+            self.id = int(raw)
+        else:
+            self.name = raw
+
+    @property
+    def key(self) -> tuple[str, Any]:
+        return ("id", self.id) if self.id is not None else ("name", self.name)
+
+    def __repr__(self) -> str:
+        return f"ExperimentRef({self.raw!r})"
+
+
+#: An experiment named in a request body, as ``ExperimentRefField`` takes it: an integer id, or a
+#: string of 1 to 128 characters: digits only are an id (1 to MAX_ID, leading zeros allowed),
+#: anything else is a name. A name that breaks the naming rule is not refused here: it names no
+#: experiment (the bulk answer reports it per item as invalid, the group calls as no such one).
+EXPERIMENT_REF_ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+EXPERIMENT_REF_STRING_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": NAME_MAX_LENGTH,
+    "pattern": rf"^(?:[\s\S]*[^0-9][\s\S]*|0*{whole_numbers_up_to(MAX_ID)})$",
+}
+EXPERIMENT_REF_SCHEMA = {
+    "oneOf": [
+        {**EXPERIMENT_REF_ID_SCHEMA, "description": "id"},
+        {**EXPERIMENT_REF_STRING_SCHEMA, "description": "name (or an id as digits)"},
+    ]
+}
+
+
+@extend_schema_field(
+    {**EXPERIMENT_REF_SCHEMA, "description": "An experiment id (integer) or name (string)."}
+)
+class ExperimentRefField(serializers.Field):
+    default_error_messages = {
+        "invalid": "Name an experiment by id (an integer) or name (a string).",
+        "range": f"Experiment ids are between 1 and {MAX_ID}.",
+        "length": f"Experiment names are 1 to {NAME_MAX_LENGTH} characters long.",
+    }
+
+    def to_internal_value(self, data: Any) -> ExperimentRef:
+        if isinstance(data, bool) or not isinstance(data, int | str):
+            self.fail("invalid")
+        if isinstance(data, int) and not 1 <= data <= MAX_ID:
+            self.fail("range")
+        if isinstance(data, str):
+            if not 1 <= len(data) <= NAME_MAX_LENGTH:
+                self.fail("length")
+            if is_digits(data) and not 1 <= int(data) <= MAX_ID:
+                self.fail("range")
+        return ExperimentRef(data)
+
+    def to_representation(self, value: Any) -> Any:
+        return value.raw if isinstance(value, ExperimentRef) else value
+
+
+class StrictSerializerMixin:
+    """A JSON object; unknown or read-only keys are rejected (400), never ignored.
+
+    ``refused_fields`` names keys that are not accepted here with the reason why.
+    """
+
+    refused_fields: dict[str, str] = {}
+
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise serializers.ValidationError(
+                {NON_FIELD: [f"Expected a JSON object, got {type(data).__name__}."]},
+                code="invalid",
+            )
+        errors = {}
+        for key in data:
+            field = self.fields.get(key)  # type: ignore[attr-defined]
+            if key in self.refused_fields:
+                errors[key] = [self.refused_fields[key]]
+            elif field is None:
+                errors[key] = ["Unknown field."]
+            elif field.read_only:
+                errors[key] = ["This field is read-only."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)  # type: ignore[misc]
+
+
+class StrictSerializer(StrictSerializerMixin, serializers.Serializer):
+    pass
