@@ -358,7 +358,16 @@ def set_desired(experiment: Experiment, state: str, at=None) -> None:
 def set_desired_state(
     actor: Actor, experiments: Iterable[Experiment], state: str, *, plans: Any = None
 ) -> int:
-    """Set desired RUNNING/STOPPED; returns how many experiments changed.
+    """Set desired RUNNING/STOPPED and log it; returns how many experiments changed.
+
+    This only records the wish. What acts next:
+
+    * RUNNING: the reconciler (``syncing.reconciler``, run by the scheduled task
+      ``syncing.tasks.sync_jobs_and_reconcile`` right after each SkyPilot job sync) launches the
+      experiment on its next pass, unless a job under its name is already active.
+    * STOPPED: a person's Stop cancels the active jobs itself, right after this commits
+      (``syncing.services.stop`` -> ``cancel_jobs``); later reconciler passes cancel any job
+      SkyDeck launched that is still active. Jobs SkyDeck did not launch are never touched.
 
     Callers go through ``experiments.control.start`` / ``stop``, which pass their ``plans`` so
     the operation log records what the change requests (GPUs, jobs to cancel).

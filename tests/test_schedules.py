@@ -42,3 +42,28 @@ def test_task_runs_the_same_sync_and_records_it(db, settings, monkeypatch):
     assert summary.startswith("skypilot: FAILED")
     assert SyncState.objects.get(source="skypilot").last_error
     assert SyncState.objects.get(source="skypilot").lease_owner == ""
+
+
+def test_rows_stored_before_the_move_are_renamed_and_their_old_paths_still_run(db, settings):
+    """Schedule rows and queued tasks name tasks by dotted path: the old paths keep working."""
+    from pydoc import locate
+
+    Schedule.objects.all().delete()
+    Schedule.objects.create(
+        name="skydeck: sync SkyPilot jobs", func="syncing.tasks.sync_skypilot", repeats=-1
+    )
+    schedules.ensure_schedules()
+    (sky,) = Schedule.objects.filter(name__contains="SkyPilot")
+    assert (sky.name, sky.func) == (
+        "skydeck: sync SkyPilot jobs and reconcile",
+        "syncing.tasks.sync_jobs_and_reconcile",
+    )
+    # both names existing (a row made by a newer node): the old one goes, none runs twice
+    Schedule.objects.create(name="skydeck: sync SkyPilot jobs", func="x", repeats=-1)
+    schedules.ensure_schedules()
+    assert Schedule.objects.filter(name__contains="SkyPilot").count() == 1
+    # what django-q2 resolves for a task queued under an old path
+    assert locate("syncing.tasks.sync_skypilot") is tasks.sync_jobs_and_reconcile
+    settings.SKYDECK_BACKUP_DIR = None
+    assert locate("syncing.tasks.backup_database")() == "backup: off (SKYDECK_BACKUP_DIR is empty)"
+    assert locate(schedules.BACKUP_TASK)() == "backup: off (SKYDECK_BACKUP_DIR is empty)"
