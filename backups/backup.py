@@ -41,6 +41,8 @@ from django.db import connections
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
+from experiments import control, services
+from experiments.models import Operation, SyncSource, SyncState
 from skydeck_site.filemodes import private_database
 from syncing import leases
 from syncing.leases import (  # the marker lives with the leases: syncs read it, restores hold it
@@ -52,6 +54,7 @@ from syncing.leases import (
     read_marker,
 )
 from syncing.leases import restore_in_progress as restore_in_progress
+from syncing.schedules import ensure_schedules
 
 logger = logging.getLogger(__name__)
 
@@ -438,8 +441,6 @@ def open_snapshot() -> tuple[BinaryIO, str]:
 def download_snapshot(actor: Any) -> tuple[BinaryIO, str]:
     """:func:`open_snapshot` for a person taking a copy away: who took a copy of every password
     hash and token is noted in the operation log (and the server log)."""
-    from experiments import services
-    from experiments.models import Operation
 
     handle, name = open_snapshot()
     logger.info("%s downloaded the database snapshot %s", services.actor_name(actor), name)
@@ -624,8 +625,6 @@ def _record_restore(
 ) -> None:
     """Note the restore in the restored database's own operation log: whoever looks at it next
     sees that its history was replaced, from which file, and where the old one went."""
-    from experiments import services
-    from experiments.models import Operation
 
     message = f"restored {info.path} ({describe_counts(info.counts)})"
     if kept is not None:
@@ -643,7 +642,6 @@ def _pause_reconciler(info: SnapshotInfo) -> None:
     the reconciler waits until a person has looked and resumes it (button or
     ``skydeck reconcile --resume``). Done before the restore marker goes, so no pass acts
     in between."""
-    from experiments import control
 
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     control.pause_reconciler(RESTORE_ACTOR, f"the restore of {info.path.name} at {stamp}")
@@ -669,8 +667,6 @@ def _check_page_size(live: Path, info: SnapshotInfo) -> None:
 def _after_restore(info: SnapshotInfo) -> list[str]:
     """Migrate an older snapshot; in any case make the schedules follow this install's settings."""
     from django.core.management import call_command
-
-    from syncing.schedules import ensure_schedules
 
     connections["default"].close()  # forget anything cached about the replaced database
     if info.missing:
@@ -712,8 +708,6 @@ def scheduled_backup() -> str:
     Never raises for a failed backup: the failure goes to the operation log and the error log
     (the live database is only read). Returns the line the task result shows.
     """
-    from experiments import services
-    from experiments.models import Operation
 
     directory = settings.SKYDECK_BACKUP_DIR
     if not directory:
@@ -748,7 +742,6 @@ def _record_attempt(started: datetime, *, error: str = "", counts: dict | None =
 
     Written once, when the attempt is over, so a backup in progress never looks failed.
     """
-    from experiments.models import SyncSource, SyncState
 
     now = timezone.now()
     fields: dict = {"last_attempt_at": started, "duration": (now - started).total_seconds()}

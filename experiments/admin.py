@@ -37,6 +37,7 @@ from experiments.models import (
     OperationLog,
     SyncState,
 )
+from syncing import services as door
 
 DESIRED_ACTION_TEMPLATE = "admin/experiments/desired_action.html"
 admin.site.site_header = "SkyDeck admin"
@@ -312,7 +313,6 @@ class ExperimentAdmin(MembershipFormsetMixin, admin.ModelAdmin):
         self, request: HttpRequest, queryset: QuerySet[Experiment], state: str
     ) -> TemplateResponse | None:
         """Start / Stop: first a page with the plan (GPUs, jobs cancelled), then the act."""
-        from syncing import services as door
 
         experiments = list(queryset.order_by("name"))
         start = state == DesiredState.RUNNING

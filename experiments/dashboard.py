@@ -25,6 +25,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from experiments.control import Plan
 from experiments.models import (
     NO_JOB,
     DesiredState,
@@ -721,7 +722,6 @@ class ConfirmLine:
 
 def item_spend(plan: Any, item: Any) -> str:
     """``2 nodes \u00d7 8 H100 = 16 GPUs`` for one experiment of a Start plan."""
-    from experiments.control import Plan
 
     return Plan(plan.action, [item], plan.mode).spend()
 

@@ -18,7 +18,10 @@ from django.db import DatabaseError, connection
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
+from experiments.control import reconciler_mode
 from experiments.models import SyncSource, SyncState
+from skydeck_site import storage
+from syncing import runner
 from syncing.leases import owner_is_dead
 
 INTERVAL_SETTINGS = {
@@ -37,11 +40,7 @@ def _iso(value) -> str | None:
 
 
 def _available_sources() -> set[str]:
-    try:
-        from syncing.runner import available_sources
-    except ImportError:  # pragma: no cover - syncing is part of SkyDeck
-        return set(INTERVAL_SETTINGS)
-    return set(available_sources())
+    return set(runner.available_sources())
 
 
 #: What a source reports when its last attempt ended without recording success or an error.
@@ -156,8 +155,6 @@ def storage_warning() -> str:
     import shutil
     import time
 
-    from skydeck_site import storage
-
     seen = storage.last_storage_full
     if seen is not None and time.time() - seen < STORAGE_FULL_RECENT_SECONDS:
         return "a write failed because the database's disk is full"
@@ -185,7 +182,6 @@ def _sqlite_folder() -> str | None:
 
 def reconciler_entry(state: SyncState | None) -> dict[str, Any]:
     """The reconciler's mode (on / dry-run / off / paused) and when its last pass ran."""
-    from experiments.control import reconciler_mode
 
     mode = reconciler_mode()
     counts = (state.counts or {}) if state is not None else {}

@@ -51,7 +51,8 @@ from experiments.models import (
     SyncState,
 )
 from syncing import services as door  # the one cancel, shared with a person's Stop
-from syncing.leases import LeaseHeld, lease
+from syncing.leases import LeaseHeld, lease, restore_in_progress
+from syncing.runner import run_sync
 from syncing.skypilot import RequestFailed, ServerUnavailable, SkyPilotClient, SkyPilotError
 
 logger = logging.getLogger(__name__)
@@ -582,7 +583,6 @@ def reconcile(
     restore) and ``dry_run`` is not asked for; otherwise it plans, and in a non-acting mode
     leaves "would ..." notes on the experiments concerned.
     """
-    from syncing.leases import restore_in_progress
 
     now = now or timezone.now()
     state_mode = control.reconciler_mode()
@@ -632,7 +632,6 @@ def sync_and_reconcile(*, dry_run: bool = False) -> tuple[str, ReconcileResult |
     used: a busy syncer never starves the reconciler. Returns the sync summary and the result
     (None when the sync failed).
     """
-    from syncing.runner import run_sync
 
     outcome = run_sync(SyncSource.SKYPILOT)
     if not outcome.ok:

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from experiments.models import SyncSource, SyncState
-from syncing.leases import LeaseHeld, lease
+from syncing.leases import LeaseHeld, lease, restore_in_progress
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,6 @@ def run_sync(source: str, **kwargs: Any) -> SyncOutcome:
     syncers = _syncers()
     if source not in syncers:
         raise ValueError(f"unknown sync source {source!r}: choose from {', '.join(syncers)}")
-    from syncing.leases import restore_in_progress
 
     restoring = restore_in_progress()
     if restoring is not None:  # the rows this pass would write are about to be replaced

@@ -9,6 +9,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.utils import timezone
 
+from syncing import runner
+
 TASKS = {
     "skydeck: sync SkyPilot jobs and reconcile": (
         "skypilot",
@@ -37,14 +39,12 @@ def ensure_schedules() -> list[str]:
     """Create or update SkyDeck's schedules to match the settings; returns their names."""
     from django_q.models import Schedule
 
-    from syncing.runner import available_sources
-
     for old, new in RENAMED.items():
         if Schedule.objects.filter(name=new).exists():
             Schedule.objects.filter(name=old).delete()
         else:
             Schedule.objects.filter(name=old).update(name=new)
-    sources = set(available_sources())
+    sources = set(runner.available_sources())
     wanted = {
         name: (func, getattr(settings, setting))
         for name, (source, func, setting) in TASKS.items()

@@ -23,7 +23,8 @@ from typing import Any
 
 from experiments import control, services
 from experiments.control import JobRef, Plan
-from experiments.models import DesiredState, Experiment, Job, Operation, SyncSource
+from experiments.models import DesiredState, Experiment, Job, Operation, SyncSource, SyncState
+from syncing import runner
 from syncing.health import SCHEDULER_WAKE_SECONDS, health_report, sync_status
 from syncing.joblogs import (
     DEFAULT_TAIL,
@@ -211,9 +212,8 @@ class SyncUnavailable(ValueError):
 
 def available_sources() -> list[str]:
     """The sources configured here (SkyPilot endpoint, S3 bucket), in sync order."""
-    from syncing.runner import available_sources as available
 
-    return list(available())
+    return list(runner.available_sources())
 
 
 def request_sync(
@@ -243,7 +243,6 @@ def request_sync(
 
 def reconciler_status() -> dict[str, Any]:
     """The mode in force and the last pass, for the header pill and ``/api/health``."""
-    from experiments.models import SyncState
 
     mode = control.reconciler_mode()
     state = SyncState.objects.filter(source=SyncSource.RECONCILER).first()

@@ -21,6 +21,7 @@ from experiments.api.fields import MAX_ID, NON_FIELD, ExperimentRef, is_digits
 from experiments.api.schema import ConflictSerializer, ErrorSerializer
 from experiments.models import Experiment
 from experiments.validation import NAME_MAX_LENGTH, NAME_RE
+from skydeck_site.storage import is_storage_full, storage_full_response
 from syncing.services import SkyPilotError
 
 # --- errors ---------------------------------------------------------------------------------
@@ -58,7 +59,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     * ``DataError`` (a value the database cannot compare or store, such as a NUL character in a
       query parameter or a date out of its range) -> 400.
     """
-    from skydeck_site.storage import is_storage_full, storage_full_response
 
     if is_storage_full(exc):
         return storage_full_response(context["request"])

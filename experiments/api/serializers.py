@@ -32,6 +32,7 @@ from experiments.api.fields import (
     StrictSerializer,
     UniqueListField,
 )
+from experiments.control import owned_exists
 from experiments.models import (
     CURRENT_STATE_CHOICES,
     Checkpoint,
@@ -284,8 +285,6 @@ class JobSerializer(serializers.ModelSerializer):
     def get_launched_by_skydeck(self, obj: Job) -> bool:
         value = getattr(obj, "api_owned", None)
         if value is None:
-            from experiments.control import owned_exists
-
             value = Job.objects.filter(pk=obj.pk).filter(owned_exists()).exists()
         return bool(value)
 
