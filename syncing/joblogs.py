@@ -255,21 +255,9 @@ class _WebClient(SkyPilotClient):
         kwargs["timeout"] = (timeout[0], min(timeout[1] or self.read_wait, self.read_wait))
         return super()._send(method, path, **kwargs)
 
-    def stream_logs(
-        self,
-        job_id: int,
-        *,
-        tail: int | None = None,
-        follow: bool = False,
-        on_open: Callable[[requests.Response], None] | None = None,
-    ) -> Iterator[str]:
-        def opened(response: requests.Response) -> None:
-            if follow:
-                _wait_as_long_as_quiet(response)
-            if on_open is not None:
-                on_open(response)
-
-        return super().stream_logs(job_id, tail=tail, follow=follow, on_open=opened)
+    def _stream_opened(self, response: requests.Response, *, follow: bool) -> None:
+        if follow:
+            _wait_as_long_as_quiet(response)
 
 
 def _wait_as_long_as_quiet(response: requests.Response) -> None:

@@ -68,8 +68,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class CancelFailed(Exception):
-    """SkyPilot did not take the cancel request (the message says why; nothing was retried)."""
+class CancelFailed(SkyPilotError):
+    """SkyPilot did not take the cancel request (the message says why; nothing was retried).
+
+    A SkyPilotError like every other refusal, so a door that maps that one type is complete.
+    """
 
 
 @dataclass

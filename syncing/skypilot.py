@@ -576,6 +576,7 @@ class SkyPilotClient:
             timeout=(self.timeout, read_timeout),
         )
         try:
+            self._stream_opened(response, follow=follow)
             if on_open is not None:
                 on_open(response)
             decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -604,6 +605,9 @@ class SkyPilotClient:
                     yield line
         finally:
             response.close()
+
+    def _stream_opened(self, response: requests.Response, *, follow: bool) -> None:
+        """A hook for subclasses, called once a log stream's server has answered."""
 
     def log_exit_code(self, request_id: str) -> int:
         """The exit code of a finished ``/jobs/logs`` request (``LOG_*``): how the job ended,
