@@ -1,4 +1,8 @@
-"""Forms for the admin: thin ModelForms (the models validate) and the group picker of group actions."""
+"""Forms for the admin: thin ModelForms (the models validate) and the group picker of group actions.
+
+Every limit a form states (max_length, number ranges) is the model's: read from its fields and
+``experiments.validation``, never written here.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,27 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import QuerySet
 from django.urls import reverse
 
-from experiments import services
+from experiments import services, validation
 from experiments.models import Experiment, ExperimentGroup
+
+
+def _max_length(model: type, field: str) -> int:
+    return model._meta.get_field(field).max_length
+
+
+class DescriptionField(forms.CharField):
+    """A description (UI form and admin): at most ``DESCRIPTION_MAX_LENGTH``, counted as stored.
+
+    Browsers post a textarea's newlines as CRLF; they are stored (and compared, and counted for
+    the limit, as a browser's ``maxlength`` counts them) as LF.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["max_length"] = kwargs.get("max_length") or validation.DESCRIPTION_MAX_LENGTH
+        super().__init__(**kwargs)
+
+    def to_python(self, value: Any) -> str:
+        return super().to_python(value).replace("\r\n", "\n")
 
 
 class _EmptyJSONMixin:
@@ -34,12 +57,37 @@ class _EmptyJSONMixin:
         return cleaned
 
 
+class JSONTextField(forms.JSONField):
+    """The admin's JSON boxes: JSON escapes such as ``\\ud800`` decode to lone surrogates, which
+    can be neither stored nor shown (a page holding one cannot be encoded as UTF-8)."""
+
+    default_error_messages = {"surrogate": "Unpaired surrogate characters are not allowed."}
+
+    def to_python(self, value: Any) -> Any:
+        value = super().to_python(value)
+        if validation.has_lone_surrogate(value):
+            raise ValidationError(self.error_messages["surrogate"], code="surrogate")
+        return value
+
+    def prepare_value(self, value: Any) -> Any:
+        text = super().prepare_value(value)
+        if isinstance(text, str) and validation.has_lone_surrogate(text):
+            # re-shown after an error: as the escapes that were typed
+            return json.dumps(value, cls=self.encoder)
+        return text
+
+
 class ExperimentAdminForm(_EmptyJSONMixin, forms.ModelForm):
     json_defaults = {"flags": dict, "tags": list}
 
     class Meta:
         model = Experiment
         fields = services.EDITABLE_FIELDS
+        field_classes = {
+            "description": DescriptionField,
+            "flags": JSONTextField,
+            "tags": JSONTextField,
+        }
 
 
 class ExperimentGroupAdminForm(_EmptyJSONMixin, forms.ModelForm):
@@ -48,6 +96,7 @@ class ExperimentGroupAdminForm(_EmptyJSONMixin, forms.ModelForm):
     class Meta:
         model = ExperimentGroup
         fields = ("name", "flags", "order", "collapsed")
+        field_classes = {"flags": JSONTextField}
 
 
 class GroupChoiceForm(forms.Form):
@@ -63,8 +112,9 @@ class GroupChoiceForm(forms.Form):
 
 
 # --- web UI forms ---------------------------------------------------------------------------
-# The UI forms only parse what the user typed; the services (and so the models) validate, and
-# their ValidationErrors are put back on the form by ``add_service_errors``.
+# The UI forms only parse what the user typed, within the model's limits (and the name rule,
+# the model's own validator); the services (and so the models) validate the rest, and their
+# ValidationErrors are put back on the form by ``add_service_errors``.
 
 
 def parse_flag_value(text: str) -> Any:
@@ -137,10 +187,13 @@ def add_service_errors(form: forms.Form, exc: ValidationError) -> None:
 class ExperimentForm(forms.Form):
     """Create / edit an experiment: plain fields plus key-value flag rows (``flag_key``/``flag_value``)."""
 
+    # The name rule is validation.validate_experiment_name (the model's, the admin's and the
+    # API's), length included: the widget's maxlength only stops typing beyond it.
     name = forms.CharField(
-        max_length=128,
+        validators=[validation.validate_experiment_name],
         widget=forms.TextInput(
             attrs={
+                "maxlength": str(validation.NAME_MAX_LENGTH),
                 "autocomplete": "off",
                 "spellcheck": "false",
                 "placeholder": "alice.arena.lr.01",
@@ -148,28 +201,39 @@ class ExperimentForm(forms.Form):
             }
         ),
     )
-    nodes = forms.IntegerField(min_value=1, max_value=1024, initial=1)
-    gpus = forms.IntegerField(min_value=0, max_value=64, initial=0, label="GPUs per node")
+    nodes = forms.IntegerField(
+        min_value=validation.NODES_MIN,
+        max_value=validation.NODES_MAX,
+        initial=Experiment._meta.get_field("nodes").default,
+    )
+    gpus = forms.IntegerField(
+        min_value=validation.GPUS_MIN,
+        max_value=validation.GPUS_MAX,
+        initial=Experiment._meta.get_field("gpus").default,
+        label="GPUs per node",
+    )
     accelerator = forms.CharField(
-        max_length=64, required=False, widget=forms.TextInput(attrs={"placeholder": "H100"})
+        max_length=_max_length(Experiment, "accelerator"),
+        required=False,
+        widget=forms.TextInput(attrs={"placeholder": "H100"}),
     )
     tool_path = forms.CharField(
-        max_length=500,
+        max_length=_max_length(Experiment, "tool_path"),
         required=False,
         widget=forms.TextInput(attrs={"placeholder": "tools/train.py", "spellcheck": "false"}),
     )
     base_command = forms.CharField(
-        max_length=500,
+        max_length=_max_length(Experiment, "base_command"),
         required=False,
         widget=forms.TextInput(attrs={"placeholder": "uv run", "spellcheck": "false"}),
     )
     git_ref = forms.CharField(
-        max_length=200,
+        max_length=_max_length(Experiment, "git_ref"),
         required=False,
         label="Git ref",
         widget=forms.TextInput(attrs={"placeholder": "main", "spellcheck": "false"}),
     )
-    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    description = DescriptionField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     # Filled from the flag rows in clean(); listed so service errors on "flags" land here.
     flags = forms.Field(required=False, widget=forms.HiddenInput)
     # The version the editor was loaded with (the experiment's updated_at) and the values it
@@ -218,10 +282,6 @@ class ExperimentForm(forms.Form):
             "version": experiment.updated_at.isoformat() if experiment.updated_at else "",
             "base": json.dumps(values, ensure_ascii=False),
         }
-
-    def clean_description(self) -> str:
-        # browsers post a textarea's newlines as CRLF; store (and compare) them as LF
-        return self.cleaned_data["description"].replace("\r\n", "\n")
 
     def clean_version(self) -> datetime | None:
         text = self.cleaned_data["version"]
@@ -372,5 +432,6 @@ class GroupForm(forms.Form):
     """A new group's name (the service validates it)."""
 
     name = forms.CharField(
-        max_length=128, widget=forms.TextInput(attrs={"placeholder": "New group name"})
+        max_length=_max_length(ExperimentGroup, "name"),
+        widget=forms.TextInput(attrs={"placeholder": "New group name"}),
     )

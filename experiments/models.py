@@ -6,7 +6,12 @@ Table names are fixed (``db_table``) because people query the SQLite file direct
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import (
+    MaxLengthValidator,
+    MaxValueValidator,
+    MinValueValidator,
+    ProhibitNullCharactersValidator,
+)
 from django.db import models
 
 from experiments import validation
@@ -41,24 +46,49 @@ class Experiment(models.Model):
     )
     flags = models.JSONField(default=dict, blank=True, validators=[validation.validate_flags])
     nodes = models.PositiveIntegerField(
-        default=1, validators=[MinValueValidator(1), MaxValueValidator(1024)]
+        default=1,
+        validators=[
+            MinValueValidator(validation.NODES_MIN),
+            MaxValueValidator(validation.NODES_MAX),
+        ],
     )
     gpus = models.PositiveIntegerField(
         default=0,
-        validators=[MinValueValidator(0), MaxValueValidator(64)],
+        validators=[
+            MinValueValidator(validation.GPUS_MIN),
+            MaxValueValidator(validation.GPUS_MAX),
+        ],
         help_text="GPUs per node.",
     )
     accelerator = models.CharField(
-        max_length=64, blank=True, validators=[validation.validate_accelerator]
+        max_length=validation.ACCELERATOR_MAX_LENGTH,
+        blank=True,
+        validators=[validation.validate_accelerator],
     )
     base_command = models.CharField(
-        max_length=500, blank=True, validators=[validation.validate_single_line]
+        max_length=validation.BASE_COMMAND_MAX_LENGTH,
+        blank=True,
+        validators=[validation.validate_single_line],
     )
     tool_path = models.CharField(
-        max_length=500, blank=True, validators=[validation.validate_single_line]
+        max_length=validation.TOOL_PATH_MAX_LENGTH,
+        blank=True,
+        validators=[validation.validate_single_line],
     )
-    git_ref = models.CharField(max_length=200, blank=True, validators=[validation.validate_git_ref])
-    description = models.TextField(blank=True)
+    git_ref = models.CharField(
+        max_length=validation.GIT_REF_MAX_LENGTH,
+        blank=True,
+        validators=[validation.validate_git_ref],
+    )
+    # The limit is a validator (run by full_clean()): a TextField's max_length would not enforce
+    # it, and changing it rebuilds the SQLite table. NUL is refused as the forms and API do.
+    description = models.TextField(
+        blank=True,
+        validators=[
+            MaxLengthValidator(validation.DESCRIPTION_MAX_LENGTH),
+            ProhibitNullCharactersValidator(),
+        ],
+    )
     tags = models.JSONField(default=list, blank=True, validators=[validation.validate_tags])
     starred = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -95,8 +125,10 @@ class Experiment(models.Model):
             errors.setdefault("flags", []).append("Flags must be an object ({} for none).")
         if self.tags is None:
             errors.setdefault("tags", []).append("Tags must be a list ([] for none).")
-        if self.gpus and self.nodes and self.gpus * self.nodes > 4096:
-            errors.setdefault("gpus", []).append("More than 4096 GPUs in total is not plausible.")
+        if self.gpus and self.nodes and self.gpus * self.nodes > validation.MAX_TOTAL_GPUS:
+            errors.setdefault("gpus", []).append(
+                f"More than {validation.MAX_TOTAL_GPUS} GPUs in total is not plausible."
+            )
         if self.accelerator and not self.gpus:
             errors.setdefault("gpus", []).append(
                 f"Accelerator {self.accelerator} is set but GPUs per node is 0."
@@ -113,7 +145,9 @@ class ExperimentGroup(models.Model):
     """An ordered list of experiments shown as one table."""
 
     name = models.CharField(
-        max_length=128, unique=True, validators=[validation.validate_single_line]
+        max_length=validation.GROUP_NAME_MAX_LENGTH,
+        unique=True,
+        validators=[validation.validate_single_line],
     )
     flags = models.JSONField(
         default=list,

@@ -8,26 +8,83 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError
 
+# --- limits: the one place each is written --------------------------------------------------
+# The model fields use these (max_length, validators, ``clean()``); the UI forms, the admin's
+# ModelForms and the API serializers read them from there or from here, never as literals, so
+# whatever one of them accepts the others accept too (an experiment saved in the UI or the admin
+# survives an API GET -> PUT round trip: tests/test_round_trip.py).
+
 NAME_MAX_LENGTH = 128
+GROUP_NAME_MAX_LENGTH = 128
+ACCELERATOR_MAX_LENGTH = 64
+GIT_REF_MAX_LENGTH = 200
+BASE_COMMAND_MAX_LENGTH = 500
+TOOL_PATH_MAX_LENGTH = 500
+DESCRIPTION_MAX_LENGTH = 100_000
+TAG_MAX_LENGTH = 64
+MAX_TAGS = 200
+FLAG_KEY_MAX_LENGTH = 200
+#: Longest string value of a flag.
+MAX_FLAG_STRING = 10_000
+#: Most flag names one list holds: a group's flag columns (and one flags_patch's ``remove``).
+MAX_FLAG_NAMES = 1000
+NODES_MIN = 1
+NODES_MAX = 1024
+GPUS_MIN = 0
+#: GPUs per node.
+GPUS_MAX = 64
+#: nodes x GPUs per node (``Experiment.clean()``).
+MAX_TOTAL_GPUS = 4096
+
+# --- patterns --------------------------------------------------------------------------------
+
 #: SkyPilot 0.14.1's task-name rule (``sky/task.py``), exactly: alphanumeric runs joined by one or
 #: two of ``. _ -``. Every pattern here is unanchored and used with ``fullmatch`` only: ``$`` (and
 #: ``match``) would also accept a value with a trailing newline.
 NAME_RE = re.compile(r"[a-zA-Z0-9]+(?:[._-]{1,2}[a-zA-Z0-9]+)*")
-FLAG_KEY_MAX_LENGTH = 200
+#: A name that is only this would read as an experiment id (``validate_experiment_name``).
+NAME_ID_RE = re.compile(r"[0-9]+")
 # Dotted flag paths such as ``trainer.optimizer.learning_rate``; segments may hold dashes.
 FLAG_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(?:\.[A-Za-z_0-9][A-Za-z0-9_-]*)*")
-ACCELERATOR_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-GIT_REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/@+-]{0,199}")
-TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
-MAX_FLAG_STRING = 10_000
+ACCELERATOR_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_-]{{0,{ACCELERATOR_MAX_LENGTH - 1}}}")
+GIT_REF_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._/@+-]{{0,{GIT_REF_MAX_LENGTH - 1}}}")
+TAG_RE = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:-]{{0,{TAG_MAX_LENGTH - 1}}}")
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """Lone UTF-16 surrogates (valid in JSON escapes) cannot be stored in UTF-8 or jsonb, nor
+    answered as JSON: in strings, and in the keys and values of dicts and lists."""
+    if isinstance(value, str):
+        return _SURROGATE_RE.search(value) is not None
+    if isinstance(value, Mapping):
+        return any(has_lone_surrogate(k) or has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(has_lone_surrogate(v) for v in value)
+    return False
+
+
+def is_experiment_name(value: Any) -> bool:
+    """Whether ``value`` passes :func:`validate_experiment_name` (the one name rule)."""
+    try:
+        validate_experiment_name(value)
+    except ValidationError:
+        return False
+    return True
 
 
 def validate_experiment_name(value: str) -> None:
-    """SkyPilot's own task-name rule (:data:`NAME_RE`), at most 128 characters, not all digits.
+    """SkyPilot's own task-name rule (:data:`NAME_RE`), at most NAME_MAX_LENGTH characters, not
+    all digits. Every layer applies this one function: the model field, the UI form, the
+    admin's ModelForm (through the model) and the API serializers; the OpenAPI pattern is
+    derived from the same regexes (``experiments.api.fields.NAME_PATTERN``).
 
     The rule never yields ``.``, ``..``, a slash or whitespace, so a name is also one safe S3 path
     segment (``a..b`` included). The one extra restriction: a name of digits only would read as
@@ -48,7 +105,7 @@ def validate_experiment_name(value: str) -> None:
             code="invalid_name",
             params={"value": value},
         )
-    if value.isdigit():
+    if NAME_ID_RE.fullmatch(value):
         raise ValidationError(
             "Name %(value)r is only digits, which would read as an experiment id: add a letter.",
             code="invalid_name",
@@ -91,6 +148,12 @@ def validate_flag_value(key: str, value: Any) -> None:
                 code="invalid_flag_value",
                 params={"key": key},
             )
+        if has_lone_surrogate(value):  # the admin's JSON box decodes "\ud800" escapes
+            raise ValidationError(
+                "Flag %(key)r contains unpaired surrogate characters.",
+                code="invalid_flag_value",
+                params={"key": key},
+            )
         return
     kind = "null" if value is None else type(value).__name__
     raise ValidationError(
@@ -121,6 +184,12 @@ def validate_flag_key_list(keys: Any) -> None:
         raise ValidationError(
             "Flag columns must be a list of flag names.", code="invalid_flag_list"
         )
+    if len(keys) > MAX_FLAG_NAMES:
+        raise ValidationError(
+            "At most %(limit)d flag columns (this has %(count)d).",
+            code="invalid_flag_list",
+            params={"limit": MAX_FLAG_NAMES, "count": len(keys)},
+        )
     for key in keys:
         validate_flag_key(key)
     if len(set(keys)) != len(keys):
@@ -150,12 +219,18 @@ def validate_git_ref(value: str) -> None:
 def validate_tags(tags: Any) -> None:
     if not isinstance(tags, list):
         raise ValidationError("Tags must be a list of strings.", code="invalid_tags")
+    if len(tags) > MAX_TAGS:
+        raise ValidationError(
+            "At most %(limit)d tags (this has %(count)d).",
+            code="invalid_tags",
+            params={"limit": MAX_TAGS, "count": len(tags)},
+        )
     for tag in tags:
         if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
             raise ValidationError(
-                "Tag %(tag)r is not valid (letters, digits, '.', '_', ':', '-'; up to 64).",
+                "Tag %(tag)r is not valid (letters, digits, '.', '_', ':', '-'; up to %(limit)d).",
                 code="invalid_tags",
-                params={"tag": tag},
+                params={"tag": tag, "limit": TAG_MAX_LENGTH},
             )
 
 

@@ -88,6 +88,8 @@ SYNCED_FIELDS = [
     "raw",
 ]
 YAML_FIELDS = ["command", "git_ref", "launch_token"]
+#: The Job columns' lengths: what SkyPilot reports is cut to fit them (never refused).
+LIMITS = {f.name: f.max_length for f in Job._meta.concrete_fields if getattr(f, "max_length", None)}
 
 
 @dataclass
@@ -138,7 +140,7 @@ def parse_resources(text: str | None) -> tuple[int | None, int | None, str]:
         if name not in names:
             names.append(name)
         gpus = max(gpus, int(float(count)))
-    return nodes, gpus, ",".join(names)[:64]
+    return nodes, gpus, ",".join(names)[: LIMITS["accelerator"]]
 
 
 def epoch_to_datetime(value: Any, *, job_id: Any, key: str) -> datetime | None:
@@ -184,17 +186,17 @@ def map_job(records: list[dict], result: JobSyncResult | None = None) -> dict[st
         "experiment_id": name if name and len(name) <= NAME_MAX_LENGTH else None,
         "job_name": name,
         "task_count": len(records),
-        "status": status[:32],
+        "status": status[: LIMITS["status"]],
         "nodes": nodes,
         "gpus": gpus,
         "accelerator": accelerator,
         "resources": _text(record.get("resources")),
-        "user_name": _text(record.get("user_name"))[:255],
-        "user_hash": _text(record.get("user_hash"))[:64],
-        "workspace": _text(record.get("workspace"))[:255],
-        "infra": _text(record.get("infra"))[:255],
-        "cloud": _text(record.get("cloud"))[:64],
-        "region": _text(record.get("region"))[:64],
+        "user_name": _text(record.get("user_name"))[: LIMITS["user_name"]],
+        "user_hash": _text(record.get("user_hash"))[: LIMITS["user_hash"]],
+        "workspace": _text(record.get("workspace"))[: LIMITS["workspace"]],
+        "infra": _text(record.get("infra"))[: LIMITS["infra"]],
+        "cloud": _text(record.get("cloud"))[: LIMITS["cloud"]],
+        "region": _text(record.get("region"))[: LIMITS["region"]],
         "submitted_at": epoch_to_datetime(
             record.get("submitted_at"), job_id=job_id, key="submitted_at"
         ),
@@ -228,10 +230,10 @@ def parse_task_yaml(text: str | None) -> dict[str, str]:
         if ref is None and isinstance(workdir, dict):
             ref = workdir.get("ref")
         if ref:
-            out["git_ref"] = _text(ref)[:200]
+            out["git_ref"] = _text(ref)[: LIMITS["git_ref"]]
         token = envs.get("SKYDECK_LAUNCH_ID")
         if isinstance(token, str) and token:
-            out["launch_token"] = token[:32]
+            out["launch_token"] = token[: LIMITS["launch_token"]]
         return out
     return {}
 

@@ -46,6 +46,8 @@ import botocore.exceptions
 from botocore import UNSIGNED
 from botocore.config import Config
 
+from experiments.validation import NAME_MAX_LENGTH
+
 __all__ = [
     "MAX_EPOCH",
     "CheckpointObject",
@@ -93,7 +95,7 @@ _REPLAY_EPOCH = re.compile(
 # the name rule (experiments.validation.NAME_RE, SkyPilot's) so names stored under older rules
 # (such as "lr---sweep") still sync.
 _EXPERIMENT_NAME = re.compile(r"[a-zA-Z0-9](?:[-_.a-zA-Z0-9]*[a-zA-Z0-9])?")
-_MAX_EXPERIMENT_NAME = 128
+_MAX_EXPERIMENT_NAME = NAME_MAX_LENGTH
 
 
 # --------------------------------------------------------------------------- errors

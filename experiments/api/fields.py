@@ -2,7 +2,8 @@
 
 A string is a string and a boolean a boolean; unknown keys are errors (``StrictSerializer``).
 The real rules are the model's ``full_clean()`` behind ``experiments.services``; the limits
-here are read from the model and ``experiments.validation``, never written twice.
+here are read from the model and ``experiments.validation``, never written twice, and the
+patterns the schema states are derived from validation's regexes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from django.core.validators import RegexValidator
+from django.core.validators import MaxLengthValidator, RegexValidator
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -23,9 +24,11 @@ from experiments.validation import (
     FLAG_KEY_MAX_LENGTH,
     FLAG_KEY_RE,
     GIT_REF_RE,
+    NAME_ID_RE,
     NAME_MAX_LENGTH,
     NAME_RE,
     TAG_RE,
+    has_lone_surrogate,
 )
 
 #: Ids are 64-bit: larger numbers are rejected before they reach the database.
@@ -40,23 +43,20 @@ def is_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def _has_lone_surrogate(value: Any) -> bool:
-    """Lone UTF-16 surrogates (valid in JSON escapes) cannot be stored in UTF-8 or jsonb."""
-    if isinstance(value, str):
-        return any(0xD800 <= ord(c) <= 0xDFFF for c in value)
-    if isinstance(value, Mapping):
-        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_lone_surrogate(v) for v in value)
-    return False
-
-
 class SchemaPattern(RegexValidator):
     """Documents a pattern in the OpenAPI schema without enforcing it here.
 
     The model's validators (run by the services' ``full_clean()``) stay the one place the rule
     is checked, with their own messages; the pattern lets clients and generators know it.
     """
+
+    def __call__(self, value: Any) -> None:
+        return None
+
+
+class SchemaMaxLength(MaxLengthValidator):
+    """States ``maxLength`` in the schema for a field whose rule (a validator function of
+    ``experiments.validation``) checks the length itself, with its own message."""
 
     def __call__(self, value: Any) -> None:
         return None
@@ -85,7 +85,8 @@ def whole_numbers_up_to(limit: int) -> str:
     return "(?:" + "|".join(parts) + ")"
 
 
-NAME_PATTERN = SchemaPattern(_whole(NAME_RE, prefix="(?![0-9]+$)"))
+#: ``validate_experiment_name`` as a JSON Schema pattern: NAME_RE, and not NAME_ID_RE alone.
+NAME_PATTERN = SchemaPattern(_whole(NAME_RE, prefix=f"(?!(?:{NAME_ID_RE.pattern})$)"))
 ACCELERATOR_PATTERN = SchemaPattern(_whole(ACCELERATOR_RE, blank=True))
 GIT_REF_PATTERN = SchemaPattern(
     _whole(GIT_REF_RE, blank=True, prefix=r"(?!.*\.\.)(?!.*(\.|/|\.lock)$)")
@@ -150,6 +151,23 @@ class IdField(StrictIntegerField):
         super().__init__(**kwargs)
 
 
+class ExperimentNameField(StrictCharField):
+    """An experiment's name, judged by ``validation.validate_experiment_name`` (the rule the
+    model, the UI form and the admin apply: same verdict, same messages); the schema states it
+    as NAME_PATTERN and NAME_MAX_LENGTH."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("help_text", "Also the SkyPilot job name and the S3 folder name.")
+        super().__init__(
+            validators=[
+                validation.validate_experiment_name,
+                NAME_PATTERN,
+                SchemaMaxLength(NAME_MAX_LENGTH),
+            ],
+            **kwargs,
+        )
+
+
 #: A flag name (``validate_flag_key``): FLAG_KEY_RE, 1 to FLAG_KEY_MAX_LENGTH characters.
 FLAG_NAME_PATTERN = _whole(FLAG_KEY_RE, prefix=rf"(?![\s\S]{{{FLAG_KEY_MAX_LENGTH + 1}}})")
 FLAG_VALUE_SCHEMA = {
@@ -188,7 +206,7 @@ class FlagsField(serializers.Field):
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if not isinstance(data, dict):
             self.fail("invalid")
-        if _has_lone_surrogate(data):
+        if has_lone_surrogate(data):
             self.fail("surrogate")
         return dict(data)
 

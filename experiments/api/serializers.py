@@ -20,9 +20,9 @@ from experiments.api.fields import (
     FLAG_KEY_PATTERN,
     GIT_REF_PATTERN,
     MAX_BULK_ITEMS,
-    NAME_PATTERN,
     SINGLE_LINE_PATTERN,
     TAG_PATTERN,
+    ExperimentNameField,
     ExperimentRefField,
     FlagsField,
     IdField,
@@ -44,9 +44,22 @@ from experiments.models import (
     OperationLog,
 )
 from experiments.validation import (
+    DESCRIPTION_MAX_LENGTH,
     FLAG_KEY_MAX_LENGTH,
-    NAME_MAX_LENGTH,
+    GPUS_MAX,
+    GPUS_MIN,
+    MAX_FLAG_NAMES,
+    MAX_TAGS,
+    NODES_MAX,
+    NODES_MIN,
+    TAG_MAX_LENGTH,
 )
+
+
+def _max_length(model: type, field: str) -> int:
+    """A model field's max_length: the limit the admin's ModelForm and full_clean() apply."""
+    return model._meta.get_field(field).max_length
+
 
 # --- reading --------------------------------------------------------------------------------
 
@@ -341,7 +354,7 @@ class FlagsPatchSerializer(StrictSerializer):
     remove = serializers.ListField(
         child=StrictCharField(max_length=FLAG_KEY_MAX_LENGTH, validators=[FLAG_KEY_PATTERN]),
         required=False,
-        max_length=1000,
+        max_length=MAX_FLAG_NAMES,
         help_text="Flag names to delete; names that are not set are ignored.",
     )
 
@@ -363,34 +376,50 @@ class FlagsPatchSerializer(StrictSerializer):
 
 
 class ExperimentFieldsSerializer(StrictSerializer):
-    """The fields a user sets (``services.EDITABLE_FIELDS``); the model validates the values."""
+    """The fields a user sets (``services.EDITABLE_FIELDS``); the model validates the values.
+
+    Every limit here is the model's (its fields' max_length, ``experiments.validation``): the
+    API accepts exactly what the UI and the admin save, so a GET answer PUT back is accepted.
+    """
 
     refused_fields = {"desired_state": services.DESIRED_STATE_MESSAGE}
 
-    name = StrictCharField(
-        max_length=NAME_MAX_LENGTH,
-        validators=[NAME_PATTERN],
-        help_text="Also the SkyPilot job name and the S3 folder name.",
-    )
+    name = ExperimentNameField()
     flags = FlagsField(required=False)
-    nodes = StrictIntegerField(min_value=1, max_value=1024, required=False)
-    gpus = StrictIntegerField(min_value=0, max_value=64, required=False, help_text="GPUs per node.")
+    nodes = StrictIntegerField(min_value=NODES_MIN, max_value=NODES_MAX, required=False)
+    gpus = StrictIntegerField(
+        min_value=GPUS_MIN, max_value=GPUS_MAX, required=False, help_text="GPUs per node."
+    )
     accelerator = StrictCharField(
-        max_length=64, allow_blank=True, required=False, validators=[ACCELERATOR_PATTERN]
+        max_length=_max_length(Experiment, "accelerator"),
+        allow_blank=True,
+        required=False,
+        validators=[ACCELERATOR_PATTERN],
     )
     base_command = StrictCharField(
-        max_length=500, allow_blank=True, required=False, validators=[SINGLE_LINE_PATTERN]
+        max_length=_max_length(Experiment, "base_command"),
+        allow_blank=True,
+        required=False,
+        validators=[SINGLE_LINE_PATTERN],
     )
     tool_path = StrictCharField(
-        max_length=500, allow_blank=True, required=False, validators=[SINGLE_LINE_PATTERN]
+        max_length=_max_length(Experiment, "tool_path"),
+        allow_blank=True,
+        required=False,
+        validators=[SINGLE_LINE_PATTERN],
     )
     git_ref = StrictCharField(
-        max_length=200, allow_blank=True, required=False, validators=[GIT_REF_PATTERN]
+        max_length=_max_length(Experiment, "git_ref"),
+        allow_blank=True,
+        required=False,
+        validators=[GIT_REF_PATTERN],
     )
-    description = StrictCharField(max_length=100_000, allow_blank=True, required=False)
+    description = StrictCharField(
+        max_length=DESCRIPTION_MAX_LENGTH, allow_blank=True, required=False
+    )
     tags = serializers.ListField(
-        child=StrictCharField(max_length=64, validators=[TAG_PATTERN]),
-        max_length=200,
+        child=StrictCharField(max_length=TAG_MAX_LENGTH, validators=[TAG_PATTERN]),
+        max_length=MAX_TAGS,
         required=False,
     )
     starred = StrictBooleanField(required=False)
@@ -527,11 +556,8 @@ class ExperimentActionSerializer(ExperimentSerializer):
 
 
 class DuplicateSerializer(StrictSerializer):
-    name = StrictCharField(
-        max_length=NAME_MAX_LENGTH,
-        required=False,
-        validators=[NAME_PATTERN],
-        help_text="Name of the copy; default: <name>.copy, <name>.copy2, ...",
+    name = ExperimentNameField(
+        required=False, help_text="Name of the copy; default: <name>.copy, <name>.copy2, ..."
     )
 
 
@@ -546,12 +572,11 @@ class LaunchPreviewSerializer(serializers.Serializer):
 
 class GroupFieldsSerializer(StrictSerializer):
     name = StrictCharField(
-        max_length=ExperimentGroup._meta.get_field("name").max_length,
-        validators=[SINGLE_LINE_PATTERN],
+        max_length=_max_length(ExperimentGroup, "name"), validators=[SINGLE_LINE_PATTERN]
     )
-    flags = UniqueListField(  # validate_flag_key_list: no repeats
+    flags = UniqueListField(  # validate_flag_key_list: no repeats, at most MAX_FLAG_NAMES
         child=StrictCharField(max_length=FLAG_KEY_MAX_LENGTH, validators=[FLAG_KEY_PATTERN]),
-        max_length=1000,
+        max_length=MAX_FLAG_NAMES,
         required=False,
         help_text="Flag names shown as columns; empty means every flag of its experiments.",
     )
