@@ -19,7 +19,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import IntegrityError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render, resolve_url
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
@@ -32,6 +32,7 @@ from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from experiments import control, dashboard, services
+from experiments.api.filters import JobFilter, OperationLogFilter
 from experiments.forms import ExperimentCreateForm, ExperimentForm, GroupForm, add_service_errors
 from experiments.launching import commands_text, launch_preview
 from experiments.models import (
@@ -968,39 +969,62 @@ def _page(request: HttpRequest, queryset: Any, per_page: int) -> Any:
     return paginator.get_page(request.GET.get("page"))
 
 
-def _checked(request: HttpRequest, name: str) -> bool:
-    return request.GET.get(name) in {"1", "on", "true"}
+class ListFilters:
+    """A UI list filtered through the API's filter set (experiments.api.filters).
+
+    So a parameter means the same on the page as on the API (``user`` is exact on both; the
+    search box is ``q``, substring on both). What an HTML form needs besides: a field left empty
+    means no filter (a form sends every field); ``page`` is the page's own; any other parameter
+    is ignored and named in a notice, so a shared link still opens. A bad value is an error
+    shown above the list, which then lists nothing (the page answers 400), as the API refuses it.
+    """
+
+    def __init__(self, request: HttpRequest, filterset_class: Any, queryset: Any) -> None:
+        known = set(filterset_class.base_filters)
+        self.values = QueryDict(mutable=True)
+        self.ignored: list[str] = []
+        for name, values in request.GET.lists():
+            if name == "page":
+                continue
+            if name not in known:
+                self.ignored.append(name)
+                continue
+            given = [value for value in values if value.strip()]
+            if given:
+                self.values.setlist(name, given)
+        filterset = filterset_class(self.values, queryset=queryset, request=request)
+        self.errors = (
+            []
+            if filterset.is_valid()
+            else [
+                f"{name}: {message}"
+                for name, messages in filterset.errors.items()
+                for message in messages
+            ]
+        )
+        self.queryset = queryset.none() if self.errors else filterset.qs
+        self.status = BAD_REQUEST if self.errors else 200
+
+    def context(self) -> dict[str, Any]:
+        return {
+            "filters": self.values,
+            "filter_errors": self.errors,
+            "ignored_params": self.ignored,
+        }
 
 
 @ui_login_required
 @require_GET
 def jobs_view(request: HttpRequest) -> HttpResponse:
-    """All synced jobs, newest first, with filters kept in the URL."""
-    filters = {
-        "status": request.GET.get("status", "").strip(),
-        "user": request.GET.get("user", "").strip(),
-        "experiment": request.GET.get("experiment", "").strip(),
-        "orphaned": _checked(request, "orphaned"),
-        "active": _checked(request, "active"),
-    }
-    jobs = (
+    """All synced jobs, newest first, with filters kept in the URL (JobFilter, as /api/jobs/)."""
+    listed = ListFilters(
+        request,
+        JobFilter,
         Job.objects.order_by("-submitted_at", "-id")
         .defer("raw", "details")
-        .annotate(owned=control.owned_exists())
+        .annotate(owned=control.owned_exists()),
     )
-    if filters["status"] in JobStatus.values:
-        jobs = jobs.filter(status=filters["status"])
-    elif filters["status"] == "FAILED_ANY":
-        jobs = jobs.filter(status__in=JobStatus.failed())
-    if filters["user"]:
-        jobs = jobs.filter(user_name__icontains=filters["user"])
-    if filters["experiment"]:
-        jobs = jobs.filter(job_name__icontains=filters["experiment"])
-    if filters["orphaned"]:
-        jobs = jobs.orphaned()
-    if filters["active"]:
-        jobs = jobs.active()
-    page = _page(request, jobs, JOBS_PER_PAGE)
+    page = _page(request, listed.queryset, JOBS_PER_PAGE)
     rows = list(page.object_list)
     names = {j.experiment_id for j in rows if j.experiment_id}
     experiment_ids = dict(
@@ -1018,40 +1042,26 @@ def jobs_view(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "experiments/jobs.html",
-        {
-            "page": page,
-            "jobs": rows,
-            "filters": filters,
-            "statuses": [*JobStatus.values, "FAILED_ANY"],
-        },
+        {"page": page, "jobs": rows, "statuses": JobStatus.values, **listed.context()},
+        status=listed.status,
     )
 
 
 @ui_login_required
 @require_GET
 def operations_view(request: HttpRequest) -> HttpResponse:
-    """The operation log, newest first, with filters kept in the URL."""
-    filters = {
-        "experiment": request.GET.get("experiment", "").strip(),
-        "actor": request.GET.get("actor", "").strip(),
-        "operation": request.GET.get("operation", "").strip(),
-        "failed": _checked(request, "failed"),
-    }
-    operations = OperationLog.objects.order_by("-created_at", "-id")
-    if filters["experiment"]:
-        operations = operations.filter(experiment_name__icontains=filters["experiment"])
-    if filters["actor"]:
-        operations = operations.filter(actor__icontains=filters["actor"])
-    if filters["operation"] in Operation.values:
-        operations = operations.filter(operation=filters["operation"])
-    if filters["failed"]:
-        operations = operations.failed()
-    page = _page(request, operations, OPERATIONS_PER_PAGE)
+    """The operation log, newest first, with filters kept in the URL (OperationLogFilter, as
+    /api/operations/)."""
+    listed = ListFilters(
+        request, OperationLogFilter, OperationLog.objects.order_by("-created_at", "-id")
+    )
+    page = _page(request, listed.queryset, OPERATIONS_PER_PAGE)
     rows = list(page.object_list)
     return render(
         request,
         "experiments/operations.html",
-        {"page": page, "operations": rows, "filters": filters, "kinds": Operation.values},
+        {"page": page, "operations": rows, "kinds": Operation.values, **listed.context()},
+        status=listed.status,
     )
 
 

@@ -287,7 +287,7 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
-# --- REST API (owned by experiments/api*.py) ------------------------------------------------
+# --- REST API (experiments/api/) ------------------------------------------------
 
 
 def throttle_rate(name: str, default: str) -> str:
@@ -310,14 +310,14 @@ REST_FRAMEWORK = {
         "rest_framework.permissions.IsAuthenticated",
         "experiments.api.permissions.WriteUnlessReadOnly",
     ],
-    "DEFAULT_PAGINATION_CLASS": "experiments.api.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "experiments.api.common.Pagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_METADATA_CLASS": None,  # OPTIONS answers 405 instead of describing serializers
-    "EXCEPTION_HANDLER": "experiments.api.exception_handler",
+    "EXCEPTION_HANDLER": "experiments.api.common.exception_handler",
     # Requests per client: anonymous ones by address, logged-in ones (token or session) by user.
     # Over the rate: 429 with Retry-After. Counted in the local-memory cache, so per web process
     # (`skydeck serve --workers N` allows up to N times the rate). The user rate sits far above

@@ -217,7 +217,7 @@ def test_cancel_one_job_names_its_user(page, live_server, alice, stub):
 
     # on /jobs, the confirmation works the same; the form posts and comes back with a message
     job(4406, "loose-job", "frank")
-    page.goto(f"{live_server.url}/jobs?active=1")
+    page.goto(f"{live_server.url}/jobs?active=true")
     page.locator("tr:has-text('4406') .job-cancel").click()
     expect(confirm).to_contain_text("Cancel job 4406 (frank)?")
     confirm.locator("button:has-text('Cancel job')").click()

@@ -335,16 +335,16 @@ def test_cancel_warns_when_the_reconciler_will_launch_again(
 
 def test_cancel_on_the_jobs_page_without_javascript(client, server, make_job):
     make_job(4600, name="someone-elses", user_name="dave")
-    listing = client.get(reverse("jobs") + "?active=1").content.decode()
-    assert 'href="/jobs/4600/cancel?next=/jobs%3Factive%3D1"' in listing
-    page = client.get(reverse("job_cancel", args=[4600]), {"next": "/jobs?active=1"})
+    listing = client.get(reverse("jobs") + "?active=true").content.decode()
+    assert 'href="/jobs/4600/cancel?next=/jobs%3Factive%3Dtrue"' in listing
+    page = client.get(reverse("job_cancel", args=[4600]), {"next": "/jobs?active=true"})
     assert b"<h1" in page.content and b"Cancel job 4600 (dave)?" in page.content
     response = client.post(
-        reverse("job_cancel", args=[4600]), {"confirmed": "1", "next": "/jobs?active=1"}
+        reverse("job_cancel", args=[4600]), {"confirmed": "1", "next": "/jobs?active=true"}
     )
-    assert response.status_code == 302 and response["Location"] == "/jobs?active=1"
+    assert response.status_code == 302 and response["Location"] == "/jobs?active=true"
     assert server.cancel_bodies == [{"job_ids": [4600]}]
-    assert b"Cancelled job 4600 (dave)" in client.get("/jobs?active=1").content
+    assert b"Cancelled job 4600 (dave)" in client.get("/jobs?active=true").content
 
 
 def test_cancel_of_a_finished_job_is_refused(client, server, make_job):

@@ -307,12 +307,12 @@ def test_jobs_filters_are_kept_in_the_url(client, make_experiment, make_job):
 
     assert ids("") == {1, 2, 3}
     assert ids("?status=RUNNING") == {1}
-    assert ids("?status=FAILED_ANY") == {3}
+    assert ids("?failed=true") == {3}  # any failure status (JobFilter, as /api/jobs/)
     assert ids("?user=bob") == {2, 3}
     assert ids("?experiment=fexp") == {1, 2}
-    assert ids("?orphaned=1") == {3}
-    assert ids("?active=1") == {1}
-    assert ids("?user=bob&orphaned=1") == {3}
+    assert ids("?orphaned=true") == {3}
+    assert ids("?active=true") == {1}
+    assert ids("?user=bob&orphaned=true") == {3}
     html = client.get(reverse("jobs") + "?user=bob&status=SUCCEEDED").content.decode()
     assert 'value="bob"' in html and '<option value="SUCCEEDED" selected>' in html
 
@@ -361,11 +361,13 @@ def test_operations_page_filters(client, make_experiment):
     assert ops("") == [("reconciler", "launch"), ("alice", "start"), ("tester", "create")]
     assert ops("?actor=alice") == [("alice", "start")]
     assert ops("?operation=create") == [("tester", "create")]
-    assert ops("?failed=1") == [("reconciler", "launch")]
-    assert ops("?experiment=opex&actor=recon") == [("reconciler", "launch")]
+    assert ops("?success=false") == [("reconciler", "launch")]
+    assert ops("?experiment=opexp&actor=reconciler") == [("reconciler", "launch")]
+    assert ops("?experiment=opex") == []  # exact, as on /api/operations/; q is the substring
+    assert ops("?q=opex&actor=reconciler") == [("reconciler", "launch")]
     assert ops("?experiment=nothing") == []
-    html = client.get(reverse("operations") + "?failed=1&actor=recon").content.decode()
-    assert 'value="recon"' in html and 'name="failed" value="1" checked' in html
+    html = client.get(reverse("operations") + "?success=false&q=recon").content.decode()
+    assert 'value="recon"' in html and 'name="success" value="false" checked' in html
     assert "no quota" in html
 
 

@@ -1,9 +1,8 @@
 """SkyDeck's REST API (routes in ``experiments.api.urls``).
 
-Views validate JSON with the serializers here (fields, serializers, bulk, schema) and change data only through
-``experiments.services``; ``common.exception_handler`` turns domain errors into HTTP answers.
+Views validate JSON with the serializers here (fields, serializers, bulk, schema) and change
+data only through ``experiments.services``; ``common.exception_handler`` turns domain errors
+into HTTP answers. This file imports nothing: DRF loads the permission class
+(``experiments.api.permissions``) while ``rest_framework.views`` itself is loading, so the
+package must not pull the views in.
 """
-
-from experiments.api.common import Pagination, exception_handler
-
-__all__ = ["Pagination", "exception_handler"]

@@ -1,4 +1,4 @@
-"""Pieces every API view shares: errors, pagination, preconditions and experiment lookups."""
+"""Pieces every API view shares: errors, pagination, strict queries, preconditions, lookups."""
 
 from __future__ import annotations
 
@@ -142,6 +142,53 @@ class Pagination(PageNumberPagination):
         ]
 
 
+# --- query parameters -----------------------------------------------------------------------
+
+UNKNOWN_QUERY_PARAMETER = "Unknown query parameter. Known: {known}."
+
+
+class StrictQueryParams:
+    """Mixed into every API view: a query parameter the operation does not take is a 400.
+
+    Bodies are strict (the serializers refuse unknown keys); so are query strings: a misspelled
+    filter (``?stauts=FAILED``) must not answer the whole list. The answer names each unknown
+    parameter, like a field error: ``{"stauts": ["Unknown query parameter. Known: ..."]}``.
+
+    An operation knows what the schema documents for it, from the same sources: on ``list``
+    the filter set's filters and the paginator's parameters; on any operation the parameters it
+    reads itself (``extra_query_params``, per action through ``@action(extra_query_params=...)``)
+    and DRF's format override (``?format=json``). A method the view does not serve is left to
+    its 405.
+    """
+
+    #: Query parameters the operation reads itself (besides filters and pagination).
+    extra_query_params: tuple[str, ...] = ()
+
+    def known_query_params(self) -> set[str]:
+        known = set(self.extra_query_params)
+        if self.settings.URL_FORMAT_OVERRIDE:
+            known.add(self.settings.URL_FORMAT_OVERRIDE)
+        if getattr(self, "action", None) == "list":
+            filterset_class = getattr(self, "filterset_class", None)
+            if filterset_class is not None and self.filter_backends:
+                known.update(filterset_class.base_filters)
+            paginator = getattr(self, "paginator", None)
+            if paginator is not None:
+                known.update(p["name"] for p in paginator.get_schema_operation_parameters(self))
+        return known
+
+    def initial(self, request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        method = request.method.lower()
+        if method == "options" or not hasattr(self, method):
+            return  # answered 405
+        known = self.known_query_params()
+        unknown = [name for name in request.query_params if name not in known]
+        if unknown:
+            message = UNKNOWN_QUERY_PARAMETER.format(known=", ".join(sorted(known)))
+            raise exceptions.ValidationError({name: [message] for name in unknown})
+
+
 # --- preconditions --------------------------------------------------------------------------
 
 _ANY = object()
@@ -269,7 +316,8 @@ _ERROR_RESPONSES = {
     400: OpenApiResponse(
         OpenApiTypes.OBJECT,
         description="Invalid input: {field: [messages]} (non_field_errors for the whole "
-        "request), or {detail} for malformed JSON.",
+        "request; a query parameter the operation does not take under its own name), or "
+        "{detail} for malformed JSON.",
     ),
     401: OpenApiResponse(ErrorSerializer, description="Not logged in: send a token or a session."),
     403: OpenApiResponse(
@@ -289,8 +337,12 @@ _ERROR_RESPONSES = {
 
 
 def errors(*codes: int) -> dict[int, OpenApiResponse]:
-    """The documented error answers of an operation (401 is always possible)."""
-    return {code: _ERROR_RESPONSES[code] for code in sorted({401, *codes})}
+    """The documented error answers of an operation.
+
+    401 and 400 are always possible: every operation refuses a query parameter it does not
+    take (``StrictQueryParams``).
+    """
+    return {code: _ERROR_RESPONSES[code] for code in sorted({400, 401, *codes})}
 
 
 READ_ERRORS = (400, 404)

@@ -23,6 +23,7 @@ from experiments.api.common import (
     READ_ERRORS,
     WRITE_ERRORS,
     BadGateway,
+    StrictQueryParams,
     ValidatedRetrieveMixin,
     check_precondition,
     errors,
@@ -174,6 +175,7 @@ def experiment_queryset() -> QuerySet:
     ),
 )
 class ExperimentViewSet(
+    StrictQueryParams,
     ValidatedRetrieveMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -360,7 +362,7 @@ class ExperimentViewSet(
 # --- bulk -----------------------------------------------------------------------------------
 
 
-class BulkView(APIView):
+class BulkView(StrictQueryParams, APIView):
     """One request, many experiments, one result per item: never all-or-nothing."""
 
     @extend_schema(

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import django_filters as df
 from django import forms
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django_filters.filters import BaseCSVFilter
 from drf_spectacular.utils import extend_schema_field
 
@@ -217,7 +217,13 @@ class JobFilter(StrictFilterSet):
     name = TextFilter(
         field_name="job_name", lookup_expr="icontains", help_text="Part of the job name."
     )
+    q = TextFilter(
+        method="filter_search", help_text="Part of the job name or of the user name (any case)."
+    )
     status = df.MultipleChoiceFilter(choices=JobStatus.choices, help_text="Repeat for several.")
+    failed = BooleanFilter(
+        method="filter_failed", help_text="Ended in any failure status (FAILED, FAILED_SETUP, ...)."
+    )
     active = BooleanFilter(method="filter_active", help_text="Not finished yet.")
     orphaned = BooleanFilter(method="filter_orphaned", help_text="No experiment has its name.")
     user = TextFilter(field_name="user_name", help_text="SkyPilot user name (exact).")
@@ -241,6 +247,17 @@ class JobFilter(StrictFilterSet):
     class Meta:
         model = Job
         fields: list[str] = []
+
+    def filter_search(self, qs: QuerySet, name: str, value: str) -> QuerySet:
+        if not value:
+            return qs
+        return qs.filter(Q(job_name__icontains=value) | Q(user_name__icontains=value))
+
+    def filter_failed(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
+        if value is None:
+            return qs
+        failed = JobStatus.failed()
+        return qs.filter(status__in=failed) if value else qs.exclude(status__in=failed)
 
     def filter_active(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
         if value is None:
@@ -282,7 +299,11 @@ class CheckpointFilter(StrictFilterSet):
 
 class OperationLogFilter(StrictFilterSet):
     experiment = TextFilter(field_name="experiment_name", help_text="Exact experiment name.")
-    actor = TextFilter(help_text="User name, reconciler or sync.")
+    actor = TextFilter(help_text="User name, reconciler or sync (exact).")
+    q = TextFilter(
+        method="filter_search",
+        help_text="Part of the experiment name, the actor or the message (any case).",
+    )
     operation = df.MultipleChoiceFilter(choices=Operation.choices, help_text="Repeat for several.")
     success = BooleanFilter()
     job_id = IdFilter(field_name="job_id")
@@ -292,3 +313,12 @@ class OperationLogFilter(StrictFilterSet):
     class Meta:
         model = OperationLog
         fields: list[str] = []
+
+    def filter_search(self, qs: QuerySet, name: str, value: str) -> QuerySet:
+        if not value:
+            return qs
+        return qs.filter(
+            Q(experiment_name__icontains=value)
+            | Q(actor__icontains=value)
+            | Q(message__icontains=value)
+        )

@@ -18,6 +18,7 @@ from experiments.api.common import (
     IF_MATCH,
     READ_ERRORS,
     WRITE_ERRORS,
+    StrictQueryParams,
     ValidatedRetrieveMixin,
     check_precondition,
     errors,
@@ -99,6 +100,7 @@ def locked_group(pk: int) -> ExperimentGroup:
     ),
 )
 class GroupViewSet(
+    StrictQueryParams,
     ValidatedRetrieveMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,

@@ -21,7 +21,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from experiments import control
-from experiments.api.common import ID_RE, READ_ERRORS, BadGateway, Conflict, errors, id_param
+from experiments.api.common import (
+    ID_RE,
+    READ_ERRORS,
+    BadGateway,
+    Conflict,
+    StrictQueryParams,
+    errors,
+    id_param,
+)
 from experiments.api.filters import CheckpointFilter, JobFilter, OperationLogFilter
 from experiments.api.schema import CancelResultSerializer, ErrorSerializer
 from experiments.api.serializers import CheckpointSerializer, JobSerializer, OperationLogSerializer
@@ -79,6 +87,27 @@ def _json_errors(*codes: int) -> dict[Any, OpenApiResponse]:
     return documented
 
 
+#: What a job's log takes in its query string (the schema's and ``StrictQueryParams``' list).
+LOG_PARAMETERS = [
+    OpenApiParameter(
+        "tail",
+        {"type": "integer", "minimum": 1, "maximum": door.MAX_TAIL},
+        OpenApiParameter.QUERY,
+        required=False,
+        description=f"How many of the last lines (default {door.DEFAULT_TAIL}).",
+        examples=[OpenApiExample("tail", value=100)],
+    ),
+    OpenApiParameter(
+        "follow",
+        OpenApiTypes.BOOL,
+        OpenApiParameter.QUERY,
+        required=False,
+        description="Keep streaming new lines while the job is active (default false). "
+        "A finished job's log is complete: it is never followed.",
+    ),
+]
+
+
 @extend_schema_view(
     list=extend_schema(
         summary="List jobs",
@@ -91,7 +120,7 @@ def _json_errors(*codes: int) -> dict[Any, OpenApiResponse]:
         responses={200: JobSerializer, **errors(404)},
     ),
 )
-class JobViewSet(viewsets.ReadOnlyModelViewSet):
+class JobViewSet(StrictQueryParams, viewsets.ReadOnlyModelViewSet):
     serializer_class = JobSerializer
     filterset_class = JobFilter
     lookup_value_regex = ID_RE
@@ -151,22 +180,7 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
         "its message; too many log reads at once (tails too) a 503 with `Retry-After`.",
         parameters=[
             id_param("SkyPilot job"),
-            OpenApiParameter(
-                "tail",
-                {"type": "integer", "minimum": 1, "maximum": door.MAX_TAIL},
-                OpenApiParameter.QUERY,
-                required=False,
-                description=f"How many of the last lines (default {door.DEFAULT_TAIL}).",
-                examples=[OpenApiExample("tail", value=100)],
-            ),
-            OpenApiParameter(
-                "follow",
-                OpenApiTypes.BOOL,
-                OpenApiParameter.QUERY,
-                required=False,
-                description="Keep streaming new lines while the job is active (default false). "
-                "A finished job's log is complete: it is never followed.",
-            ),
+            *LOG_PARAMETERS,
             OpenApiParameter("format", exclude=True),  # the answer's type does not vary
         ],
         request=None,
@@ -183,6 +197,7 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
         renderer_classes=[renderers.JSONRenderer, PlainTextRenderer],
         filter_backends=[],
         pagination_class=None,
+        extra_query_params=tuple(parameter.name for parameter in LOG_PARAMETERS),
     )
     def logs(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
@@ -231,7 +246,7 @@ class JobViewSet(viewsets.ReadOnlyModelViewSet):
         responses={200: CheckpointSerializer, **errors(404)},
     ),
 )
-class CheckpointViewSet(viewsets.ReadOnlyModelViewSet):
+class CheckpointViewSet(StrictQueryParams, viewsets.ReadOnlyModelViewSet):
     serializer_class = CheckpointSerializer
     filterset_class = CheckpointFilter
     queryset = Checkpoint.objects.select_related("experiment").order_by(
@@ -259,7 +274,7 @@ class CheckpointViewSet(viewsets.ReadOnlyModelViewSet):
         responses={200: OperationLogSerializer, **errors(404)},
     ),
 )
-class OperationLogViewSet(viewsets.ReadOnlyModelViewSet):
+class OperationLogViewSet(StrictQueryParams, viewsets.ReadOnlyModelViewSet):
     serializer_class = OperationLogSerializer
     filterset_class = OperationLogFilter
     queryset = OperationLog.objects.all()

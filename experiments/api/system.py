@@ -29,7 +29,7 @@ from experiments.models import (
 from experiments.services import READ_ONLY_GROUP, is_read_only_user
 from syncing import services as door
 
-from .common import errors
+from .common import StrictQueryParams, errors
 
 API_VERSION = "1"
 
@@ -41,7 +41,7 @@ def skydeck_version() -> str:
         return "unknown"
 
 
-class SyncView(APIView):
+class SyncView(StrictQueryParams, APIView):
     @extend_schema(
         summary="Sync status",
         description="For each source (SkyPilot jobs, S3 checkpoints): last attempt and "
@@ -70,7 +70,7 @@ class SyncView(APIView):
         return Response({"tasks": tasks}, status=status.HTTP_202_ACCEPTED)
 
 
-class MetaView(APIView):
+class MetaView(StrictQueryParams, APIView):
     @extend_schema(
         summary="API metadata",
         description="SkyDeck's version, every enum the API uses, how to authenticate, and who "

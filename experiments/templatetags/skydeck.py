@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from django import template
+from django.apps import apps
 from django.template.defaultfilters import truncatechars
 from django.utils import timezone
 from django.utils.html import format_html
@@ -15,6 +16,13 @@ from django.utils.safestring import mark_safe
 from experiments import dashboard
 
 register = template.Library()
+
+
+@register.simple_tag
+def max_length(model: str, field: str) -> int:
+    """A column's length for an input's ``maxlength`` (``{% max_length "ExperimentGroup" "name" %}``):
+    read from the model, so a page never states a limit of its own."""
+    return apps.get_model("experiments", model)._meta.get_field(field).max_length
 
 
 @register.filter
