@@ -51,7 +51,7 @@ from experiments.models import (
     ExperimentGroup,
     ExperimentGroupMember,
 )
-from experiments.validation import NAME_RE
+from experiments.validation import is_experiment_name
 from syncing import services as door
 
 
@@ -413,7 +413,7 @@ class BulkView(StrictQueryParams, APIView):
             results.append(entry)
             experiment = found.get(ref.key)
             if experiment is None:
-                if ref.name is not None and not NAME_RE.fullmatch(ref.name):
+                if ref.name is not None and not is_experiment_name(ref.name):
                     entry.update(result="invalid", detail="Not a valid experiment name.")
                 else:
                     entry.update(result="not_found", detail="No such experiment.")
