@@ -5,6 +5,8 @@ Table names are fixed (``db_table``) because people query the SQLite file direct
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.core.exceptions import ValidationError
 from django.core.validators import (
     MaxLengthValidator,
@@ -27,6 +29,11 @@ from experiments.querysets import (
 class DesiredState(models.TextChoices):
     RUNNING = "RUNNING", "Running"
     STOPPED = "STOPPED", "Stopped"
+
+
+def _optional_text(max_length: int, validator: Callable[[str], None]) -> models.CharField:
+    """A one-line text field that may be blank and, when not, passes ``validator``."""
+    return models.CharField(max_length=max_length, blank=True, validators=[validator])
 
 
 class Experiment(models.Model):
@@ -60,26 +67,12 @@ class Experiment(models.Model):
         ],
         help_text="GPUs per node.",
     )
-    accelerator = models.CharField(
-        max_length=validation.ACCELERATOR_MAX_LENGTH,
-        blank=True,
-        validators=[validation.validate_accelerator],
+    accelerator = _optional_text(validation.ACCELERATOR_MAX_LENGTH, validation.validate_accelerator)
+    base_command = _optional_text(
+        validation.BASE_COMMAND_MAX_LENGTH, validation.validate_single_line
     )
-    base_command = models.CharField(
-        max_length=validation.BASE_COMMAND_MAX_LENGTH,
-        blank=True,
-        validators=[validation.validate_single_line],
-    )
-    tool_path = models.CharField(
-        max_length=validation.TOOL_PATH_MAX_LENGTH,
-        blank=True,
-        validators=[validation.validate_single_line],
-    )
-    git_ref = models.CharField(
-        max_length=validation.GIT_REF_MAX_LENGTH,
-        blank=True,
-        validators=[validation.validate_git_ref],
-    )
+    tool_path = _optional_text(validation.TOOL_PATH_MAX_LENGTH, validation.validate_single_line)
+    git_ref = _optional_text(validation.GIT_REF_MAX_LENGTH, validation.validate_git_ref)
     # The limit is a validator (run by full_clean()): a TextField's max_length would not enforce
     # it, and changing it rebuilds the SQLite table. NUL is refused as the forms and API do.
     description = models.TextField(
@@ -271,6 +264,26 @@ class Job(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in JobStatus.active()
+
+
+#: What SkyPilot reports about a job, in the order people read it: the job syncer stores these
+#: columns, the admin and the API show them (the API leaves out ``user_hash``).
+JOB_RESOURCE_FIELDS = ("nodes", "gpus", "accelerator", "resources")
+JOB_RUN_FIELDS = (
+    "user_name",
+    "user_hash",
+    "workspace",
+    "infra",
+    "cloud",
+    "region",
+    "submitted_at",
+    "started_at",
+    "ended_at",
+    "duration",
+    "recovery_count",
+    "failure_reason",
+    "details",
+)
 
 
 class Checkpoint(models.Model):

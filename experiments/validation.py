@@ -178,18 +178,22 @@ def validate_flags(flags: Any) -> None:
         raise ValidationError(errors)
 
 
+def _at_most(items: list, limit: int, what: str, code: str) -> None:
+    if len(items) > limit:
+        raise ValidationError(
+            f"At most %(limit)d {what} (this has %(count)d).",
+            code=code,
+            params={"limit": limit, "count": len(items)},
+        )
+
+
 def validate_flag_key_list(keys: Any) -> None:
     """A group's column list: unique flag names."""
     if not isinstance(keys, list):
         raise ValidationError(
             "Flag columns must be a list of flag names.", code="invalid_flag_list"
         )
-    if len(keys) > MAX_FLAG_NAMES:
-        raise ValidationError(
-            "At most %(limit)d flag columns (this has %(count)d).",
-            code="invalid_flag_list",
-            params={"limit": MAX_FLAG_NAMES, "count": len(keys)},
-        )
+    _at_most(keys, MAX_FLAG_NAMES, "flag columns", "invalid_flag_list")
     for key in keys:
         validate_flag_key(key)
     if len(set(keys)) != len(keys):
@@ -219,12 +223,7 @@ def validate_git_ref(value: str) -> None:
 def validate_tags(tags: Any) -> None:
     if not isinstance(tags, list):
         raise ValidationError("Tags must be a list of strings.", code="invalid_tags")
-    if len(tags) > MAX_TAGS:
-        raise ValidationError(
-            "At most %(limit)d tags (this has %(count)d).",
-            code="invalid_tags",
-            params={"limit": MAX_TAGS, "count": len(tags)},
-        )
+    _at_most(tags, MAX_TAGS, "tags", "invalid_tags")
     for tag in tags:
         if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
             raise ValidationError(

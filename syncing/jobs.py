@@ -22,7 +22,15 @@ import yaml
 from django.db import transaction
 from django.utils import timezone
 
-from experiments.models import Experiment, Job, JobStatus, SyncSource, SyncState
+from experiments.models import (
+    JOB_RESOURCE_FIELDS,
+    JOB_RUN_FIELDS,
+    Experiment,
+    Job,
+    JobStatus,
+    SyncSource,
+    SyncState,
+)
 from experiments.validation import NAME_MAX_LENGTH
 from syncing.skypilot import MalformedResponse, SkyPilotClient, strip_ansi
 
@@ -68,23 +76,8 @@ SYNCED_FIELDS = [
     "job_name",
     "task_count",
     "status",
-    "nodes",
-    "gpus",
-    "accelerator",
-    "resources",
-    "user_name",
-    "user_hash",
-    "workspace",
-    "infra",
-    "cloud",
-    "region",
-    "submitted_at",
-    "started_at",
-    "ended_at",
-    "duration",
-    "recovery_count",
-    "failure_reason",
-    "details",
+    *JOB_RESOURCE_FIELDS,
+    *JOB_RUN_FIELDS,
     "raw",
 ]
 YAML_FIELDS = ["command", "git_ref", "launch_token"]

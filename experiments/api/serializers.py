@@ -26,6 +26,7 @@ from experiments.api.fields import (
     ExperimentRefField,
     FlagsField,
     IdField,
+    SchemaPattern,
     StrictBooleanField,
     StrictCharField,
     StrictIntegerField,
@@ -35,6 +36,8 @@ from experiments.api.fields import (
 from experiments.control import owned_exists
 from experiments.models import (
     CURRENT_STATE_CHOICES,
+    JOB_RESOURCE_FIELDS,
+    JOB_RUN_FIELDS,
     Checkpoint,
     DesiredState,
     Experiment,
@@ -59,6 +62,16 @@ from experiments.validation import (
 def _max_length(model: type, field: str) -> int:
     """A model field's max_length: the limit the admin's ModelForm and full_clean() apply."""
     return model._meta.get_field(field).max_length
+
+
+def _optional_text(field: str, pattern: SchemaPattern) -> StrictCharField:
+    """An optional experiment text field: the model's length, the schema's pattern."""
+    return StrictCharField(
+        max_length=_max_length(Experiment, field),
+        allow_blank=True,
+        required=False,
+        validators=[pattern],
+    )
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -119,19 +132,9 @@ class ExperimentSerializer(serializers.ModelSerializer):
         list_serializer_class = ExperimentListSerializer
         fields = [
             "id",
-            "name",
             "desired_state",
             "current_state",
-            "flags",
-            "nodes",
-            "gpus",
-            "accelerator",
-            "base_command",
-            "tool_path",
-            "git_ref",
-            "description",
-            "tags",
-            "starred",
+            *services.EDITABLE_FIELDS,
             "created_at",
             "updated_at",
             "desired_changed_at",
@@ -265,22 +268,8 @@ class JobSerializer(serializers.ModelSerializer):
             "task_count",
             "command",
             "git_ref",
-            "nodes",
-            "gpus",
-            "accelerator",
-            "resources",
-            "user_name",
-            "workspace",
-            "infra",
-            "cloud",
-            "region",
-            "submitted_at",
-            "started_at",
-            "ended_at",
-            "duration",
-            "recovery_count",
-            "failure_reason",
-            "details",
+            *JOB_RESOURCE_FIELDS,
+            *(f for f in JOB_RUN_FIELDS if f != "user_hash"),
             "first_seen",
             "last_seen",
         ]
@@ -390,30 +379,10 @@ class ExperimentFieldsSerializer(StrictSerializer):
     gpus = StrictIntegerField(
         min_value=GPUS_MIN, max_value=GPUS_MAX, required=False, help_text="GPUs per node."
     )
-    accelerator = StrictCharField(
-        max_length=_max_length(Experiment, "accelerator"),
-        allow_blank=True,
-        required=False,
-        validators=[ACCELERATOR_PATTERN],
-    )
-    base_command = StrictCharField(
-        max_length=_max_length(Experiment, "base_command"),
-        allow_blank=True,
-        required=False,
-        validators=[SINGLE_LINE_PATTERN],
-    )
-    tool_path = StrictCharField(
-        max_length=_max_length(Experiment, "tool_path"),
-        allow_blank=True,
-        required=False,
-        validators=[SINGLE_LINE_PATTERN],
-    )
-    git_ref = StrictCharField(
-        max_length=_max_length(Experiment, "git_ref"),
-        allow_blank=True,
-        required=False,
-        validators=[GIT_REF_PATTERN],
-    )
+    accelerator = _optional_text("accelerator", ACCELERATOR_PATTERN)
+    base_command = _optional_text("base_command", SINGLE_LINE_PATTERN)
+    tool_path = _optional_text("tool_path", SINGLE_LINE_PATTERN)
+    git_ref = _optional_text("git_ref", GIT_REF_PATTERN)
     description = StrictCharField(
         max_length=DESCRIPTION_MAX_LENGTH, allow_blank=True, required=False
     )
