@@ -403,11 +403,16 @@ class ExperimentAdmin(MembershipFormsetMixin, admin.ModelAdmin):
         prompt: str,
         groups: QuerySet[ExperimentGroup],
         apply: Callable[[ExperimentGroup, list[Experiment]], str],
+        no_groups: str = "There are no groups yet: add one first.",
     ) -> TemplateResponse | None:
         """The standard intermediate page: pick a group, then ``apply`` it to the selection.
 
-        Returns the page (first visit, or a bad choice) or None to go back to the changelist.
+        Returns the page (first visit, or a bad choice) or None to go back to the changelist
+        (also, with ``no_groups`` as the error, when there is no group to pick).
         """
+        if not groups.exists():
+            self.message_user(request, no_groups, messages.ERROR)
+            return None
         experiments = list(queryset)
         if "apply" in request.POST:
             form = GroupChoiceForm(request.POST, groups=groups)
@@ -441,11 +446,6 @@ class ExperimentAdmin(MembershipFormsetMixin, admin.ModelAdmin):
     def add_to_group(
         self, request: HttpRequest, queryset: QuerySet[Experiment]
     ) -> TemplateResponse | None:
-        groups = ExperimentGroup.objects.all()
-        if not groups.exists():
-            self.message_user(request, "There are no groups yet: add one first.", messages.ERROR)
-            return None
-
         def apply(group: ExperimentGroup, experiments: list[Experiment]) -> str:
             added = services.add_to_group(request.user, group, experiments)
             already = len(experiments) - added
@@ -458,7 +458,7 @@ class ExperimentAdmin(MembershipFormsetMixin, admin.ModelAdmin):
             action="add_to_group",
             title="Add to group…",
             prompt="Append these experiments, in this order, to the end of the group:",
-            groups=groups,
+            groups=ExperimentGroup.objects.all(),
             apply=apply,
         )
 
@@ -466,11 +466,6 @@ class ExperimentAdmin(MembershipFormsetMixin, admin.ModelAdmin):
     def move_to_group(
         self, request: HttpRequest, queryset: QuerySet[Experiment]
     ) -> TemplateResponse | None:
-        groups = ExperimentGroup.objects.all()
-        if not groups.exists():
-            self.message_user(request, "There are no groups yet: add one first.", messages.ERROR)
-            return None
-
         def apply(group: ExperimentGroup, experiments: list[Experiment]) -> str:
             moved = services.move_to_group(request.user, experiments, group)
             return f"Moved {_plural(moved, 'experiment')} to group {group.name}."
@@ -481,7 +476,7 @@ class ExperimentAdmin(MembershipFormsetMixin, admin.ModelAdmin):
             action="move_to_group",
             title="Move to group…",
             prompt="Move these experiments to the end of the group, out of every other group:",
-            groups=groups,
+            groups=ExperimentGroup.objects.all(),
             apply=apply,
         )
 
@@ -496,11 +491,6 @@ class ExperimentAdmin(MembershipFormsetMixin, admin.ModelAdmin):
                 )
             )
         )
-        if not groups.exists():
-            self.message_user(
-                request, "None of the selected experiments is in a group.", messages.ERROR
-            )
-            return None
 
         def apply(group: ExperimentGroup, experiments: list[Experiment]) -> str:
             removed = services.remove_from_group(request.user, group, experiments)
@@ -514,6 +504,7 @@ class ExperimentAdmin(MembershipFormsetMixin, admin.ModelAdmin):
             prompt="Remove these experiments from the group (the rest keep their order):",
             groups=groups,
             apply=apply,
+            no_groups="None of the selected experiments is in a group.",
         )
 
 

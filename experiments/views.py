@@ -262,6 +262,24 @@ def confirm_response(
     return render(request, "experiments/confirm.html", context, status=status)
 
 
+def delete_page(
+    request: HttpRequest,
+    title: str,
+    items: list[str],
+    note: str,
+    action: str,
+    *,
+    button: str = "Delete",
+    fields: dict[str, str] | None = None,
+    ids: list[int] | None = None,
+) -> HttpResponse:
+    """The confirmation page of a delete for browsers without JavaScript (confirm.html)."""
+    context = {"title": title, "items": items, "note": note, "action": action, "button": button}
+    return render(
+        request, "experiments/confirm.html", {**context, "fields": fields or {}, "ids": ids}
+    )
+
+
 def refuse(request: HttpRequest, message: str, status: int = BAD_REQUEST) -> HttpResponse:
     """Nothing done: the message in the deck's messages (htmx POST) or as the confirmation."""
     if request.method == "POST" and request.htmx:
@@ -609,18 +627,13 @@ def experiment_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """GET: the confirmation page (without JavaScript); POST: delete."""
     experiment = get_object_or_404(Experiment, pk=pk)
     if request.method == "GET":
-        return render(
+        return delete_page(
             request,
-            "experiments/confirm.html",
-            {
-                "title": f"Delete {experiment.name}?",
-                "items": [experiment.name],
-                "note": "Its checkpoint records go too; its SkyPilot jobs stay, shown as orphaned. "
-                "Nothing is cancelled on SkyPilot.",
-                "action": reverse("experiment_delete", args=[experiment.pk]),
-                "fields": {},
-                "button": "Delete",
-            },
+            f"Delete {experiment.name}?",
+            [experiment.name],
+            "Its checkpoint records go too; its SkyPilot jobs stay, shown as orphaned. "
+            "Nothing is cancelled on SkyPilot.",
+            reverse("experiment_delete", args=[experiment.pk]),
         )
     name = experiment.name
     services.delete_experiments(request.user, [experiment])
@@ -746,19 +759,15 @@ def bulk_action(request: HttpRequest) -> HttpResponse:
             messages.error(request, "Choose a group for this action.")
             return deck_response(request, error=True)
     if action == "delete" and not request.htmx and request.POST.get("confirmed") != "1":
-        return render(
+        return delete_page(
             request,
-            "experiments/confirm.html",
-            {
-                "title": f"Delete {plural(len(experiments), 'experiment')}?",
-                "items": [e.name for e in experiments],
-                "note": "Their checkpoint records go too; their SkyPilot jobs stay, shown as "
-                "orphaned. Nothing is cancelled on SkyPilot.",
-                "action": reverse("bulk_action"),
-                "fields": {"action": "delete", "confirmed": "1", "q": current_query(request)},
-                "ids": [e.pk for e in experiments],
-                "button": "Delete",
-            },
+            f"Delete {plural(len(experiments), 'experiment')}?",
+            [e.name for e in experiments],
+            "Their checkpoint records go too; their SkyPilot jobs stay, shown as orphaned. "
+            "Nothing is cancelled on SkyPilot.",
+            reverse("bulk_action"),
+            fields={"action": "delete", "confirmed": "1", "q": current_query(request)},
+            ids=[e.pk for e in experiments],
         )
     if action in {"start", "stop"} and not _confirmed(request):
         return confirm_response(request, bulk_confirmation(request, action, experiments))
@@ -899,17 +908,13 @@ def group_collapse(request: HttpRequest, pk: int) -> HttpResponse:
 def group_delete(request: HttpRequest, pk: int) -> HttpResponse:
     group = get_object_or_404(ExperimentGroup, pk=pk)
     if request.method == "GET":
-        return render(
+        return delete_page(
             request,
-            "experiments/confirm.html",
-            {
-                "title": f"Delete group {group.name}?",
-                "items": [e.name for e in group.ordered_experiments()],
-                "note": "The experiments stay (ungrouped unless they are in another group).",
-                "action": reverse("group_delete", args=[group.pk]),
-                "fields": {},
-                "button": "Delete group",
-            },
+            f"Delete group {group.name}?",
+            [e.name for e in group.ordered_experiments()],
+            "The experiments stay (ungrouped unless they are in another group).",
+            reverse("group_delete", args=[group.pk]),
+            button="Delete group",
         )
     name = group.name
     services.delete_group(request.user, group)

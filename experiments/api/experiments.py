@@ -133,6 +133,17 @@ def experiment_queryset() -> QuerySet:
     )
 
 
+def _change_schema(summary: str, description: str) -> Any:
+    """PUT and PATCH of an experiment: the same parameters, body and answers."""
+    return extend_schema(
+        summary=summary,
+        description=f"{description} Precondition: If-Match or updated_at.",
+        parameters=[ID_OR_NAME, IF_MATCH],
+        request=ExperimentUpdateSerializer,
+        responses={200: ExperimentSerializer, **errors(*WRITE_ERRORS)},
+    )
+
+
 @extend_schema_view(
     list=extend_schema(
         summary="List experiments",
@@ -151,21 +162,15 @@ def experiment_queryset() -> QuerySet:
         request=ExperimentCreateSerializer,
         responses={201: ExperimentSerializer, **errors(400, 403, 409, 415)},
     ),
-    update=extend_schema(
-        summary="Update an experiment",
-        description="Changes the fields given (name is required); flags replaces all flags, "
-        "flags_patch changes some. Precondition: If-Match or updated_at.",
-        parameters=[ID_OR_NAME, IF_MATCH],
-        request=ExperimentUpdateSerializer,
-        responses={200: ExperimentSerializer, **errors(*WRITE_ERRORS)},
+    update=_change_schema(
+        "Update an experiment",
+        "Changes the fields given (name is required); flags replaces all flags, "
+        "flags_patch changes some.",
     ),
-    partial_update=extend_schema(
-        summary="Change some fields of an experiment",
-        description='flags replaces all flags; flags_patch {"set": {...}, "remove": [...]} '
-        "changes only the named ones. Precondition: If-Match or updated_at.",
-        parameters=[ID_OR_NAME, IF_MATCH],
-        request=ExperimentUpdateSerializer,
-        responses={200: ExperimentSerializer, **errors(*WRITE_ERRORS)},
+    partial_update=_change_schema(
+        "Change some fields of an experiment",
+        'flags replaces all flags; flags_patch {"set": {...}, "remove": [...]} '
+        "changes only the named ones.",
     ),
     destroy=extend_schema(
         summary="Delete an experiment",
