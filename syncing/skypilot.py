@@ -374,6 +374,15 @@ def _extract_job_id(result: Any) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def pause(seconds: float) -> None:
+    """How the client waits between retries and polls (tests patch ``syncing.skypilot.pause``)."""
+    time.sleep(seconds)
+
+
+def _pause(seconds: float) -> None:
+    pause(seconds)  # late-bound, so a patched ``pause`` is seen by clients made before
+
+
 class SkyPilotClient:
     """Talks to one SkyPilot API server; safe to reuse for many calls (keeps a session)."""
 
@@ -386,20 +395,21 @@ class SkyPilotClient:
         retries: int = 3,
         backoff: float = 0.5,
         session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Resolve endpoint and credentials now, so configuration errors surface early.
 
         ``timeout`` bounds connecting and each HTTP read; ``request_timeout`` bounds how long
         we wait for the server to finish an asynchronous request. ``sleep``/``clock`` exist so
-        tests do not wait for real.
+        tests do not wait for real; without ``sleep`` the client waits with :func:`pause`, looked
+        up at each wait (the one seam a test patches for clients it does not build itself).
         """
         self.timeout = float(timeout)
         self.request_timeout = float(request_timeout)
         self.retries = max(0, int(retries))
         self.backoff = float(backoff)
-        self._sleep = sleep
+        self._sleep = sleep or _pause
         self._clock = clock
 
         full_endpoint = resolve_endpoint(endpoint)

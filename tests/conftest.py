@@ -11,6 +11,7 @@ from pathlib import Path
 import browser_support
 import pytest
 import responses
+from _pytest.mark.expression import Expression
 from django.utils import timezone
 from fake_skypilot import ENDPOINT, FakeSkyPilot
 
@@ -18,6 +19,21 @@ from experiments import services
 from experiments.models import Checkpoint, Experiment, Job, JobStatus
 
 _seq = itertools.count(1)
+
+# Collecting these builds their cases up front (schemathesis: every operation's coverage cases,
+# about 20 s) even when -m then deselects them: not collected at all when the marker expression
+# (e.g. the default "not ... and not slow") refuses a test marked only `slow`.
+_SLOW_TO_COLLECT = {"test_schemathesis.py"}
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if collection_path.name in _SLOW_TO_COLLECT:
+        expression = config.getoption("markexpr")
+        if expression and not Expression.compile(expression).evaluate(
+            lambda name, /, **kwargs: name == "slow"
+        ):
+            return True
+    return None
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -78,6 +94,38 @@ def web(user):
 
 
 @pytest.fixture
+def token(user) -> str:
+    """The API token key of ``user``."""
+    from rest_framework.authtoken.models import Token
+
+    return Token.objects.create(user=user).key
+
+
+@pytest.fixture
+def api(token):
+    """A DRF test client sending ``user``'s token."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return client
+
+
+@pytest.fixture
+def readonly_api(db):
+    """A DRF test client sending the token of ``viewer``, a member of the read-only group."""
+    from django.contrib.auth.models import Group, User
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    viewer = User.objects.create_user("viewer")
+    viewer.groups.add(Group.objects.get_or_create(name="read-only")[0])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=viewer).key}")
+    return client
+
+
+@pytest.fixture
 def make_job(db):
     def make(job_id: int | None = None, name: str | None = "exp", **fields) -> Job:
         now = timezone.now()
@@ -114,7 +162,7 @@ def server(db, settings, monkeypatch):
     settings.SKYDECK_SKYPILOT_ENDPOINT = ENDPOINT
     monkeypatch.delenv("SKYPILOT_SERVICE_ACCOUNT_TOKEN", raising=False)
     monkeypatch.setenv("SKYPILOT_API_COOKIE_FILE", "/nonexistent/cookies.txt")
-    monkeypatch.setattr("syncing.skypilot.time.sleep", lambda s: None)
+    monkeypatch.setattr("syncing.skypilot.pause", lambda s: None)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         yield FakeSkyPilot(rsps)
 

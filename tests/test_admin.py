@@ -210,6 +210,7 @@ MAX_QUERIES = {
 }
 
 
+@pytest.mark.slow  # scale: query counts as rows grow
 @pytest.mark.parametrize("n", [30, 60])
 @pytest.mark.parametrize("model", list(MAX_QUERIES))
 def test_changelist_queries_do_not_grow_with_rows(

@@ -5,35 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.contrib.auth.models import Group, User
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from experiments import launching, services
 from experiments.models import DesiredState, Experiment, JobStatus, Operation, OperationLog
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def user(db):
-    return User.objects.create_user("alice")
-
-
-@pytest.fixture
-def api(user):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
-
-
-@pytest.fixture
-def readonly_api(db):
-    viewer = User.objects.create_user("viewer")
-    viewer.groups.add(Group.objects.get_or_create(name="read-only")[0])
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=viewer).key}")
-    return client
 
 
 def raw(client: APIClient, method: str, url: str, body: str, **extra):

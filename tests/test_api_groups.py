@@ -3,31 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Group, User
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from experiments import services
 from experiments.models import ExperimentGroup, Operation, OperationLog
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def api(db):
-    client = APIClient()
-    user = User.objects.create_user("alice")
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
-
-
-@pytest.fixture
-def readonly_api(db):
-    viewer = User.objects.create_user("viewer")
-    viewer.groups.add(Group.objects.get_or_create(name="read-only")[0])
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=viewer).key}")
-    return client
 
 
 @pytest.fixture

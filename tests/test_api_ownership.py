@@ -4,22 +4,11 @@ dry_run, Stop cancelling whoever's jobs it lists, Adopt, and bulk Start/Stop (is
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import User
-from rest_framework.authtoken.models import Token
-from rest_framework.test import APIClient
 
 from experiments.models import Experiment, Launch, LaunchStatus, OperationLog
 from syncing import reconciler
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def api(db):
-    client = APIClient()
-    token = Token.objects.create(user=User.objects.create_user("alice"))
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
 
 
 def fresh():

@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.db import connection
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from experiments import services
@@ -17,23 +16,6 @@ from syncing.skypilot import RequestFailed, SkyPilotClient
 pytestmark = pytest.mark.django_db
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def api(db):
-    client = APIClient()
-    user = User.objects.create_user("alice")
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
-
-
-@pytest.fixture
-def readonly_api(db):
-    viewer = User.objects.create_user("viewer")
-    viewer.groups.add(Group.objects.get_or_create(name="read-only")[0])
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=viewer).key}")
-    return client
 
 
 @pytest.fixture
@@ -162,7 +144,7 @@ def test_cancel_unreachable_server_is_502(api, jobs, settings, monkeypatch):
     settings.SKYDECK_SKYPILOT_ENDPOINT = "http://127.0.0.1:9"
     monkeypatch.setenv("SKYPILOT_API_COOKIE_FILE", "/nonexistent/cookies.txt")
     monkeypatch.delenv("SKYPILOT_SERVICE_ACCOUNT_TOKEN", raising=False)
-    monkeypatch.setattr("syncing.skypilot.time.sleep", lambda s: None)
+    monkeypatch.setattr("syncing.skypilot.pause", lambda s: None)
     response = api.post("/api/jobs/2/cancel/")
     assert response.status_code == 502
     assert "127.0.0.1:9" in response.json()["detail"]

@@ -150,6 +150,7 @@ def _if_match_accepted(header: str) -> bool:
     return True
 
 
+@pytest.mark.slow  # fuzz: 200 generated headers
 @settings(max_examples=200, derandomize=True, database=None)
 @given(st.from_regex(IF_MATCH_PATTERN.removesuffix("$") + r"\Z"))
 def test_every_if_match_the_schema_allows_is_accepted(header):

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 import yaml
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_q.models import OrmQ, Success
@@ -30,32 +30,6 @@ LIST_URLS = [
     "/api/meta/",
     "/api/schema/",
 ]
-
-
-@pytest.fixture
-def user(db):
-    return User.objects.create_user("alice")
-
-
-@pytest.fixture
-def token(user):
-    return Token.objects.create(user=user).key
-
-
-@pytest.fixture
-def api(token):
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
-    return client
-
-
-@pytest.fixture
-def readonly_api(db):
-    viewer = User.objects.create_user("viewer")
-    viewer.groups.add(Group.objects.get_or_create(name="read-only")[0])
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=viewer).key}")
-    return client
 
 
 # --- authentication -------------------------------------------------------------------------

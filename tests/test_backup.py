@@ -206,6 +206,7 @@ def use_live(live, monkeypatch) -> Path:
 # --- snapshots ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # manage.py in subprocesses
 def test_backup_while_another_process_writes_is_consistent(live, home, tmp_path):
     base = count(live)
     snapshots = []
@@ -231,6 +232,7 @@ def test_backup_while_another_process_writes_is_consistent(live, home, tmp_path)
     assert consistent(live)
 
 
+@pytest.mark.slow  # manage.py in subprocesses
 def test_backup_into_a_directory_names_the_file_and_keeps_n(live, home, tmp_path):
     target = tmp_path / "backups"
     target.mkdir()
@@ -246,6 +248,7 @@ def test_backup_into_a_directory_names_the_file_and_keeps_n(live, home, tmp_path
     assert "Removed the older snapshot" in result.stdout
 
 
+@pytest.mark.slow  # manage.py in subprocesses
 def test_backup_command_errors_are_one_clear_line(live, home, tmp_path):
     cases = [
         (tmp_path / "missing" / "x.db", "the destination directory"),
@@ -265,6 +268,7 @@ def test_backup_command_errors_are_one_clear_line(live, home, tmp_path):
 # --- restore --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # manage.py in subprocesses
 def test_restore_round_trip_restores_the_snapshot_and_keeps_the_old_file(live, home, tmp_path):
     snap = tmp_path / "snap.db"
     assert manage(live, "backup", str(snap), home=home).returncode == 0
@@ -310,6 +314,7 @@ def test_restore_round_trip_restores_the_snapshot_and_keeps_the_old_file(live, h
     assert not backup.marker_path(live).exists()
 
 
+@pytest.mark.slow  # manage.py in subprocesses
 def test_restore_while_another_process_writes(live, home, tmp_path):
     snap = tmp_path / "snap.db"
     assert manage(live, "backup", str(snap), home=home).returncode == 0
@@ -331,6 +336,7 @@ def test_restore_while_another_process_writes(live, home, tmp_path):
     assert count(live, "name LIKE 'during-%'") > restored
 
 
+@pytest.mark.slow  # manage.py in subprocesses
 def test_restore_migrates_an_older_snapshot(live, home, tmp_path):
     old = tmp_path / "old.db"
     assert manage(old, "migrate", "experiments", "0001", "-v0", home=home).returncode == 0
@@ -375,6 +381,7 @@ def _bad_file(kind: str, template: Path, path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # manage.py in subprocesses
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
@@ -401,12 +408,14 @@ def test_restore_refuses_bad_files_and_leaves_the_live_database_alone(
         backup.check_snapshot(bad)
 
 
+@pytest.mark.slow  # manage.py in subprocesses
 def test_restore_refuses_the_live_database_itself(live, home):
     result = manage(live, "restore", str(live), home=home)
     assert result.returncode == 1
     assert "is the live database itself" in result.stderr
 
 
+@pytest.mark.slow  # manage.py in subprocesses
 def test_another_page_size_is_refused_into_a_wal_database_but_restores_into_a_new_one(
     template_db, live, home, tmp_path
 ):
@@ -701,6 +710,7 @@ def _fill(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in directory.iterdir()}
 
 
+@pytest.mark.slow  # manage.py in subprocesses
 def test_backup_to_a_full_disk_fails_clearly_and_loses_nothing(live, home, full_disk):
     directory, limit = full_disk
     before = _fill(directory)
@@ -786,6 +796,7 @@ def test_commands_against_the_test_database(db, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # manage.py in subprocesses
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
@@ -813,6 +824,7 @@ def test_bad_backup_settings_stop_startup(env, variable, tmp_path):
     assert variable in result.stderr
 
 
+@pytest.mark.slow  # manage.py in subprocesses
 def test_good_backup_settings_load(tmp_path):
     environ = _env(
         tmp_path,
@@ -856,6 +868,7 @@ print(sorted(t.user.username for t in Token.objects.all()))
 """
 
 
+@pytest.mark.slow  # manage.py in subprocesses
 @pytest.mark.parametrize("keep", [False, True])
 def test_restore_reports_the_logins_it_brings_back_and_can_keep_them_revoked(
     live, home, tmp_path, keep

@@ -522,6 +522,7 @@ def test_pass_selection_active_recent_never_synced_and_sweep(
     assert "fresh" in SyncState.objects.get(source="s3").cursor["listed_empty"]
 
 
+@pytest.mark.slow  # scale: many experiments, many passes
 def test_every_experiment_is_covered_within_the_sweep_passes(s3, make_checkpoint):
     names = [f"e{i:03}" for i in range(120)]
     for exp in experiments(*names):
@@ -538,6 +539,7 @@ def test_every_experiment_is_covered_within_the_sweep_passes(s3, make_checkpoint
 # --------------------------------------------------------------------------- query count
 
 
+@pytest.mark.slow  # scale: query counts as experiments grow
 @pytest.mark.parametrize("n_experiments", [20, 40])
 def test_write_phase_queries_do_not_grow_with_experiments(
     s3, django_assert_max_num_queries, n_experiments

@@ -27,6 +27,9 @@ import pytest
 from aws_isolation import isolated_environ
 from stub_skypilot import S3FaultProxy, StubSkyPilot
 
+# crash proofs: real processes killed with SIGKILL (.ci/run runs them: -m slow)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "skydeck-crash"
 
@@ -50,10 +53,8 @@ def base_env(tmp: Path, **extra: str) -> dict[str, str]:
     return environ
 
 
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated SQLite file per module; each test works on a copy."""
-    tmp = tmp_path_factory.mktemp("template")
+def migrate_template(tmp: Path) -> Path:
+    """A migrated SQLite file in ``tmp``, its WAL checkpointed, for tests to copy."""
     db = tmp / "template.db"
     subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "--db-path", str(db), "migrate", "-v0"],
@@ -64,6 +65,12 @@ def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return db
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file per module; each test works on a copy."""
+    return migrate_template(tmp_path_factory.mktemp("template"))
 
 
 class Deck:

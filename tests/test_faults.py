@@ -24,6 +24,9 @@ from experiments import services
 from experiments.models import Checkpoint, Experiment, Job, SyncState
 from syncing.runner import run_sync
 
+# fault proofs against real loopback servers (.ci/run runs them: -m slow)
+pytestmark = pytest.mark.slow
+
 BUCKET = "skydeck-faults"
 PILL_RE = re.compile(
     r'<span class="pill health-(?P<tone>\w+)" title="(?P<title>[^"]*)" tabindex="0" '

@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from skydeck_site.filemodes import private_dir, private_file, tighten
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +60,7 @@ print(json.dumps({s: os.stat(db + s).st_mode & 0o777 for s in ("", "-wal", "-shm
 """
 
 
+@pytest.mark.slow  # a subprocess
 def test_plain_sqlite_would_create_a_world_readable_file_under_this_umask(tmp_path):
     """The control: without SkyDeck's care the database would be 0644."""
     code = f"import sqlite3; sqlite3.connect({str(tmp_path / 'plain.db')!r}).execute('create table t(x)')"
@@ -65,6 +68,7 @@ def test_plain_sqlite_would_create_a_world_readable_file_under_this_umask(tmp_pa
     assert mode(tmp_path / "plain.db") == 0o644
 
 
+@pytest.mark.slow  # a subprocess
 def test_db_wal_shm_secret_key_and_snapshot_are_private(tmp_path):
     db = tmp_path / "new" / "sub" / "x.db"
     run_manage("--db-path", str(db), "migrate", "-v0", home=tmp_path)
@@ -88,6 +92,7 @@ def test_db_wal_shm_secret_key_and_snapshot_are_private(tmp_path):
         assert conn.execute("SELECT name FROM experiments").fetchall() == [("modes",)]
 
 
+@pytest.mark.slow  # a subprocess
 def test_default_database_in_skydeck_home_is_private(tmp_path):
     run_manage("migrate", "-v0", home=tmp_path)
     home = tmp_path / ".skydeck"
@@ -98,6 +103,7 @@ def test_default_database_in_skydeck_home_is_private(tmp_path):
     )
 
 
+@pytest.mark.slow  # a subprocess
 def test_existing_world_readable_files_are_tightened(tmp_path):
     db = tmp_path / "old.db"
     with sqlite3.connect(db) as conn:
@@ -121,6 +127,7 @@ def test_existing_world_readable_files_are_tightened(tmp_path):
     assert mode(db) == 0o600
 
 
+@pytest.mark.slow  # a subprocess
 def test_loading_settings_alone_creates_no_database(tmp_path):
     """The file appears when Django first connects (``backup`` of a missing database says so)."""
     db = tmp_path / "later.db"
@@ -128,6 +135,7 @@ def test_loading_settings_alone_creates_no_database(tmp_path):
     assert not db.exists()
 
 
+@pytest.mark.slow  # a subprocess
 def test_restore_into_a_new_database_file_is_private(tmp_path):
     source = tmp_path / "source.db"
     run_manage("--db-path", str(source), "migrate", "-v0", home=tmp_path)
@@ -140,6 +148,7 @@ def test_restore_into_a_new_database_file_is_private(tmp_path):
     assert mode(fresh.parent) == 0o700
 
 
+@pytest.mark.slow  # a subprocess
 def test_an_existing_directory_such_as_tmp_is_not_changed(tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()

@@ -213,6 +213,7 @@ def api(db) -> APIClient:
     return client
 
 
+@pytest.mark.slow  # fuzz: the hostile list through a door
 @pytest.mark.parametrize("name", HOSTILE, ids=ids(HOSTILE))
 def test_api_create_refuses(api, name):
     response = api.post("/api/experiments/", {"name": name}, format="json")
@@ -221,6 +222,7 @@ def test_api_create_refuses(api, name):
     assert not Experiment.objects.exists()
 
 
+@pytest.mark.slow  # fuzz: the hostile list through a door
 @pytest.mark.parametrize("name", HOSTILE, ids=ids(HOSTILE))
 def test_api_rename_refuses(api, make_experiment, name):
     experiment = make_experiment("orig")
@@ -275,6 +277,7 @@ def create_data(name: str) -> dict[str, Any]:
     return {"name": name, "nodes": "1", "gpus": "0", "flag_key": [""], "flag_value": [""]}
 
 
+@pytest.mark.slow  # fuzz: the hostile list through a door
 @pytest.mark.parametrize("name", HOSTILE, ids=ids(HOSTILE))
 def test_ui_create_refuses(ui, name):
     response = ui.post(reverse("experiment_create"), create_data(name), **HX)
@@ -287,6 +290,7 @@ def test_ui_create_refuses(ui, name):
     assert not Experiment.objects.exists()
 
 
+@pytest.mark.slow  # fuzz: the hostile list through a door
 @pytest.mark.parametrize("name", HOSTILE, ids=ids(HOSTILE))
 def test_ui_editor_rename_refuses(ui, make_experiment, name):
     experiment = make_experiment("orig", description="before")
@@ -328,6 +332,7 @@ def add_form(admin_client) -> dict[str, Any]:
     return form_data(admin_client.get(ADMIN_ADD))
 
 
+@pytest.mark.slow  # fuzz: the hostile list through a door
 @pytest.mark.parametrize("name", HOSTILE, ids=ids(HOSTILE))
 def test_admin_add_refuses(admin_client, add_form, name):
     response = admin_client.post(ADMIN_ADD, {**add_form, "name": name})

@@ -1,6 +1,7 @@
 """``manage.py sync s3`` end to end against moto's standalone S3 server over loopback HTTP.
 
-Fast enough (a few seconds) to run in the default suite, so it is not marked ``integration``.
+It needs no outside server, so it is not marked ``integration``; it serves S3 on loopback, so it
+is marked ``slow`` (``pytest -m slow``; .ci/run runs it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from django.core.management import call_command
 
 from experiments.models import Checkpoint, Experiment, SyncState
 from syncing.checkpoints import unmatched_replays
+
+# a loopback S3 server (.ci/run runs it: -m slow)
+pytestmark = pytest.mark.slow
 
 BUCKET = "skydeck-it"
 REGION = "us-east-1"

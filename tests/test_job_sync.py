@@ -232,7 +232,7 @@ def test_unreachable_server_fails_the_command_with_one_line(db, settings, monkey
     settings.SKYDECK_SKYPILOT_ENDPOINT = "http://127.0.0.1:9"  # nothing listens on discard
     settings.SKYDECK_SKYPILOT_TIMEOUT = 0.5
     monkeypatch.setenv("SKYPILOT_API_COOKIE_FILE", "/nonexistent/cookies.txt")
-    monkeypatch.setattr("syncing.skypilot.time.sleep", lambda s: None)
+    monkeypatch.setattr("syncing.skypilot.pause", lambda s: None)
     with pytest.raises(CommandError, match="sync failed for skypilot"):
         call_command("sync", "skypilot")
     err = capsys.readouterr().err

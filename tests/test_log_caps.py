@@ -140,6 +140,7 @@ def taken(settings):
 # --- the rule ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # fault: a SkyPilot that never answers
 def test_a_tail_holds_a_slot_while_skypilot_is_slow_and_lets_go_in_bounded_time(
     db, make_job, hanging, settings
 ):
@@ -172,6 +173,7 @@ def test_a_tail_holds_a_slot_while_skypilot_is_slow_and_lets_go_in_bounded_time(
     assert joblogs.slots_in_use() == 0  # released on the error
 
 
+@pytest.mark.slow  # fault: a SkyPilot that never answers
 def test_a_followed_log_waits_bounded_for_an_answer_then_as_long_as_the_job_is_quiet(
     db, make_job, hanging, settings
 ):
@@ -238,6 +240,7 @@ def test_beyond_the_cap_every_door_answers_503_with_retry_after(web, api, make_j
     assert web.get("/jobs/13/logs").status_code == 200
 
 
+@pytest.mark.slow  # fault: a SkyPilot that never answers
 def test_doors_release_slots_on_errors(web, api, make_job, hanging):
     make_job(13, status="SUCCEEDED")
     started = time.monotonic()
@@ -256,6 +259,7 @@ def test_doors_release_slots_on_errors(web, api, make_job, hanging):
     assert joblogs.slots_in_use() == 0
 
 
+@pytest.mark.slow  # fault: a SkyPilot that never answers
 def test_a_client_that_hangs_up_gives_its_slot_back(web, make_job, hanging, settings):
     settings.SKYDECK_LOG_READ_TIMEOUT = 30.0  # the slot must come back because the tab left
     make_job(13, status="SUCCEEDED")
@@ -308,6 +312,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow  # serves: skydeck serve
 def test_served_50_hanging_log_reads_leave_the_dashboard_fast(tmp_path):
     with HangingSkyPilot() as skypilot:
         db = tmp_path / "caps.db"

@@ -642,6 +642,7 @@ def moto_server():
         server.stop()
 
 
+@pytest.mark.slow  # serves S3 on loopback
 def test_end_to_end_against_moto_server(moto_server):
     raw = boto3.client("s3", endpoint_url=moto_server, region_name=REGION)
     raw.create_bucket(Bucket=BUCKET)

@@ -37,7 +37,7 @@ def test_task_runs_the_same_sync_and_records_it(db, settings, monkeypatch):
     settings.SKYDECK_SKYPILOT_ENDPOINT = "http://127.0.0.1:9"
     settings.SKYDECK_SKYPILOT_TIMEOUT = 0.5
     monkeypatch.setenv("SKYPILOT_API_COOKIE_FILE", "/nonexistent/cookies.txt")
-    monkeypatch.setattr("syncing.skypilot.time.sleep", lambda s: None)
+    monkeypatch.setattr("syncing.skypilot.pause", lambda s: None)
     summary = tasks.sync_jobs_and_reconcile()
     assert summary.startswith("skypilot: FAILED")
     assert SyncState.objects.get(source="skypilot").last_error

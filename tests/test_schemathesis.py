@@ -29,6 +29,9 @@ from schemathesis.specs.openapi.checks import is_unexpected_http_status_case, un
 
 from experiments import services
 
+# fuzz: generated requests against a live server (.ci/run runs it: -m slow)
+pytestmark = pytest.mark.slow
+
 # Bounded and deterministic by default; SKYDECK_FUZZ_EXAMPLES=200 SKYDECK_FUZZ_RANDOM=1 explores more.
 MAX_EXAMPLES = int(os.environ.get("SKYDECK_FUZZ_EXAMPLES", "20"))
 DERANDOMIZE = os.environ.get("SKYDECK_FUZZ_RANDOM", "") != "1"
@@ -55,7 +58,7 @@ def skypilot(live_server, settings, monkeypatch):
     settings.SKYDECK_SKYPILOT_ENDPOINT = ENDPOINT
     monkeypatch.delenv("SKYPILOT_SERVICE_ACCOUNT_TOKEN", raising=False)
     monkeypatch.setenv("SKYPILOT_API_COOKIE_FILE", "/nonexistent/cookies.txt")
-    monkeypatch.setattr("syncing.skypilot.time.sleep", lambda s: None)
+    monkeypatch.setattr("syncing.skypilot.pause", lambda s: None)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         rsps.add_passthru(live_server.url)
         yield FakeSkyPilot(rsps)

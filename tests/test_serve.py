@@ -14,6 +14,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from skydeck_site import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +49,7 @@ def test_manage_py_keeps_djangos_behaviour(monkeypatch):
     assert calls == [["manage.py"]]
 
 
+@pytest.mark.slow  # starts skydeck serve
 def test_serve_runs_web_and_worker_and_stops_on_sigterm(tmp_path):
     port = free_port()
     db = tmp_path / "serve.db"
@@ -104,6 +107,7 @@ def test_serve_runs_web_and_worker_and_stops_on_sigterm(tmp_path):
     assert "SkyDeck stopped" in output
 
 
+@pytest.mark.slow  # starts skydeck serve
 def test_a_malformed_skydeck_port_is_one_line_not_a_traceback(tmp_path):
     env = {**os.environ, "SKYDECK_PORT": "80 80", "SKYDECK_HOME": str(tmp_path)}
     env.pop("DATABASE_URL", None)

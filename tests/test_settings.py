@@ -46,6 +46,7 @@ def tables(db: Path) -> set[str]:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
+@pytest.mark.slow  # manage.py in a subprocess
 def test_default_database_lives_in_skydeck_home_with_wal(tmp_path):
     result = run_manage("migrate", "-v0", home=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -60,6 +61,7 @@ def test_default_database_lives_in_skydeck_home_with_wal(tmp_path):
     assert len(key.read_text().strip()) >= 32
 
 
+@pytest.mark.slow  # manage.py in a subprocess
 def test_db_path_option_and_env_var(tmp_path):
     by_option = tmp_path / "opt" / "one.db"
     result = run_manage("--db-path", str(by_option), "migrate", "-v0", home=tmp_path)
@@ -82,6 +84,7 @@ def test_db_path_option_and_env_var(tmp_path):
         assert conn.execute("SELECT name FROM experiments").fetchall() == [("viaopt",)]
 
 
+@pytest.mark.slow  # manage.py in a subprocess
 def test_runtime_connection_pragmas(tmp_path):
     db = tmp_path / "p.db"
     code = (
@@ -96,6 +99,7 @@ def test_runtime_connection_pragmas(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "['wal', 1, 20000, 1]"
 
 
+@pytest.mark.slow  # manage.py in a subprocess
 @pytest.mark.parametrize(
     ("name", "value", "words"),
     [
@@ -114,12 +118,14 @@ def test_bad_settings_stop_start_up_with_a_clear_message(tmp_path, name, value, 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # manage.py in a subprocess
 def test_db_path_without_value_is_a_usage_error(tmp_path):
     result = run_manage("migrate", "--db-path", home=tmp_path)
     assert result.returncode == 2
     assert "--db-path needs a file path" in result.stderr
 
 
+@pytest.mark.slow  # manage.py in a subprocess
 def test_db_path_and_database_url_conflict(tmp_path):
     result = run_manage(
         "--db-path", str(tmp_path / "x.db"), "check", home=tmp_path,

@@ -67,6 +67,7 @@ def test_sync_loop_survives_a_transient_database_error(monkeypatch, capsys):
     assert "stopped" in captured.out
 
 
+@pytest.mark.slow  # subprocesses
 def test_https_settings_come_from_the_environment(tmp_path):
     import json
     import os

@@ -275,6 +275,7 @@ KILLS = [
 ]
 
 
+@pytest.mark.slow  # real processes, killed
 def test_every_process_killed_comes_back_and_killing_serve_leaves_nothing(deck: Deck, report):
     serve = deck.serve()
     took = serve.wait_normal(timeout=60)
@@ -352,6 +353,7 @@ def test_every_process_killed_comes_back_and_killing_serve_leaves_nothing(deck: 
     )
 
 
+@pytest.mark.slow  # real processes, killed
 def test_a_new_serve_starts_after_the_old_one_died_and_sigint_leaves_nothing(deck: Deck, report):
     # the module's first test killed its serve: its lease is left, held by a dead pid
     with sqlite3.connect(deck.db) as conn:
@@ -379,6 +381,7 @@ def test_a_new_serve_starts_after_the_old_one_died_and_sigint_leaves_nothing(dec
     )
 
 
+@pytest.mark.slow  # real processes, killed
 def test_a_standalone_qcluster_holds_the_scheduler_lease_too(deck: Deck, report):
     """``skydeck qcluster`` started by hand: one per database, and serve sees it."""
 
@@ -433,6 +436,7 @@ def test_a_standalone_qcluster_holds_the_scheduler_lease_too(deck: Deck, report)
 # --- the parts, quickly ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # real processes, killed
 def test_a_child_that_keeps_failing_is_fatal_and_each_restart_is_logged():
     from syncing.supervisor import Fatal, Supervisor
 
@@ -454,6 +458,7 @@ def test_a_child_that_keeps_failing_is_fatal_and_each_restart_is_logged():
     assert sum("restarted the x process" in line for line in lines) == 4
 
 
+@pytest.mark.slow  # real processes, killed
 def test_stop_kills_the_whole_group_even_what_ignores_sigterm(tmp_path: Path):
     from syncing.supervisor import Supervisor, group_members
 

@@ -22,9 +22,6 @@ processes (SIGKILL, ``sync --loop``, ``qcluster``, ``restore``) always uses an S
 from __future__ import annotations
 
 import json
-import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -38,12 +35,15 @@ from django.core.exceptions import ValidationError
 from django.db import connections
 from rest_framework.test import APIClient
 from stub_skypilot import StubSkyPilot
-from test_crash_recovery import ROOT, Deck, base_env, kill_group, wait_for
+from test_crash_recovery import Deck, kill_group, migrate_template, wait_for
 
 from experiments import services
 from experiments.models import DesiredState, Experiment, Job, Launch, LaunchStatus
 from syncing import reconciler, tasks
 from syncing import services as door
+
+# chaos: races, faults and killed processes (.ci/run runs them: -m slow)
+pytestmark = pytest.mark.slow
 
 COMMAND = {"base_command": "uv run", "tool_path": "./tools/run.py"}
 
@@ -514,17 +514,7 @@ print(json.dumps([str(t.result) for t in Task.objects.order_by("started")]))
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One migrated SQLite file for this module; each test works on a copy."""
-    tmp = tmp_path_factory.mktemp("chaos-template")
-    db = tmp / "template.db"
-    subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "--db-path", str(db), "migrate", "-v0"],
-        check=True,
-        env=base_env(tmp),
-        cwd=ROOT,
-    )
-    with sqlite3.connect(db) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return db
+    return migrate_template(tmp_path_factory.mktemp("chaos-template"))
 
 
 @pytest.fixture
