@@ -9,10 +9,8 @@ from collections.abc import Callable
 
 from django.core.exceptions import ValidationError
 from django.core.validators import (
-    MaxLengthValidator,
     MaxValueValidator,
     MinValueValidator,
-    ProhibitNullCharactersValidator,
 )
 from django.db import models
 
@@ -75,13 +73,7 @@ class Experiment(models.Model):
     git_ref = _optional_text(validation.GIT_REF_MAX_LENGTH, validation.validate_git_ref)
     # The limit is a validator (run by full_clean()): a TextField's max_length would not enforce
     # it, and changing it rebuilds the SQLite table. NUL is refused as the forms and API do.
-    description = models.TextField(
-        blank=True,
-        validators=[
-            MaxLengthValidator(validation.DESCRIPTION_MAX_LENGTH),
-            ProhibitNullCharactersValidator(),
-        ],
-    )
+    description = models.TextField(blank=True)  # its rules: validation.validate_description
     tags = models.JSONField(default=list, blank=True, validators=[validation.validate_tags])
     starred = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -122,6 +114,10 @@ class Experiment(models.Model):
             errors.setdefault("gpus", []).append(
                 f"More than {validation.MAX_TOTAL_GPUS} GPUs in total is not plausible."
             )
+        try:  # in clean(), not as field validators: no migration each time a limit moves
+            validation.validate_description(self.description)
+        except ValidationError as exc:
+            errors.setdefault("description", []).extend(exc.messages)
         if self.accelerator and not self.gpus:
             errors.setdefault("gpus", []).append(
                 f"Accelerator {self.accelerator} is set but GPUs per node is 0."

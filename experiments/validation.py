@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxLengthValidator, ProhibitNullCharactersValidator
 
 # --- limits: the one place each is written --------------------------------------------------
 # The model fields use these (max_length, validators, ``clean()``); the UI forms, the admin's
@@ -238,3 +239,9 @@ def validate_single_line(value: str) -> None:
         raise ValidationError(
             "Must be a single line without control characters.", code="single_line"
         )
+
+
+def validate_description(value: str) -> None:
+    """At most DESCRIPTION_MAX_LENGTH characters and no NUL (the API, UI and admin alike)."""
+    MaxLengthValidator(DESCRIPTION_MAX_LENGTH)(value)
+    ProhibitNullCharactersValidator()(value)
