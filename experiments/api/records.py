@@ -87,6 +87,38 @@ def _json_errors(*codes: int) -> dict[Any, OpenApiResponse]:
     return documented
 
 
+def list_and_get_schema(
+    serializer: type, list_summary: str, description: str, get_summary: str, noun: str
+) -> Any:
+    """The schema of a read-only record list and its rows by id."""
+    return extend_schema_view(
+        list=extend_schema(
+            summary=list_summary,
+            description=description,
+            responses={200: serializer(many=True), **errors(*READ_ERRORS)},
+        ),
+        retrieve=extend_schema(
+            summary=get_summary,
+            parameters=[id_param(noun)],
+            responses={200: serializer, **errors(404)},
+        ),
+    )
+
+
+class ById:
+    """Rows looked up by their numeric id (``/api/<records>/<id>/``); a JSON 404 says ``missing``."""
+
+    lookup_value_regex = ID_RE
+    lookup_url_kwarg = "id"
+    missing = "No such record."
+
+    def get_object(self) -> Any:
+        row = self.get_queryset().filter(pk=int(self.kwargs["id"])).first()  # type: ignore[attr-defined]
+        if row is None:
+            raise exceptions.NotFound(self.missing)
+        return row
+
+
 #: What a job's log takes in its query string (the schema's and ``StrictQueryParams``' list).
 LOG_PARAMETERS = [
     OpenApiParameter(
@@ -108,36 +140,23 @@ LOG_PARAMETERS = [
 ]
 
 
-@extend_schema_view(
-    list=extend_schema(
-        summary="List jobs",
-        description="SkyPilot managed jobs as last synced (all users), newest first.",
-        responses={200: JobSerializer(many=True), **errors(*READ_ERRORS)},
-    ),
-    retrieve=extend_schema(
-        summary="Get a job",
-        parameters=[id_param("SkyPilot job")],
-        responses={200: JobSerializer, **errors(404)},
-    ),
+@list_and_get_schema(
+    JobSerializer,
+    "List jobs",
+    "SkyPilot managed jobs as last synced (all users), newest first.",
+    "Get a job",
+    "SkyPilot job",
 )
-class JobViewSet(StrictQueryParams, viewsets.ReadOnlyModelViewSet):
+class JobViewSet(ById, StrictQueryParams, viewsets.ReadOnlyModelViewSet):
     serializer_class = JobSerializer
     filterset_class = JobFilter
-    lookup_value_regex = ID_RE
-    lookup_url_kwarg = "id"
-    lookup_field = "pk"
+    missing = "No such job."
 
     def get_queryset(self) -> QuerySet:
         return Job.objects.annotate(
             api_orphaned=~Exists(Experiment.objects.filter(name=OuterRef("experiment_id"))),
             api_owned=control.owned_exists(),
         )
-
-    def get_object(self) -> Job:
-        job = self.get_queryset().filter(pk=int(self.kwargs["id"])).first()
-        if job is None:
-            raise exceptions.NotFound("No such job.")
-        return job
 
     @extend_schema(
         summary="Cancel a job",
@@ -234,55 +253,31 @@ class JobViewSet(StrictQueryParams, viewsets.ReadOnlyModelViewSet):
         return response
 
 
-@extend_schema_view(
-    list=extend_schema(
-        summary="List checkpoints",
-        description="Checkpoints found under each experiment's S3 prefix.",
-        responses={200: CheckpointSerializer(many=True), **errors(*READ_ERRORS)},
-    ),
-    retrieve=extend_schema(
-        summary="Get a checkpoint",
-        parameters=[id_param("checkpoint")],
-        responses={200: CheckpointSerializer, **errors(404)},
-    ),
+@list_and_get_schema(
+    CheckpointSerializer,
+    "List checkpoints",
+    "Checkpoints found under each experiment's S3 prefix.",
+    "Get a checkpoint",
+    "checkpoint",
 )
-class CheckpointViewSet(StrictQueryParams, viewsets.ReadOnlyModelViewSet):
+class CheckpointViewSet(ById, StrictQueryParams, viewsets.ReadOnlyModelViewSet):
     serializer_class = CheckpointSerializer
     filterset_class = CheckpointFilter
     queryset = Checkpoint.objects.select_related("experiment").order_by(
         "experiment__name", "-epoch"
     )
-    lookup_value_regex = ID_RE
-    lookup_url_kwarg = "id"
-
-    def get_object(self) -> Checkpoint:
-        checkpoint = self.queryset.filter(pk=int(self.kwargs["id"])).first()
-        if checkpoint is None:
-            raise exceptions.NotFound("No such checkpoint.")
-        return checkpoint
+    missing = "No such checkpoint."
 
 
-@extend_schema_view(
-    list=extend_schema(
-        summary="List the operation log",
-        description="Who changed what, when, and whether it worked; newest first.",
-        responses={200: OperationLogSerializer(many=True), **errors(*READ_ERRORS)},
-    ),
-    retrieve=extend_schema(
-        summary="Get one operation log entry",
-        parameters=[id_param("log entry")],
-        responses={200: OperationLogSerializer, **errors(404)},
-    ),
+@list_and_get_schema(
+    OperationLogSerializer,
+    "List the operation log",
+    "Who changed what, when, and whether it worked; newest first.",
+    "Get one operation log entry",
+    "log entry",
 )
-class OperationLogViewSet(StrictQueryParams, viewsets.ReadOnlyModelViewSet):
+class OperationLogViewSet(ById, StrictQueryParams, viewsets.ReadOnlyModelViewSet):
     serializer_class = OperationLogSerializer
     filterset_class = OperationLogFilter
     queryset = OperationLog.objects.all()
-    lookup_value_regex = ID_RE
-    lookup_url_kwarg = "id"
-
-    def get_object(self) -> OperationLog:
-        entry = self.queryset.filter(pk=int(self.kwargs["id"])).first()
-        if entry is None:
-            raise exceptions.NotFound("No such log entry.")
-        return entry
+    missing = "No such log entry."
