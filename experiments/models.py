@@ -265,21 +265,18 @@ class Job(models.Model):
 #: What SkyPilot reports about a job, in the order people read it: the job syncer stores these
 #: columns, the admin and the API show them (the API leaves out ``user_hash``).
 JOB_RESOURCE_FIELDS = ("nodes", "gpus", "accelerator", "resources")
-JOB_RUN_FIELDS = (
-    "user_name",
-    "user_hash",
-    "workspace",
-    "infra",
-    "cloud",
-    "region",
+#: Where and for whom it ran.
+JOB_PLACE_FIELDS = ("user_name", "user_hash", "workspace", "infra", "cloud", "region")
+#: How the run went (the deck's latest-job summary shows these).
+JOB_TIME_FIELDS = (
     "submitted_at",
     "started_at",
     "ended_at",
     "duration",
     "recovery_count",
     "failure_reason",
-    "details",
 )
+JOB_RUN_FIELDS = (*JOB_PLACE_FIELDS, *JOB_TIME_FIELDS, "details")
 
 
 class Checkpoint(models.Model):

@@ -38,6 +38,7 @@ from experiments.models import (
     CURRENT_STATE_CHOICES,
     JOB_RESOURCE_FIELDS,
     JOB_RUN_FIELDS,
+    JOB_TIME_FIELDS,
     Checkpoint,
     DesiredState,
     Experiment,
@@ -88,12 +89,7 @@ class LatestJobSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "status",
-            "submitted_at",
-            "started_at",
-            "ended_at",
-            "duration",
-            "recovery_count",
-            "failure_reason",
+            *JOB_TIME_FIELDS,
             "user_name",
         ]
         read_only_fields = fields
