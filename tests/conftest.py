@@ -157,11 +157,17 @@ def make_checkpoint(db):
 
 
 @pytest.fixture
-def server(db, settings, monkeypatch):
-    """A SkyPilot API server double (the real request protocol) that SkyDeck is pointed at."""
-    settings.SKYDECK_SKYPILOT_ENDPOINT = ENDPOINT
+def no_local_skypilot(monkeypatch) -> None:
+    """No SkyPilot token, cookies or config of this machine reach the clients under test."""
     monkeypatch.delenv("SKYPILOT_SERVICE_ACCOUNT_TOKEN", raising=False)
     monkeypatch.setenv("SKYPILOT_API_COOKIE_FILE", "/nonexistent/cookies.txt")
+    monkeypatch.setenv("SKYPILOT_GLOBAL_CONFIG", "/nonexistent/config.yaml")
+
+
+@pytest.fixture
+def server(db, settings, monkeypatch, no_local_skypilot):
+    """A SkyPilot API server double (the real request protocol) that SkyDeck is pointed at."""
+    settings.SKYDECK_SKYPILOT_ENDPOINT = ENDPOINT
     monkeypatch.setattr("syncing.skypilot.pause", lambda s: None)
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         yield FakeSkyPilot(rsps)

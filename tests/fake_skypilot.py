@@ -53,6 +53,7 @@ class FakeSkyPilot:
 
     def __init__(self, rsps: responses.RequestsMock, endpoint: str = ENDPOINT) -> None:
         self.endpoint = endpoint
+        self.rsps = rsps
         self.jobs: list[dict] = []
         self.results: dict[str, tuple[int, dict]] = {}
         self.queue_bodies: list[dict] = []

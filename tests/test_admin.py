@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from admin_forms import form_data
 from django.contrib import messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.sites import site
@@ -41,23 +42,6 @@ def member_names(group: ExperimentGroup) -> list[str]:
 
 def message_list(response) -> list[tuple[int, str]]:
     return [(m.level, m.message) for m in response.context["messages"]]
-
-
-def form_data(response) -> dict[str, Any]:
-    """POST data reproducing a rendered change form as is (main form, inlines, management forms)."""
-    forms = [response.context["adminform"].form]
-    data: dict[str, Any] = {}
-    for inline in response.context["inline_admin_formsets"]:
-        management = inline.formset.management_form
-        for name in management.fields:
-            data[management.add_prefix(name)] = management[name].value()
-        forms.extend(inline.formset.forms)
-    for form in forms:
-        for name in form.fields:
-            value = form[name].value()
-            if value is not None:
-                data[form.add_prefix(name)] = value
-    return data
 
 
 def run_action(client: Client, action: str, objs, **extra: Any):

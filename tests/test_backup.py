@@ -34,7 +34,7 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from django_q.models import Schedule
-from processes import shell_last_line
+from processes import MANAGE, run_python, shell_last_line
 
 from backups import backup
 from experiments import dashboard
@@ -85,14 +85,8 @@ def _env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
 def manage(
     db: Path, *args: str, home: Path, extra_env: dict[str, str] | None = None, **kwargs
 ) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "--db-path", str(db), *args],
-        capture_output=True,
-        text=True,
-        env=_env(home, extra_env),
-        cwd=ROOT,
-        timeout=180,
-        **kwargs,
+    return run_python(
+        MANAGE, "--db-path", str(db), *args, env=_env(home, extra_env), timeout=180, **kwargs
     )
 
 
@@ -810,15 +804,7 @@ def test_commands_against_the_test_database(db, tmp_path):
     ],
 )
 def test_bad_backup_settings_stop_startup(env, variable, tmp_path):
-    environ = _env(tmp_path, env)
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "check"],
-        capture_output=True,
-        text=True,
-        env=environ,
-        cwd=ROOT,
-        timeout=120,
-    )
+    result = run_python(MANAGE, "check", env=_env(tmp_path, env))
     assert result.returncode == 2
     assert "configuration error" in result.stderr
     assert variable in result.stderr

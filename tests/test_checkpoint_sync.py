@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from unittest import mock
-from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
 from aws_isolation import isolate_aws
-from botocore.awsrequest import AWSResponse
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 from moto import mock_aws
+from s3_requests import ListRecorder, inject_s3_error, record_list_calls
 
 from experiments.models import Checkpoint, DesiredState, Experiment, JobStatus, SyncState
 from syncing import checkpoints as ckpt_sync
@@ -82,48 +81,9 @@ def experiments(*names: str, **fields) -> list[Experiment]:
     return Experiment.objects.bulk_create(Experiment(name=n, **fields) for n in names)
 
 
-class _Recorder:
-    def __init__(self):
-        self.prefixes: list[str] = []
-
-    def __call__(self, request, **_kwargs):
-        self.prefixes.append(parse_qs(urlsplit(request.url).query).get("prefix", [""])[0])
-
-    def experiments(self) -> set[str]:
-        return {p.split("/")[1] for p in self.prefixes if p.startswith("policies/")}
-
-
-def recording_client() -> tuple[S3Client, _Recorder]:
+def recording_client() -> tuple[S3Client, ListRecorder]:
     client = S3Client.from_settings()
-    recorder = _Recorder()
-    client.client.meta.events.register_first("before-send.s3.ListObjectsV2", recorder)
-    return client, recorder
-
-
-class _RawBody:
-    def __init__(self, body: bytes):
-        self._body = body
-
-    def stream(self, **_kwargs):
-        yield self._body
-
-
-def inject_s3_error(client: S3Client, *, status: int, code: str, prefixes: set[str] | None):
-    """ListObjectsV2 for ``prefixes`` (None: all) gets a real S3 XML error through botocore."""
-    body = (
-        f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
-        f"<Message>injected {code}</Message><RequestId>R1</RequestId></Error>"
-    ).encode()
-
-    def handler(request, **_kwargs):
-        requested = parse_qs(urlsplit(request.url).query).get("prefix", [""])[0]
-        if prefixes is None or requested in prefixes:
-            return AWSResponse(
-                request.url, status, {"Content-Type": "application/xml"}, _RawBody(body)
-            )
-        return None
-
-    client.client.meta.events.register_first("before-send.s3.ListObjectsV2", handler)
+    return client, record_list_calls(client)
 
 
 def rows(name: str) -> dict[int, Checkpoint]:

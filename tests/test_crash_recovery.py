@@ -24,7 +24,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from aws_isolation import isolated_environ
+from processes import child_env
 from stub_skypilot import S3FaultProxy, StubSkyPilot
 
 # crash proofs: real processes killed with SIGKILL (.ci/run runs them: -m slow)
@@ -37,29 +37,13 @@ BUCKET = "skydeck-crash"
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def base_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """A child environment on its own SKYDECK_HOME, never the suite's database or AWS config."""
-    drop = {"DATABASE_URL", "SKYDECK_DB_PATH"}
-    environ = isolated_environ({k: v for k, v in os.environ.items() if k not in drop}, tmp)
-    environ.update(
-        HOME=str(tmp),
-        SKYDECK_HOME=str(tmp / "home"),
-        SKYPILOT_API_COOKIE_FILE=str(tmp / "no-cookies.txt"),
-        SKYDECK_RECONCILE="off",
-        SKYDECK_LOG_LEVEL="WARNING",
-    )
-    environ.pop("SKYPILOT_SERVICE_ACCOUNT_TOKEN", None)
-    environ.update(extra)
-    return environ
-
-
 def migrate_template(tmp: Path) -> Path:
     """A migrated SQLite file in ``tmp``, its WAL checkpointed, for tests to copy."""
     db = tmp / "template.db"
     subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "--db-path", str(db), "migrate", "-v0"],
         check=True,
-        env=base_env(tmp),
+        env=child_env(tmp),
         cwd=ROOT,
     )
     with sqlite3.connect(db) as conn:
@@ -80,7 +64,7 @@ class Deck:
         self.tmp = tmp
         self.db = tmp / "deck.db"
         shutil.copy(template, self.db)
-        self.env = base_env(tmp)
+        self.env = child_env(tmp)
 
     def manage(self, *args: str) -> list[str]:
         return [sys.executable, str(ROOT / "manage.py"), "--db-path", str(self.db), *args]

@@ -72,14 +72,22 @@ def assert_fault_shown(client: Client, source: str, *needles: str) -> str:
     return state.last_error
 
 
+def assert_pass_fails(client: Client, source: str, before: dict, *needles: str):
+    """The next ``source`` pass fails, shows the fault (``assert_fault_shown``) and changes no
+    stored row (``before``); its outcome and the recorded error."""
+    outcome = run_sync(source)
+    assert not outcome.ok
+    error = assert_fault_shown(client, source, *needles)
+    assert stored() == before
+    return outcome, error
+
+
 # --- SkyPilot ------------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def skypilot(db, settings, monkeypatch) -> Iterator[StubSkyPilot]:
+def skypilot(db, settings, no_local_skypilot) -> Iterator[StubSkyPilot]:
     """A stub API server with 600 jobs of 20 experiments, already synced once."""
-    monkeypatch.delenv("SKYPILOT_SERVICE_ACCOUNT_TOKEN", raising=False)
-    monkeypatch.setenv("SKYPILOT_API_COOKIE_FILE", "/nonexistent/cookies.txt")
     for i in range(20):
         services.create_experiment("t", name=f"exp-{i:04}")
     with StubSkyPilot(jobs=600, experiments=20) as stub:
@@ -104,13 +112,10 @@ def recovers(stub: StubSkyPilot, client: Client) -> None:
 def test_skypilot_down(skypilot: StubSkyPilot, ui: Client):
     before = stored()
     skypilot.stop()
-    outcome = run_sync("skypilot")
-    assert not outcome.ok
-    error = assert_fault_shown(
-        ui, "skypilot", "cannot reach SkyPilot API server", skypilot.endpoint
+    _, error = assert_pass_fails(
+        ui, "skypilot", before, "cannot reach SkyPilot API server", skypilot.endpoint
     )
     assert "Connection refused" in error
-    assert stored() == before
     skypilot.start()  # the same port again
     recovers(skypilot, ui)
 
@@ -118,12 +123,11 @@ def test_skypilot_down(skypilot: StubSkyPilot, ui: Client):
 def test_skypilot_slower_than_the_client_timeout(skypilot: StubSkyPilot, ui: Client):
     before = stored()
     skypilot.set_mode("slow", 2.0)  # every answer takes 2 s; the client waits 0.5 s
-    outcome = run_sync("skypilot")
-    assert not outcome.ok
+    outcome, _ = assert_pass_fails(
+        ui, "skypilot", before, "cannot reach SkyPilot API server", "timed out"
+    )
     # four tries (three retries with backoff) of 0.5 s each, then a clear error: not a hang
     assert outcome.seconds < 10
-    assert_fault_shown(ui, "skypilot", "cannot reach SkyPilot API server", "timed out")
-    assert stored() == before
     recovers(skypilot, ui)
 
 
@@ -137,10 +141,7 @@ def test_skypilot_slower_than_the_client_timeout(skypilot: StubSkyPilot, ui: Cli
 def test_skypilot_answering_garbage(skypilot: StubSkyPilot, ui: Client, mode: str, message: str):
     before = stored()
     skypilot.set_mode(mode)
-    outcome = run_sync("skypilot")
-    assert not outcome.ok
-    assert_fault_shown(ui, "skypilot", message)
-    assert stored() == before
+    assert_pass_fails(ui, "skypilot", before, message)
     recovers(skypilot, ui)
 
 
@@ -177,34 +178,32 @@ def s3(db, settings, monkeypatch, tmp_path) -> Iterator[S3FaultProxy]:
         server.stop()
 
 
-def test_s3_throttling(s3: S3FaultProxy, ui: Client):
-    before = stored()
-    s3.throttle = True
-    outcome = run_sync("s3")
-    assert not outcome.ok
-    assert_fault_shown(ui, "s3", "all 6 listed experiments failed", "throttled", "SlowDown")
-    # botocore retried each listing (three tries in all) before giving up
-    assert s3.throttled >= 6 * 3
-    assert stored() == before  # throttled listings never mark checkpoints missing
-    s3.throttle = False
+def s3_recovers(client: Client) -> None:
+    """With the fault gone, a pass over every experiment finds all 24 checkpoints as they were
+    and the pill turns green."""
     outcome = run_sync("s3", all_experiments=True)
     assert outcome.ok, outcome.error
     assert outcome.counts["unchanged"] == 24
-    assert pills(ui)["s3"][0] == "ok"
+    assert pills(client)["s3"][0] == "ok"
+
+
+def test_s3_throttling(s3: S3FaultProxy, ui: Client):
+    before = stored()
+    s3.throttle = True
+    # throttled listings never mark checkpoints missing
+    assert_pass_fails(ui, "s3", before, "all 6 listed experiments failed", "throttled", "SlowDown")
+    # botocore retried each listing (three tries in all) before giving up
+    assert s3.throttled >= 6 * 3
+    s3.throttle = False
+    s3_recovers(ui)
 
 
 def test_s3_down(s3: S3FaultProxy, ui: Client):
     before = stored()
     s3.stop()
-    outcome = run_sync("s3")
-    assert not outcome.ok
-    assert_fault_shown(ui, "s3", "endpoint unavailable", "Could not connect")
-    assert stored() == before
+    assert_pass_fails(ui, "s3", before, "endpoint unavailable", "Could not connect")
     s3.start()  # the same port again
-    outcome = run_sync("s3", all_experiments=True)
-    assert outcome.ok, outcome.error
-    assert outcome.counts["unchanged"] == 24
-    assert pills(ui)["s3"][0] == "ok"
+    s3_recovers(ui)
 
 
 def test_a_pass_under_way_shows_the_outcome_before_it(skypilot: StubSkyPilot, ui: Client):

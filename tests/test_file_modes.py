@@ -15,11 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import processes
 import pytest
 
 from skydeck_site.filemodes import private_dir, private_file, tighten
 
-ROOT = Path(__file__).resolve().parent.parent
 UMASK = 0o022
 
 
@@ -28,22 +28,7 @@ def mode(path: Path) -> int:
 
 
 def run_manage(*args: str, home: Path) -> subprocess.CompletedProcess:
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in {"SKYDECK_DB_PATH", "DATABASE_URL", "SKYDECK_SECRET_KEY", "DJANGO_SETTINGS_MODULE"}
-    }
-    environ.update({"HOME": str(home), "SKYDECK_HOME": str(home / ".skydeck")})
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        capture_output=True,
-        text=True,
-        env=environ,
-        cwd=ROOT,
-        timeout=120,
-        umask=UMASK,
-    )
+    result = processes.run_manage(*args, home=home, umask=UMASK)
     assert result.returncode == 0, result.stderr
     return result
 

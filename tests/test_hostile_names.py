@@ -22,12 +22,12 @@ from typing import Any
 
 import jsonschema_rs
 import pytest
+from admin_forms import form_data
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
-from test_admin import form_data  # the admin change-form helper
 from test_ui_actions import edit_data  # the editor's form data
 
 from experiments import services

@@ -149,13 +149,10 @@ class LogServer:
 
 
 @pytest.fixture(autouse=True)
-def isolated(settings, monkeypatch):
+def isolated(settings, monkeypatch, no_local_skypilot):
     """SkyDeck points at the double; no real ~/.sky; SkyPilot calls fail without retry waits."""
     settings.SKYDECK_SKYPILOT_ENDPOINT = ENDPOINT
     settings.SKYDECK_LOG_STREAMS_MAX = 4
-    monkeypatch.delenv("SKYPILOT_SERVICE_ACCOUNT_TOKEN", raising=False)
-    monkeypatch.setenv("SKYPILOT_API_COOKIE_FILE", "/nonexistent/cookies.txt")
-    monkeypatch.setenv("SKYPILOT_GLOBAL_CONFIG", "/nonexistent/config.yaml")
     original = SkyPilotClient.from_settings.__func__
 
     def from_settings(cls):
@@ -193,6 +190,13 @@ def serve_log(rsps, body: str = RAW_LOG, *, exit_code: int = 0) -> None:
         f"{ENDPOINT}/api/get",
         json={"request_id": "logs-1", "status": "SUCCEEDED", "return_value": str(exit_code)},
     )
+
+
+def assert_clean_text(response) -> None:
+    """A log answered as plain text: the cleaned lines, one a line."""
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    assert response.content.decode() == "\n".join(CLEAN_LOG) + "\n"
 
 
 def sent_bodies(rsps) -> list[dict]:
@@ -611,10 +615,8 @@ def test_plain_text_tail_for_use_without_javascript(web, make_job, rsps, setting
     make_job(12, status="RUNNING")
     serve_log(rsps)
     response = web.get("/jobs/12/logs?tail=5&format=text")
-    assert response.status_code == 200
-    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    assert_clean_text(response)
     assert response["X-Content-Type-Options"] == "nosniff"
-    assert response.content.decode() == "\n".join(CLEAN_LOG) + "\n"
     assert sent_bodies(rsps) == [{"job_id": 12, "follow": False, "tail": 5, "controller": False}]
     settings.SKYDECK_SKYPILOT_ENDPOINT = "http://127.0.0.1:9"
     down = web.get("/jobs/12/logs?format=text")
@@ -628,10 +630,7 @@ def test_plain_text_tail_for_use_without_javascript(web, make_job, rsps, setting
 def test_api_log_is_plain_text_of_the_tail(api, make_job, rsps):
     make_job(12, status="RUNNING")
     serve_log(rsps)
-    response = api.get("/api/jobs/12/logs?tail=7")
-    assert response.status_code == 200
-    assert response["Content-Type"] == "text/plain; charset=utf-8"
-    assert response.content.decode() == "\n".join(CLEAN_LOG) + "\n"
+    assert_clean_text(api.get("/api/jobs/12/logs?tail=7"))
     # not followed unless asked, even for an active job
     assert sent_bodies(rsps) == [{"job_id": 12, "follow": False, "tail": 7, "controller": False}]
     assert api.get("/api/jobs/12/logs", HTTP_ACCEPT="text/plain").status_code == 200

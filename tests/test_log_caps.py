@@ -22,11 +22,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from django.core.signals import request_finished
-from django.db import close_old_connections
 from django.test import Client
 from rest_framework.authtoken.models import Token
-from test_job_logs import LogServer, sse_events
+from test_job_logs import LogServer, close_response, sse_events
 
 from syncing import joblogs
 from syncing.skypilot import ServerUnavailable
@@ -90,14 +88,11 @@ class HangingSkyPilot:
 
 
 @pytest.fixture(autouse=True)
-def isolated(settings, monkeypatch):
+def isolated(settings, no_local_skypilot):
     """No real ~/.sky; short log timeouts; every test gives its slots back."""
     settings.SKYDECK_LOG_STREAMS_MAX = 2
     settings.SKYDECK_LOG_CONNECT_TIMEOUT = 1.0
     settings.SKYDECK_LOG_READ_TIMEOUT = 1.0
-    monkeypatch.delenv("SKYPILOT_SERVICE_ACCOUNT_TOKEN", raising=False)
-    monkeypatch.setenv("SKYPILOT_API_COOKIE_FILE", "/nonexistent/cookies.txt")
-    monkeypatch.setenv("SKYPILOT_GLOBAL_CONFIG", "/nonexistent/config.yaml")
     yield
     deadline = time.monotonic() + 5
     while joblogs.slots_in_use() and time.monotonic() < deadline:
@@ -117,15 +112,6 @@ def api(user):
     client = Client()
     client.defaults["HTTP_AUTHORIZATION"] = f"Token {Token.objects.create(user=user).key}"
     return client
-
-
-def close_response(response) -> None:
-    """Close a streamed response as the WSGI server does (keeping the test's DB connection)."""
-    request_finished.disconnect(close_old_connections)
-    try:
-        response.close()
-    finally:
-        request_finished.connect(close_old_connections)
 
 
 @pytest.fixture

@@ -47,6 +47,17 @@ def fresh(at=None):
     )
 
 
+def succeeded_just_now(server) -> Experiment:
+    """An experiment started by alice whose own job 8 has just succeeded (and been synced)."""
+    exp = make()
+    services.set_desired_state("alice", [exp], "RUNNING")
+    own(8)
+    now = timezone.now().timestamp()
+    server.jobs = [job_record(8, "exp", "SUCCEEDED", submitted_at=now, end_at=now + 1)]
+    assert run_sync("skypilot").ok
+    return exp
+
+
 # --- the task builder --------------------------------------------------------------------------
 
 
@@ -271,12 +282,7 @@ def test_creating_an_experiment_over_other_peoples_jobs_cancels_nothing(server):
 
 
 def test_a_succeeded_job_completes_the_experiment(server):
-    exp = make()
-    services.set_desired_state("alice", [exp], "RUNNING")
-    own(8)
-    now = timezone.now().timestamp()
-    server.jobs = [job_record(8, "exp", "SUCCEEDED", submitted_at=now, end_at=now + 1)]
-    assert run_sync("skypilot").ok
+    exp = succeeded_just_now(server)
     result = reconciler.reconcile()
     exp.refresh_from_db()
     assert exp.desired_state == "STOPPED"
@@ -535,12 +541,7 @@ def test_each_launch_builds_its_yaml_from_the_row_as_saved_now(server, monkeypat
 
 
 def test_completion_and_parking_lose_to_a_persons_later_change(server):
-    exp = make()
-    services.set_desired_state("alice", [exp], "RUNNING")
-    own(8)
-    now = timezone.now().timestamp()
-    server.jobs = [job_record(8, "exp", "SUCCEEDED", submitted_at=now, end_at=now + 1)]
-    assert run_sync("skypilot").ok
+    exp = succeeded_just_now(server)
     actions = reconciler.plan()
     assert [a.kind for a in actions] == ["complete"]
     # alice starts it again after the plan was made: the pass must not stop it

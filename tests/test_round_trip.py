@@ -13,9 +13,11 @@ import json
 from typing import Any
 
 import pytest
+from admin_forms import form_data
 from django.core.exceptions import ValidationError
 from django.test import Client
 from django.urls import reverse
+from names import BAD_NAMES, GOOD_NAMES, LONGEST_NAME
 
 from experiments import services
 from experiments.api.serializers import (
@@ -56,8 +58,6 @@ def fill(pattern: str, length: int) -> str:
     return (pattern * (length // len(pattern) + 1))[:length]
 
 
-#: 128 characters, separators included, valid (SkyPilot's rule).
-LONGEST_NAME = fill("a1._", NAME_MAX_LENGTH - 1) + "z"
 LONGEST_ACCELERATOR = "H" + fill("100_-x", ACCELERATOR_MAX_LENGTH - 1)
 LONGEST_GIT_REF = "feature/" + fill("a@b+c-d_e.f/", GIT_REF_MAX_LENGTH - 9) + "z"
 # single lines of unicode and tabs; no surrounding whitespace (forms strip it)
@@ -163,23 +163,6 @@ def ui_data(name: str, flags: dict[str, Any], **fields: Any) -> dict[str, Any]:
         "flag_value": [unparse_flag_value(v) for v in flags.values()],
     }
     data.update({k: str(v) for k, v in fields.items()})
-    return data
-
-
-def form_data(response) -> dict[str, Any]:
-    """POST data reproducing a rendered admin change form (main form, inlines, management)."""
-    forms = [response.context["adminform"].form]
-    data: dict[str, Any] = {}
-    for inline in response.context["inline_admin_formsets"]:
-        management = inline.formset.management_form
-        for name in management.fields:
-            data[management.add_prefix(name)] = management[name].value()
-        forms.extend(inline.formset.forms)
-    for form in forms:
-        for name in form.fields:
-            value = form[name].value()
-            if value is not None:
-                data[form.add_prefix(name)] = value
     return data
 
 
@@ -437,47 +420,6 @@ def test_what_the_group_api_refuses_the_admin_and_ui_refuse(admin_add, api, web)
 
 
 # --- the name rule is one function ----------------------------------------------------------
-
-GOOD_NAMES = [
-    "a",
-    "A1",
-    "lr-0.1",
-    "a..b",
-    "a__b",
-    "a._b",
-    "a-_b",
-    "run_2024-01-01",
-    "1a",
-    "9lives",
-    "007x",
-    "1.2",
-    LONGEST_NAME,
-]
-BAD_NAMES = [
-    "",
-    "1",
-    "0",
-    "12345",
-    "-a",
-    "a-",
-    ".a",
-    "a.",
-    "..",
-    "a...b",
-    "a-_-b",
-    "a b",
-    "a/b",
-    "a\\b",
-    "a\nb",
-    "a:b",
-    "a;b",
-    "foo (copy)",
-    "é",
-    "١٢",  # digits, but not ASCII ones
-    "\uff211",  # a fullwidth A
-    "a\x00b",
-    "x" * (NAME_MAX_LENGTH + 1),
-]
 
 
 def _model_accepts(name: str) -> bool:

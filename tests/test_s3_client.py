@@ -7,15 +7,14 @@ import socket
 import sys
 import types
 from datetime import UTC, datetime
-from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import botocore.retries.standard
 import pytest
 from aws_isolation import isolate_aws
 from botocore import UNSIGNED
-from botocore.awsrequest import AWSResponse
 from moto import mock_aws
+from s3_requests import inject_s3_error, record_list_calls
 
 from syncing.s3 import (
     MAX_EPOCH,
@@ -62,56 +61,6 @@ def put(raw, key: str, body: bytes = b"x", at: datetime | None = None, monkeypat
     if at is not None:
         monkeypatch.setattr("moto.s3.models.utcnow", lambda: at)
     raw.put_object(Bucket=BUCKET, Key=key, Body=body)
-
-
-class _RawBody:
-    def __init__(self, body: bytes):
-        self._body = body
-
-    def stream(self, **_kwargs):
-        yield self._body
-
-
-def inject_s3_error(client: S3Client, *, status: int, code: str, prefix: str | None = None):
-    """Make ListObjectsV2 calls (for ``prefix``, or all) get a real S3 XML error response.
-
-    The response goes through botocore's own parsing and retry machinery; only the HTTP
-    exchange is replaced. Returns a list that records each intercepted attempt.
-    """
-    hits: list[str] = []
-    body = (
-        f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
-        f"<Message>injected {code}</Message><RequestId>R1</RequestId></Error>"
-    ).encode()
-
-    def handler(request, **_kwargs):
-        requested = parse_qs(urlsplit(request.url).query).get("prefix", [""])[0]
-        if prefix is None or requested == prefix:
-            hits.append(requested)
-            return AWSResponse(
-                request.url, status, {"Content-Type": "application/xml"}, _RawBody(body)
-            )
-        return None
-
-    client.client.meta.events.register_first("before-send.s3.ListObjectsV2", handler)
-    return hits
-
-
-class _Recorder:
-    def __init__(self):
-        self.prefixes: list[str] = []
-        self.signed: list[bool] = []
-
-    def __call__(self, request, **_kwargs):
-        self.prefixes.append(parse_qs(urlsplit(request.url).query).get("prefix", [""])[0])
-        self.signed.append("Authorization" in request.headers)
-
-
-def record_list_calls(client: S3Client) -> _Recorder:
-    """Record prefix and signing of every ListObjectsV2 request actually sent."""
-    recorder = _Recorder()
-    client.client.meta.events.register_first("before-send.s3.ListObjectsV2", recorder)
-    return recorder
 
 
 def seed(keys, body: bytes = b"x") -> None:
@@ -445,7 +394,7 @@ def test_access_denied_on_one_prefix_others_succeed(s3):
     for name in ("alpha", "secret", "beta"):
         put(s3, f"policies/{name}/{name}:v1.mpt")
     client = S3Client(bucket=BUCKET)
-    hits = inject_s3_error(client, status=403, code="AccessDenied", prefix="replays/secret/")
+    hits = inject_s3_error(client, status=403, code="AccessDenied", prefixes=["replays/secret/"])
 
     results = client.list_experiments(["alpha", "secret", "beta"], max_workers=3)
 
@@ -485,7 +434,7 @@ def test_access_denied_enforced_by_moto_iam(s3, monkeypatch):
 def test_throttling_is_retried_then_mapped(s3, no_backoff):
     put(s3, "policies/ok/ok:v1.mpt")
     client = S3Client(bucket=BUCKET, max_attempts=2)
-    hits = inject_s3_error(client, status=503, code="SlowDown", prefix="policies/hot/")
+    hits = inject_s3_error(client, status=503, code="SlowDown", prefixes=["policies/hot/"])
 
     with pytest.raises(S3Throttled) as info:
         client.list_experiment("hot")

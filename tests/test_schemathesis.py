@@ -18,10 +18,9 @@ import tomllib
 from pathlib import Path
 
 import pytest
-import responses
 import schemathesis
 from django.contrib.auth.models import User
-from fake_skypilot import ENDPOINT, FakeSkyPilot
+from fake_skypilot import FakeSkyPilot
 from hypothesis import HealthCheck, settings
 from rest_framework.authtoken.models import Token
 from schemathesis.config import SchemathesisConfig
@@ -53,15 +52,10 @@ def api_token(db, make_experiment, make_job, make_checkpoint):
 
 
 @pytest.fixture
-def skypilot(live_server, settings, monkeypatch):
+def skypilot(live_server, server: FakeSkyPilot) -> FakeSkyPilot:
     """The SkyPilot double for cancels; requests to the live server itself pass through."""
-    settings.SKYDECK_SKYPILOT_ENDPOINT = ENDPOINT
-    monkeypatch.delenv("SKYPILOT_SERVICE_ACCOUNT_TOKEN", raising=False)
-    monkeypatch.setenv("SKYPILOT_API_COOKIE_FILE", "/nonexistent/cookies.txt")
-    monkeypatch.setattr("syncing.skypilot.pause", lambda s: None)
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        rsps.add_passthru(live_server.url)
-        yield FakeSkyPilot(rsps)
+    server.rsps.add_passthru(live_server.url)
+    return server
 
 
 def _load_schema() -> dict:

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from processes import run_python
 
 from skydeck_site import cli
 
@@ -111,14 +112,8 @@ def test_serve_runs_web_and_worker_and_stops_on_sigterm(tmp_path):
 def test_a_malformed_skydeck_port_is_one_line_not_a_traceback(tmp_path):
     env = {**os.environ, "SKYDECK_PORT": "80 80", "SKYDECK_HOME": str(tmp_path)}
     env.pop("DATABASE_URL", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "skydeck_site.cli", "--db-path", str(tmp_path / "d.db"), "serve"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    cli_args = ["-m", "skydeck_site.cli", "--db-path", str(tmp_path / "d.db"), "serve"]
+    done = run_python(*cli_args, env=env, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip() == "configuration error: SKYDECK_PORT='80 80' is not a whole number"
 

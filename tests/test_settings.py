@@ -5,40 +5,17 @@ These run ``manage.py`` in a subprocess, as a user would, against real SQLite fi
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from processes import run_manage
 
 from skydeck_site import env
 from skydeck_site.cli import UsageError, extract_db_path
 from skydeck_site.settings import postgres_database
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_manage(*args: str, home: Path, extra_env: dict[str, str] | None = None, timeout: int = 120):
-    environ = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in {"SKYDECK_DB_PATH", "DATABASE_URL", "SKYDECK_SECRET_KEY", "DJANGO_SETTINGS_MODULE"}
-    }
-    environ.update({"HOME": str(home), "SKYDECK_HOME": str(home / ".skydeck")})
-    environ.update(extra_env or {})
-    return subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        capture_output=True,
-        text=True,
-        env=environ,
-        cwd=ROOT,
-        timeout=timeout,
-    )
 
 
 def tables(db: Path) -> set[str]:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from aws_isolation import isolated_environ
+from processes import child_env
 from stub_skypilot import StubSkyPilot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,20 +209,8 @@ class Serve:
 
 
 def base_env(tmp: Path, **extra: str) -> dict[str, str]:
-    drop = {"DATABASE_URL", "SKYDECK_DB_PATH"}
-    environ = isolated_environ({k: v for k, v in os.environ.items() if k not in drop}, tmp)
-    environ.update(
-        HOME=str(tmp),
-        SKYDECK_HOME=str(tmp / "home"),
-        SKYDECK_STATIC_ROOT=str(tmp / "static"),
-        SKYPILOT_API_COOKIE_FILE=str(tmp / "no-cookies.txt"),
-        SKYDECK_RECONCILE="off",
-        SKYDECK_LOG_LEVEL="WARNING",
-        SKYDECK_WORKERS=str(Q_WORKERS),
-    )
-    environ.pop("SKYPILOT_SERVICE_ACCOUNT_TOKEN", None)
-    environ.update(extra)
-    return environ
+    defaults = {"SKYDECK_STATIC_ROOT": str(tmp / "static"), "SKYDECK_WORKERS": str(Q_WORKERS)}
+    return child_env(tmp, **{**defaults, **extra})
 
 
 @pytest.fixture(scope="module")
