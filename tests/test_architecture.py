@@ -9,6 +9,7 @@ between layers fails here with the file and line, before it grows.
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,7 @@ def sources() -> list[Path]:
     )
 
 
+@cache
 def edges() -> list[tuple[str, int, str]]:
     return [(module_name(p), line, target) for p in sources() for line, target in imports(p)]
 
