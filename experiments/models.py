@@ -49,7 +49,12 @@ class Experiment(models.Model):
     current_state = models.CharField(
         max_length=32, choices=CURRENT_STATE_CHOICES, default=NO_JOB, editable=False
     )
-    flags = models.JSONField(default=dict, blank=True, validators=[validation.validate_flags])
+    flags = models.JSONField(
+        default=dict,
+        blank=True,
+        encoder=validation.FlagsEncoder,
+        validators=[validation.validate_flags],
+    )
     nodes = models.PositiveIntegerField(
         default=1,
         validators=[

@@ -6,6 +6,7 @@ are held to SkyPilot's task-name rule and kept free of anything a path could int
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -245,3 +246,23 @@ def validate_description(value: str) -> None:
     """At most DESCRIPTION_MAX_LENGTH characters and no NUL (the API, UI and admin alike)."""
     MaxLengthValidator(DESCRIPTION_MAX_LENGTH)(value)
     ProhibitNullCharactersValidator()(value)
+
+
+#: A JSON number token, or a string (skipped whole, so digits inside strings are left alone).
+_JSON_NUMBER_OR_STRING = re.compile(r'"(?:\\.|[^"\\])*"|(-?\d+(?:\.\d+)?[eE]\+?\d+)')
+
+
+class FlagsEncoder(json.JSONEncoder):
+    """JSON for flag values that keeps a float a float on PostgreSQL.
+
+    jsonb stores numbers as ``numeric``: ``1e+20`` (Python's form of a large float) comes back
+    as the integer ``100000000000000000000``, so a float flag would turn into an int. A float
+    with a positive exponent is always whole, so it is written out in full with ``.0``.
+    """
+
+    def encode(self, o: Any) -> str:
+        def plain(match: re.Match[str]) -> str:
+            number = match.group(1)
+            return format(float(number), ".1f") if number else match.group(0)
+
+        return _JSON_NUMBER_OR_STRING.sub(plain, super().encode(o))

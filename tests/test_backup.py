@@ -193,7 +193,8 @@ def home(tmp_path) -> Path:
 @pytest.fixture
 def use_live(live, monkeypatch) -> Path:
     """Point the in-process code (admin, middleware, tasks) at ``live``."""
-    monkeypatch.setattr(leases, "live_sqlite_path", lambda: live)
+    monkeypatch.setattr(leases, "live_sqlite_path", lambda: live)  # the restore marker's check
+    monkeypatch.setattr(backup, "live_db_path", lambda: live)  # also on a PostgreSQL run
     return live
 
 

@@ -498,3 +498,13 @@ def test_forms_strip_the_whitespace_around_a_name_the_api_refuses(padded):
     admin = ExperimentAdminForm({"name": padded, "nodes": "1", "gpus": "0"})
     assert ui.is_valid() and ui.cleaned_data["name"] == "a"
     assert admin.is_valid() and admin.cleaned_data["name"] == "a"
+
+
+@pytest.mark.django_db
+def test_large_float_flags_stay_floats_in_the_database():
+    """jsonb keeps numbers as numeric: 1e+20 would come back as an int without FlagsEncoder."""
+    flags = {"big": 1e20, "max": 1.7976931348623157e308, "tiny": 1e-300, "text": "1e+20", "n": 7}
+    experiment = services.create_experiment("tester", name="floats", flags=flags)
+    stored = Experiment.objects.get(pk=experiment.pk).flags
+    assert stored == flags
+    assert {k: type(v) for k, v in stored.items()} == {k: type(v) for k, v in flags.items()}
