@@ -151,3 +151,14 @@ def test_no_import_cycle_between_modules():
         if node not in state:
             visit(node, [node])
     assert cycles == []
+
+
+def test_every_package_is_installed_by_pip():
+    """``pip install -e .`` maps only the packages pyproject.toml names: a new app must be listed
+    (tests run from the checkout and would never notice; ``skydeck serve`` would not start)."""
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    assert {f"{package}*" for package in PACKAGES} <= set(include)
