@@ -89,6 +89,17 @@ class JobQuerySet(models.QuerySet):
     def active(self) -> JobQuerySet:
         return self.filter(status__in=_active_statuses())
 
+    def failed(self) -> JobQuerySet:
+        """Any FAILED* status (FAILED, FAILED_SETUP, FAILED_NO_RESOURCE, ...)."""
+        return self.filter(status__in=JobStatus.failed())
+
+    def search(self, text: str) -> JobQuerySet:
+        """Case-insensitive match on the job name or the user name (the ``q`` of both lists)."""
+        text = text.strip()
+        if not text:
+            return self
+        return self.filter(Q(job_name__icontains=text) | Q(user_name__icontains=text))
+
     def orphaned(self) -> JobQuerySet:
         """Jobs whose name matches no experiment (including unnamed jobs)."""
         Experiment = apps.get_model("experiments", "Experiment")
@@ -115,6 +126,17 @@ class CheckpointQuerySet(models.QuerySet):
 
 
 class OperationLogQuerySet(models.QuerySet):
+    def search(self, text: str) -> OperationLogQuerySet:
+        """Case-insensitive match on the experiment name, the actor or the message."""
+        text = text.strip()
+        if not text:
+            return self
+        return self.filter(
+            Q(experiment_name__icontains=text)
+            | Q(actor__icontains=text)
+            | Q(message__icontains=text)
+        )
+
     def for_experiment(self, experiment) -> OperationLogQuerySet:
         return self.filter(Q(experiment=experiment) | Q(experiment_name=experiment.name))
 

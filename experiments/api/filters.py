@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import django_filters as df
 from django import forms
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django_filters.filters import BaseCSVFilter
 from drf_spectacular.utils import extend_schema_field
 
@@ -249,15 +249,12 @@ class JobFilter(StrictFilterSet):
         fields: list[str] = []
 
     def filter_search(self, qs: QuerySet, name: str, value: str) -> QuerySet:
-        if not value:
-            return qs
-        return qs.filter(Q(job_name__icontains=value) | Q(user_name__icontains=value))
+        return qs.search(value or "")
 
     def filter_failed(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
         if value is None:
             return qs
-        failed = JobStatus.failed()
-        return qs.filter(status__in=failed) if value else qs.exclude(status__in=failed)
+        return qs.failed() if value else qs.exclude(status__in=JobStatus.failed())
 
     def filter_active(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
         if value is None:
@@ -315,10 +312,4 @@ class OperationLogFilter(StrictFilterSet):
         fields: list[str] = []
 
     def filter_search(self, qs: QuerySet, name: str, value: str) -> QuerySet:
-        if not value:
-            return qs
-        return qs.filter(
-            Q(experiment_name__icontains=value)
-            | Q(actor__icontains=value)
-            | Q(message__icontains=value)
-        )
+        return qs.search(value or "")
