@@ -41,7 +41,7 @@ from django.db import connections
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
-from experiments import control, services
+from experiments import control, deckchanges, services
 from experiments.models import Operation, SyncSource, SyncState
 from skydeck_site.filemodes import private_database
 from syncing import leases
@@ -669,11 +669,14 @@ def _after_restore(info: SnapshotInfo) -> list[str]:
     from django.core.management import call_command
 
     connections["default"].close()  # forget anything cached about the replaced database
+    migrated: list[str] = []
     if info.missing:
         call_command("migrate", interactive=False, verbosity=0)  # ensures the schedules too
-        return sorted(f"{app}.{name}" for app, name in info.missing)
-    ensure_schedules()
-    return []
+        migrated = sorted(f"{app}.{name}" for app, name in info.missing)
+    else:
+        ensure_schedules()
+    deckchanges.reset()  # open decks re-render: their versions belong to the replaced history
+    return migrated
 
 
 # --- scheduled snapshots and retention ---------------------------------------------------

@@ -1,18 +1,15 @@
 """View-model for the dashboard: groups of experiment rows built in a constant number of queries.
 
-``build_dashboard`` reads three things, whatever the number of rows:
-
-1. every experiment (``Experiment.objects.with_latest()``, optionally filtered by a search),
-2. every group membership (one ``values_list``),
-3. every group,
-
-then assembles plain Python objects the templates render without touching the database again.
-Health pills and header counts add another fixed handful of queries.
+``build_dashboard`` costs what is visible, not the size of the deck: the version is one index
+seek (``deckchanges``), every group's header figures are aggregated in SQL, and only the rows a
+browser shows are built: the first ``FIRST_ROWS`` on a first load (groups further down load as
+they scroll into view, long groups show ``GROUP_ROWS`` and a "Show more" row), or on a poll just
+the sections that changed. The members and flags of the built sections come in one query and
+their rows in one more, so the number of queries is constant.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from experiments import deckchanges
 from experiments.control import Plan
 from experiments.models import (
     NO_JOB,
@@ -406,19 +404,38 @@ class CommonFlag:
     title: str
 
 
+#: Rows a group shows at first; its "Show more" row loads as many again.
+GROUP_ROWS = 50
+#: Rows the first response builds in all; groups after them load as they scroll into view.
+FIRST_ROWS = 150
+#: The key of the "Ungrouped" section (groups are keyed by their id).
+UNGROUPED = "u"
+
+
 @dataclass
 class GroupView:
+    """One section of the deck: a group (or "Ungrouped"), built with rows or as a header only."""
+
     group: ExperimentGroup | None
     rows: list[Row]
     columns: list[Column]
     common: list[CommonFlag]
     total: int  # members before the search filter
+    matched: int = 0  # members that match the search: shown rows plus those not loaded yet
+    running: int = 0
+    failed: int = 0
+    built: bool = True  # False: only the header; the rows load when it scrolls into view
+    offset: int = 0  # position of the first row (a "Show more" answer starts further down)
     first: bool = False
     last: bool = False
 
     @property
     def id(self) -> int | None:
         return self.group.pk if self.group else None
+
+    @property
+    def key(self) -> str:
+        return str(self.group.pk) if self.group else UNGROUPED
 
     @property
     def name(self) -> str:
@@ -429,16 +446,26 @@ class GroupView:
         return bool(self.group and self.group.collapsed)
 
     @property
+    def lazy(self) -> bool:
+        """Expanded but not built: a placeholder that asks for its rows once it is in view."""
+        return not self.built and not self.collapsed
+
+    @property
     def dom_id(self) -> str:
         return f"group-{self.group.pk}" if self.group else "group-ungrouped"
 
-    @cached_property
-    def running(self) -> int:
-        return sum(1 for r in self.rows if r.experiment.current_state == JobStatus.RUNNING)
+    @property
+    def more(self) -> int:
+        """Matching rows after the ones built (the "Show more" row offers them)."""
+        return max(0, self.matched - self.offset - len(self.rows)) if self.built else 0
 
-    @cached_property
-    def failed(self) -> int:
-        return sum(1 for r in self.rows if r.experiment.current_state in FAILED_STATES)
+    @property
+    def next_offset(self) -> int:
+        return self.offset + len(self.rows)
+
+    @property
+    def next_count(self) -> int:
+        return min(self.more, GROUP_ROWS)
 
     @property
     def colspan(self) -> int:
@@ -483,22 +510,23 @@ def decorate(experiment: Experiment) -> Experiment:
     return experiment
 
 
-def build_group_view(
-    group: ExperimentGroup | None, experiments: list[Experiment], total: int
-) -> GroupView:
-    """Rows with flag cells; flags equal across the whole group become header pills."""
+def flag_layout(
+    group: ExperimentGroup | None, all_flags: list[dict[str, Any]]
+) -> tuple[list[Column], list[CommonFlag]]:
+    """A section's flag columns and its shared flags, from the flags of *every* matching member
+    (not only the rows built), so rows loaded later line up under the same columns."""
     if group is not None and group.flags:
         keys = list(group.flags)
     else:
         seen: dict[str, None] = {}
-        for experiment in experiments:
-            for key in experiment.flags:
+        for flags in all_flags:
+            for key in flags:
                 seen.setdefault(key, None)
         keys = sorted(seen)
     common: list[CommonFlag] = []
     columns_keys: list[str] = []
     for key in keys:
-        values = [e.flags.get(key, _ABSENT) for e in experiments]
+        values = [flags.get(key, _ABSENT) for flags in all_flags]
         first = values[0] if values else _ABSENT
         same = (
             len(values) >= 2
@@ -509,31 +537,45 @@ def build_group_view(
             common.append(CommonFlag(key, f"{key}={format_flag(first)}", full_flag(first)))
         else:
             columns_keys.append(key)
-    columns_keys = order_by_parent(columns_keys)
-    columns = [Column(key, key.rpartition(".")[2]) for key in columns_keys]
+    columns = [Column(key, key.rpartition(".")[2]) for key in order_by_parent(columns_keys)]
+    return columns, common
+
+
+def build_rows(
+    group_id: int | None,
+    experiments: list[Experiment],
+    columns: list[Column],
+    offset: int,
+    matched: int,
+) -> list[Row]:
     rows = []
-    for position, experiment in enumerate(experiments):
+    for index, experiment in enumerate(experiments):
+        position = offset + index
         cells = []
-        for key in columns_keys:
-            value = experiment.flags.get(key, _ABSENT)
+        for column in columns:
+            value = experiment.flags.get(column.key, _ABSENT)
             cells.append(
                 FlagCell(
-                    key,
+                    column.key,
                     format_flag(value),
-                    f"{key} = {full_flag(value)}",
+                    f"{column.key} = {full_flag(value)}",
                     value is _ABSENT,
                 )
             )
-        rows.append(
-            Row(
-                experiment,
-                group.pk if group else None,
-                position,
-                position == len(experiments) - 1,
-                cells,
-            )
-        )
-    return GroupView(group, rows, columns, common, total)
+        rows.append(Row(experiment, group_id, position, position == matched - 1, cells))
+    return rows
+
+
+def build_group_view(
+    group: ExperimentGroup | None, experiments: list[Experiment], total: int
+) -> GroupView:
+    """A section with every one of ``experiments`` as a row (flags equal across all of them
+    become header pills)."""
+    columns, common = flag_layout(group, [e.flags for e in experiments])
+    rows = build_rows(group.pk if group else None, experiments, columns, 0, len(experiments))
+    running = sum(1 for e in experiments if e.current_state == JobStatus.RUNNING)
+    failed = sum(1 for e in experiments if e.current_state in FAILED_STATES)
+    return GroupView(group, rows, columns, common, total, len(experiments), running, failed)
 
 
 @dataclass
@@ -548,101 +590,238 @@ class Dashboard:
     all_groups: list[ExperimentGroup]
     version: str = ""
     unchanged: bool = False  # the caller already shows this version: groups were not built
+    partial: bool = False  # ``groups`` are only the sections that changed (out-of-band swaps)
     reconciler: ReconcilerPill | None = None
 
 
-def _version(
-    query: str,
-    experiments: dict[int, Experiment],
-    memberships: list[tuple[int, int]],
-    groups: list[ExperimentGroup],
-) -> str:
-    """A digest of everything the deck shows, so a poll can skip re-rendering an unchanged deck."""
-    digest = hashlib.blake2b(digest_size=12)
-    digest.update(query.encode())
-    for e in experiments.values():
-        digest.update(
-            repr(
-                (
-                    e.pk,
-                    e.name,
-                    e.updated_at,  # every edit through the services saves (flags, config, star)
-                    e.current_state,
-                    e.desired_state,
-                    e.reconcile_note,
-                    e.parked_reason,
-                    e.latest_epoch,
-                    e.has_active_job,
-                )
-            ).encode()
+@dataclass
+class _Summary:
+    total: int = 0
+    matched: int = 0
+    running: int = 0
+    failed: int = 0
+
+
+def _search_ids(query: str):
+    return Experiment.objects.search(query).values("id")
+
+
+def section_summaries(query: str, groups: list[ExperimentGroup]) -> dict[str, _Summary]:
+    """Per section: members, members matching the search, running and failed (2-4 queries,
+    aggregated in SQL: the cost does not depend on how many rows are built)."""
+    state = "experiment__current_state"
+    members = ExperimentGroupMember.objects.all()
+    if query:
+        members = members.filter(experiment_id__in=_search_ids(query))
+    summaries = {str(g.pk): _Summary() for g in groups}
+    for row in members.values("group_id").annotate(
+        matched=Count("id"),
+        running=Count("id", filter=Q(**{state: JobStatus.RUNNING})),
+        failed=Count("id", filter=Q(**{f"{state}__in": FAILED_STATES})),
+    ):
+        summary = summaries.setdefault(str(row["group_id"]), _Summary())
+        summary.matched, summary.running, summary.failed = (
+            row["matched"],
+            row["running"],
+            row["failed"],
         )
-    digest.update(repr(memberships).encode())
-    for g in groups:
-        digest.update(repr((g.pk, g.name, g.order, g.collapsed, g.flags, g.updated_at)).encode())
-    return digest.hexdigest()
+        summary.total = row["matched"]
+    if query:
+        for row in ExperimentGroupMember.objects.values("group_id").annotate(n=Count("id")):
+            summaries.setdefault(str(row["group_id"]), _Summary()).total = row["n"]
+    ungrouped = Experiment.objects.ungrouped()
+    if query:
+        ungrouped = ungrouped.search(query)
+    counts = ungrouped.aggregate(
+        matched=Count("id"),
+        running=Count("id", filter=Q(current_state=JobStatus.RUNNING)),
+        failed=Count("id", filter=Q(current_state__in=FAILED_STATES)),
+    )
+    summaries[UNGROUPED] = _Summary(counts["matched"], **counts)
+    return summaries
 
 
-def build_dashboard(query: str = "", known_version: str | None = None) -> Dashboard:
-    """Everything ``/`` shows, in a constant number of queries.
+def _members(query: str, keys: set[str]) -> dict[str, list[tuple[int, dict[str, Any]]]]:
+    """(experiment id, flags) of every matching member of the ``keys`` sections, in order."""
+    out: dict[str, list[tuple[int, dict[str, Any]]]] = {key: [] for key in keys}
+    group_ids = [int(k) for k in keys if k != UNGROUPED]
+    if group_ids:
+        members = ExperimentGroupMember.objects.filter(group_id__in=group_ids)
+        if query:
+            members = members.filter(experiment_id__in=_search_ids(query))
+        rows = members.order_by("group_id", "order", "id").values_list(
+            "group_id", "experiment_id", "experiment__flags"
+        )
+        for group_id, experiment_id, flags in rows:
+            out[str(group_id)].append((experiment_id, flags))
+    if UNGROUPED in keys:
+        ungrouped = Experiment.objects.ungrouped()
+        if query:
+            ungrouped = ungrouped.search(query)
+        out[UNGROUPED] = list(ungrouped.order_by("name").values_list("id", "flags"))
+    return out
 
-    With ``known_version`` equal to the current version, the groups are not built (the caller
-    keeps what it shows and only refreshes the header).
+
+def build_sections(
+    query: str,
+    groups: list[ExperimentGroup],
+    summaries: dict[str, _Summary],
+    plan: dict[str, int],
+    *,
+    only: set[str] | None = None,
+    offset: int = 0,
+) -> list[GroupView]:
+    """The deck's sections in order (or just those in ``only``).
+
+    ``plan`` maps a section key to the rows to build from ``offset`` on; a section not in it is
+    a header only. Members and flags of the built sections come in one query, their rows in one
+    more (``with_latest``), whatever the number of sections.
+    """
+    sections: list[tuple[ExperimentGroup | None, str]] = [(g, str(g.pk)) for g in groups]
+    sections.append((None, UNGROUPED))
+    if only is not None:
+        sections = [(g, k) for g, k in sections if k in only]
+    built_keys = {k for _, k in sections if k in plan}
+    members = _members(query, built_keys) if built_keys else {}
+    wanted: list[int] = []
+    for key in built_keys:
+        wanted.extend(pk for pk, _ in members[key][offset : offset + plan[key]])
+    experiments = (
+        {e.pk: decorate(e) for e in Experiment.objects.with_latest().filter(pk__in=wanted)}
+        if wanted
+        else {}
+    )
+    views: list[GroupView] = []
+    for group, key in sections:
+        summary = summaries.get(key, _Summary())
+        if query and not summary.matched and only is None:
+            continue  # a search hides the groups it does not match
+        view = GroupView(
+            group, [], [], [], summary.total, summary.matched, summary.running, summary.failed
+        )
+        if key in plan:
+            flags = [f for _, f in members[key]]
+            view.columns, view.common = flag_layout(group, flags)
+            ids = [pk for pk, _ in members[key][offset : offset + plan[key]]]
+            chosen = [experiments[pk] for pk in ids if pk in experiments]
+            view.rows = build_rows(
+                group.pk if group else None, chosen, view.columns, offset, len(flags)
+            )
+            view.matched = len(flags)
+            view.offset = offset
+        else:
+            view.built = False
+        views.append(view)
+    return views
+
+
+def _first_plan(
+    groups: list[ExperimentGroup], summaries: dict[str, _Summary], shown: dict[str, int] | None
+) -> dict[str, int]:
+    """How many rows each section builds: what the browser already shows (``shown``), or, on a
+    first load, the first ``FIRST_ROWS`` rows of the expanded groups in order."""
+    plan: dict[str, int] = {}
+    budget = FIRST_ROWS
+    for group, key in [*((g, str(g.pk)) for g in groups), (None, UNGROUPED)]:
+        if group is not None and group.collapsed:
+            continue
+        matched = summaries.get(key, _Summary()).matched
+        if shown is not None:
+            if key in shown:
+                plan[key] = max(shown[key], GROUP_ROWS)
+            continue
+        if budget <= 0:
+            break
+        plan[key] = min(matched, GROUP_ROWS)
+        budget -= max(plan[key], 1)
+    return plan
+
+
+def _affected(delta: deckchanges.Delta) -> set[str] | None:
+    """The section keys a delta touches (None: the whole deck)."""
+    keys = {str(g) for g in delta.groups}
+    if delta.ungrouped:
+        keys.add(UNGROUPED)
+    if delta.experiments:
+        found: set[int] = set()
+        for group_id, experiment_id in ExperimentGroupMember.objects.filter(
+            experiment_id__in=delta.experiments
+        ).values_list("group_id", "experiment_id"):
+            keys.add(str(group_id))
+            found.add(experiment_id)
+        if delta.experiments - found:  # ungrouped (or deleted) experiments
+            keys.add(UNGROUPED)
+    return keys
+
+
+def build_dashboard(
+    query: str = "",
+    known_version: str | None = None,
+    shown: dict[str, int] | None = None,
+) -> Dashboard:
+    """What ``/`` (or its poll) shows, in a constant number of queries.
+
+    - ``known_version`` equal to the current version: nothing is built (the header only);
+    - an older version (a poll): only the sections that changed since, built as the browser
+      shows them (``shown``: rows per loaded section), for out-of-band swaps;
+    - otherwise the whole deck: headers of every group, and rows of the first ``FIRST_ROWS``
+      (or, with ``shown``, of what the browser shows).
     """
     query = (query or "").strip()
-    experiments_qs = Experiment.objects.with_latest().order_by("name")
-    if query:
-        experiments_qs = experiments_qs.search(query)
-    experiments = {e.pk: e for e in experiments_qs}  # query 1
-    memberships = list(  # query 2
-        ExperimentGroupMember.objects.order_by("group_id", "order", "id").values_list(
-            "group_id", "experiment_id"
-        )
-    )
-    groups = list(ExperimentGroup.objects.all())  # query 3 (ordered by order, id)
-    version = _version(query, experiments, memberships, groups)
+    version = deckchanges.current_version()  # query 1
     unchanged = known_version is not None and known_version == version
-
     views: list[GroupView] = []
+    partial = False
+    groups: list[ExperimentGroup] = []
     if not unchanged:
-        for experiment in experiments.values():
-            decorate(experiment)
-        by_group: dict[int, list[int]] = {}
-        grouped: set[int] = set()
-        for group_id, experiment_id in memberships:
-            by_group.setdefault(group_id, []).append(experiment_id)
-            grouped.add(experiment_id)
-        for group in groups:
-            member_ids = by_group.get(group.pk, [])
-            rows = [experiments[i] for i in member_ids if i in experiments]
-            if query and not rows:
-                continue
-            views.append(build_group_view(group, rows, len(member_ids)))
-        if views:
-            views[0].first = True
-            views[-1].last = True
-        ungrouped = [e for pk, e in experiments.items() if pk not in grouped]
-        if ungrouped or not query:
-            views.append(build_group_view(None, ungrouped, len(ungrouped)))
+        groups = list(ExperimentGroup.objects.all())  # ordered by order, id
+        delta = deckchanges.changes_since(known_version, version) if known_version else None
+        only = _affected(delta) if delta is not None and not delta.full and not query else None
+        summaries = section_summaries(query, groups)
+        if only is not None:
+            partial = True
+            live = {str(g.pk) for g in groups} | {UNGROUPED}
+            only &= live
+            if shown is None:  # not said (no skydeck.js): as on a first load
+                plan = {k: GROUP_ROWS for k in only}
+            else:
+                plan = {k: max(n, GROUP_ROWS) for k, n in shown.items() if k in only}
+            collapsed = {str(g.pk) for g in groups if g.collapsed}
+            plan = {k: n for k, n in plan.items() if k not in collapsed}
+            views = build_sections(query, groups, summaries, plan, only=only)
+        else:
+            views = build_sections(query, groups, summaries, _first_plan(groups, summaries, shown))
+            grouped = [v for v in views if v.group is not None]
+            if grouped:
+                grouped[0].first = True
+                grouped[-1].last = True
+        if partial:
+            positions = [str(g.pk) for g in groups]
+            for view in views:
+                if view.group is not None:
+                    view.first = positions[0] == view.key
+                    view.last = positions[-1] == view.key
+    status = build_status(query)
+    status.groups = views
+    status.all_groups = groups
+    status.version = version
+    status.unchanged = unchanged
+    status.partial = partial
+    return status
 
-    # query 4 only when filtering
-    total = Experiment.objects.count() if query else len(experiments)
-    report = health_report()  # queries 6-10 (with the reconciler's mode for its pill)
-    desired_running = sum(
-        1 for e in experiments.values() if e.desired_state == DesiredState.RUNNING
-    )
-    return Dashboard(
-        groups=views,
-        query=query,
-        total_experiments=total,
-        shown_experiments=len(experiments),
-        active_jobs=Job.objects.active().count(),  # query 5
-        desired_running=desired_running,
-        health=health_pills(report),
-        all_groups=groups,
-        version=version,
-        unchanged=unchanged,
-        reconciler=reconciler_pill(report),
-    )
+
+def build_section(
+    query: str, group: ExperimentGroup | None, offset: int = 0, count: int = GROUP_ROWS
+) -> GroupView:
+    """One section built (a placeholder scrolled into view, or its "Show more" rows)."""
+    key = str(group.pk) if group else UNGROUPED
+    groups = [group] if group else []
+    summaries = section_summaries(query, groups)
+    view = build_sections(query, groups, summaries, {key: count}, only={key}, offset=offset)[0]
+    if group is not None:
+        order = list(ExperimentGroup.objects.values_list("pk", flat=True))
+        view.first, view.last = order[0] == group.pk, order[-1] == group.pk
+    return view
 
 
 def build_status(query: str = "") -> Dashboard:

@@ -254,6 +254,8 @@ class Job(models.Model):
             models.Index(
                 fields=["experiment", "-submitted_at", "-id"], name="jobs_experiment_latest_idx"
             ),
+            # the deck's "has an active job" probe: one index seek per experiment
+            models.Index(fields=["experiment", "status"], name="jobs_experiment_status_idx"),
             models.Index(fields=["status"], name="jobs_status_idx"),
             models.Index(fields=["-submitted_at", "-id"], name="jobs_submitted_idx"),
             models.Index(fields=["user_name"], name="jobs_user_idx"),
@@ -306,6 +308,14 @@ class Checkpoint(models.Model):
         ordering = ["experiment", "-epoch"]
         constraints = [
             models.UniqueConstraint(fields=["experiment", "epoch"], name="unique_checkpoint_epoch"),
+        ]
+        indexes = [
+            # the deck's latest epoch: ORDER BY epoch DESC LIMIT 1 over present checkpoints
+            models.Index(
+                fields=["experiment", "-epoch"],
+                name="checkpoints_latest_idx",
+                condition=models.Q(missing=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -457,3 +467,46 @@ class SyncState(models.Model):
         if self.last_attempt_at is None:
             return False
         return self.last_success_at is not None and self.last_success_at >= self.last_attempt_at
+
+
+class DeckState(models.Model):
+    """The deck's identity (one row): a new token after a restore, so no poll mixes histories.
+
+    A browser's deck version is ``<token>-<last change id>``; a restored database may reuse
+    change ids the browser saw before the restore, but never with the same token.
+    """
+
+    token = models.CharField(max_length=32)
+
+    class Meta:
+        db_table = "deck_state"
+
+    def __str__(self) -> str:
+        return self.token
+
+
+class DeckChange(models.Model):
+    """One change to something the deck shows, written by database triggers (migration 0009).
+
+    Triggers, not application code, so that every door (services, syncers, the reconciler,
+    admin bulk edits, a ``QuerySet.update``) is seen: the deck's poll asks only "anything after
+    id N?" (one index seek) and re-renders just the sections those rows name.
+
+    - ``experiment_id`` alone: that experiment's row (its fields, jobs, checkpoints, launches);
+    - ``experiment_id`` and ``group_id``: its membership of that group (and so of "Ungrouped");
+    - ``group_id`` alone: that group's header or columns; with ``layout``, groups were added,
+      removed or reordered (the whole deck).
+
+    Ids are plain integers, not foreign keys: a deleted experiment's change must stay.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    experiment_id = models.BigIntegerField(null=True)
+    group_id = models.BigIntegerField(null=True)
+    layout = models.BooleanField(default=False)
+
+    class Meta:
+        db_table = "deck_changes"
+
+    def __str__(self) -> str:
+        return f"change {self.id}: experiment {self.experiment_id} group {self.group_id}"

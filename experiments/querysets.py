@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.apps import apps
 from django.db import models
-from django.db.models import Exists, Max, OuterRef, Q, Subquery, Value
+from django.db.models import Exists, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from experiments.choices import NO_JOB, JobStatus
@@ -32,11 +32,11 @@ class ExperimentQuerySet(models.QuerySet):
             latest_job_submitted_at=Subquery(latest.values("submitted_at")[:1]),
             latest_job_started_at=Subquery(latest.values("started_at")[:1]),
             latest_job_ended_at=Subquery(latest.values("ended_at")[:1]),
+            # ORDER BY ... LIMIT 1, not MAX(): this form seeks checkpoints_latest_idx
             latest_epoch=Subquery(
                 Checkpoint.objects.filter(experiment_id=OuterRef("pk"), missing=False)
-                .values("experiment_id")
-                .annotate(m=Max("epoch"))
-                .values("m")[:1]
+                .order_by("-epoch")
+                .values("epoch")[:1]
             ),
             has_active_job=Exists(
                 Job.objects.filter(experiment_id=OuterRef("name"), status__in=_active_statuses())

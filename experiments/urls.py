@@ -24,6 +24,9 @@ urlpatterns = [
     path("groups/<int:pk>/collapse", views.group_collapse, name="group_collapse"),
     path("groups/<int:pk>/delete", views.group_delete, name="group_delete"),
     path("groups/<int:pk>/move", views.group_move, name="group_move"),
+    # a section of the deck ("u": Ungrouped): built when it scrolls into view, and its next rows
+    path("groups/<str:key>/section", views.group_section, name="group_section"),
+    path("groups/<str:key>/rows", views.group_section, {"rows": True}, name="group_rows"),
     path(
         "groups/<int:pk>/members/<int:experiment_pk>/move",
         views.member_move,

@@ -156,21 +156,68 @@ def error_text(exc: Exception) -> str:
     return str(exc)
 
 
+def shown_rows(request: HttpRequest) -> dict[str, int] | None:
+    """``shown=12:50,u:80``: the rows each loaded section of the browser's deck shows (sent by
+    skydeck.js with every deck request), so a re-rendered section keeps them all."""
+    raw = request.GET.get("shown") if request.method == "GET" else request.POST.get("shown")
+    if raw is None:
+        return None
+    shown: dict[str, int] = {}
+    for part in filter(None, raw.split(",")):
+        key, _, count = part.partition(":")
+        if not (key == dashboard.UNGROUPED or key.isdigit()) or not count.isdigit():
+            raise BadInput(f"shown: {part!r} is not <section>:<rows>.")
+        shown[key] = min(int(count), 10_000)
+    return shown
+
+
 def render_deck(
     request: HttpRequest, status: int = 200, known_version: str | None = None
 ) -> HttpResponse:
-    """The dashboard's groups (plus the header stats out-of-band) for htmx swaps into ``#deck``.
+    """The deck for htmx swaps into ``#deck`` (with the header stats out of band).
 
-    When the client already shows ``known_version`` of the deck, only the header is sent
-    (``HX-Reswap: none``: htmx still applies the out-of-band parts).
+    A poll sends the version it shows: unchanged, only the header is sent; changed, only the
+    sections that changed, out of band (both with ``HX-Reswap: none``).
     """
-    board = dashboard.build_dashboard(current_query(request), known_version=known_version)
+    try:
+        shown = shown_rows(request)
+    except BadInput as exc:
+        return HttpResponse(str(exc), status=BAD_REQUEST, content_type="text/plain")
+    board = dashboard.build_dashboard(
+        current_query(request), known_version=known_version, shown=shown
+    )
     if board.unchanged:
         response = render(request, "experiments/_deck_unchanged.html", {"board": board})
+        return reswap(response, "none")
+    if board.partial:
+        response = render(request, "experiments/_deck_partial.html", {"board": board})
         return reswap(response, "none")
     response = render(request, "experiments/_deck.html", {"board": board, "oob": True})
     response.status_code = status
     return response
+
+
+@ui_login_required
+@require_GET
+def group_section(request: HttpRequest, key: str, rows: bool = False) -> HttpResponse:
+    """One section of the deck, built when it scrolls into view; with ``rows``, the rows after
+    ``offset`` (a "Show more" row) and the next "Show more"."""
+    if key == dashboard.UNGROUPED:
+        group = None
+    elif key.isdigit():
+        group = get_object_or_404(ExperimentGroup, pk=int(key))
+    else:
+        raise Http404("no such section")
+    offset = request.GET.get("offset", "0")
+    if not offset.isdigit():
+        return HttpResponse(
+            "offset: expected a row number.", status=BAD_REQUEST, content_type="text/plain"
+        )
+    query = request.GET.get("q", "").strip()
+    view = dashboard.build_section(query, group, offset=int(offset) if rows else 0)
+    context = {"view": view, "board": {"query": query}}
+    template = "experiments/_group_rows.html" if rows else "experiments/_group.html"
+    return render(request, template, context)
 
 
 def rows_response(request: HttpRequest, experiment_ids: list[int]) -> HttpResponse:

@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from experiments import deckchanges
 from experiments.models import SyncSource, SyncState
 from syncing.leases import LeaseHeld, lease, restore_in_progress
 
@@ -118,6 +119,7 @@ def run_sync(source: str, **kwargs: Any) -> SyncOutcome:
                 duration=seconds,
                 cursor=cursor,
             )
+            deckchanges.prune()  # the deck's change log keeps its newest rows only
             return SyncOutcome(source, ok=True, seconds=seconds, counts=counts)
     except LeaseHeld as exc:
         return SyncOutcome(source, ok=True, skipped=True, error=str(exc))

@@ -30,6 +30,7 @@ DOMAIN = {
     "experiments.control",
     "experiments.launching",
     "experiments.choices",
+    "experiments.deckchanges",
 }
 #: Layers from the bottom; a module imports its own layer or lower ones.
 LAYERS = ["base", "domain", "syncing", "backups", "web", "site"]

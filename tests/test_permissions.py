@@ -28,6 +28,8 @@ UI_READS = {
     "experiment_detail",
     "experiment_panels",
     "group_commands",
+    "group_section",
+    "group_rows",
     "jobs",
     "job_log",
     "job_log_stream",

@@ -371,10 +371,44 @@
     }
   });
 
+  // Every deck request says how many rows each loaded section shows ("12:50,u:80"): sections
+  // it re-renders keep them (nothing shrinks by itself); sections not loaded stay placeholders.
+  // (Not for a new search: that is a new deck, and its URL is pushed to the address bar.)
+  document.addEventListener("htmx:configRequest", function (e) {
+    if (!isDeckTarget(e.detail.target)) return;
+    if (e.detail.verb === "get" && e.detail.elt.id !== "deck-poll") return;
+    e.detail.parameters.shown = $all("#deck section.group[data-built]").map(function (s) {
+      return s.dataset.key + ":" + $all("tr.exp-row", s).length;
+    }).join(",");
+  });
+
+  function stashDetails(root) {
+    // keep open detail rows (and whatever is typed in their editors) across a swap
+    var rows = $all("tr.detail-row", root).map(function (tr) { tr.remove(); return tr; });
+    stash = (stash || []).concat(rows);
+  }
+
+  function restoreDetails() {
+    if (!stash) return;
+    stash.forEach(function (tr) {
+      var row = document.getElementById(tr.dataset.forRow) ||
+        $("#deck tr.exp-row[data-exp-id='" + tr.dataset.expId + "']");
+      if (!row) return;
+      if (document.getElementById(row.dataset.detailId) && row.dataset.detailId !== tr.id) return;
+      if (document.getElementById(tr.id)) return;
+      tr.dataset.forRow = row.id;
+      tr.id = row.dataset.detailId;
+      tr.firstElementChild.colSpan = row.cells.length;
+      row.after(tr);
+      var link = expandLink(row);
+      if (link) link.setAttribute("aria-expanded", "true");
+    });
+    stash = null;
+  }
+
   document.addEventListener("htmx:beforeSwap", function (e) {
     if (!isDeckTarget(e.detail.target) || !e.detail.shouldSwap) return;
     var xhr = e.detail.xhr;
-    if (xhr.getResponseHeader("HX-Reswap") === "none") return; // unchanged: header only
     var isAction = xhr.skydeckAction;
     // a refresh that was overtaken by a change (or a newer refresh) would show old state
     if (!isAction && (pendingDeckActions > 0 || (xhr.skydeckSeq || 0) < lastAppliedSeq)) {
@@ -382,14 +416,32 @@
       return;
     }
     lastAppliedSeq = Math.max(lastAppliedSeq, xhr.skydeckSeq || 0);
-    // keep open detail rows (and whatever is typed in their editors) across the swap
-    stash = $all("#deck tr.detail-row").map(function (tr) { tr.remove(); return tr; });
+    // the header, or the sections that changed: swapped out of band (see htmx:oobBeforeSwap)
+    if (xhr.getResponseHeader("HX-Reswap") === "none") return;
+    stashDetails(document.getElementById("deck"));
     // the group pickers outside the deck are refreshed out of band: keep their choice
     pickerValues = {};
     GROUP_PICKERS.forEach(function (id) {
       var el = document.getElementById(id);
       if (el) pickerValues[id] = el.value;
     });
+  });
+
+  // a poll's changed section replaces the old one: its open detail rows move to the new rows
+  document.addEventListener("htmx:oobBeforeSwap", function (e) {
+    var target = e.detail.target;
+    if (target && target.matches && target.matches("#deck section.group")) stashDetails(target);
+  });
+  document.addEventListener("htmx:oobAfterSwap", function (e) {
+    if (e.target && e.target.matches && e.target.matches("section.group")) {
+      restoreDetails();
+      renderSelection();
+    }
+  });
+  // a section or rows loaded as they scrolled into view: tick the boxes of selected ones
+  document.addEventListener("htmx:load", function (e) {
+    var elt = e.detail.elt;
+    if (elt && elt.matches && elt.matches("#deck section.group, #deck tr.exp-row")) renderSelection();
   });
 
   document.addEventListener("htmx:afterSwap", function (e) {
@@ -400,21 +452,7 @@
         el.value = pickerValues[id];
       }
     });
-    if (stash) {
-      stash.forEach(function (tr) {
-        var row = document.getElementById(tr.dataset.forRow) ||
-          $("#deck tr.exp-row[data-exp-id='" + tr.dataset.expId + "']");
-        if (!row || document.getElementById(row.dataset.detailId) && row.dataset.detailId !== tr.id) return;
-        if (document.getElementById(tr.id)) return;
-        tr.dataset.forRow = row.id;
-        tr.id = row.dataset.detailId;
-        tr.firstElementChild.colSpan = row.cells.length;
-        row.after(tr);
-        var link = expandLink(row);
-        if (link) link.setAttribute("aria-expanded", "true");
-      });
-      stash = null;
-    }
+    restoreDetails();
     renderSelection();
   });
 
