@@ -2,21 +2,27 @@
 checkpoints (temporary SQLite database, rows seeded with bulk_create).
 
 Prints the median server time (Django test client, logged in; no network), the SQL query count
-and the response size of the dashboard ``/``, of its htmx refresh fragment (the deck; also when
-the deck is unchanged, which only refreshes the header), of ``/jobs``, ``/operations``, an
-expanded row's polled panels, the API's experiment and job lists, and of starring an
-experiment (cells updated in place).
+and the response size (and its gzip size) of the dashboard ``/``, of its htmx refresh fragment
+(the deck; the 10 s poll when nothing changed, and when one row changed), of a group section
+scrolled into view and a "Show more", of ``/jobs``, ``/operations``, an expanded row's polled
+panels, the API's experiment and job lists, and of starring an experiment (cells in place).
+
+``--compare REV`` runs this benchmark twice in one run, on a git worktree of ``REV`` (before) and
+on this tree (after), and prints both with the ratio after/before per line.
 
     .venv/bin/python bench/dashboard.py [--experiments 1000] [--groups 50] [--jobs 50000]
-                                        [--checkpoints 200000] [--runs 15]
+                                        [--checkpoints 200000] [--runs 15] [--compare REV]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
 import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -123,8 +129,22 @@ def seed(args: argparse.Namespace) -> None:
         Experiment.objects.refresh_current_state()
 
 
-def measure(client, url: str, runs: int, **headers: str) -> tuple[float, int, int]:
-    """Median milliseconds, query count and response size of ``runs`` GETs (after a warm-up)."""
+LINE = re.compile(
+    r"^(?P<label>.+?)\s+(?P<ms>[\d.]+) ms\s+(?P<queries>\d+) queries\s+(?P<kib>\d+) KiB"
+)
+
+
+def report(label: str, median_ms: float, queries: int, body: bytes) -> None:
+    packed = len(gzip.compress(body, 6)) if body else 0
+    print(
+        f"{label:<32} {median_ms:8.1f} ms  {queries:3d} queries  {len(body) / 1024:8.0f} KiB"
+        f"  (gzip {packed / 1024:.0f} KiB)",
+        flush=True,
+    )
+
+
+def measure(client, url: str, runs: int, **headers: str) -> tuple[float, int, bytes]:
+    """Median milliseconds, query count and response body of ``runs`` GETs (after a warm-up)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -138,7 +158,38 @@ def measure(client, url: str, runs: int, **headers: str) -> tuple[float, int, in
         started = time.perf_counter()
         response = client.get(url, **headers)
         times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times), count, len(response.content)
+    return statistics.median(times), count, response.content
+
+
+def measure_changed_poll(client, runs: int, experiment_id: int) -> tuple[float, int, bytes]:
+    """The 10 s poll after one row changed (a sync updated one experiment), as skydeck.js sends
+    it: the version it shows and the rows of each section it has loaded."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from experiments.models import Experiment
+
+    htmx_deck = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "deck"}
+    deck = client.get("/", **htmx_deck).content.decode()
+    shown = ",".join(
+        f"{key}:{len(re.findall('class=.exp-row', part))}"
+        for key, part in re.findall(r'data-key="(\w+)" data-built(.*?)</section>', deck, re.S)
+    )
+    times, count, body = [], 0, b""
+    for run in range(runs + 1):
+        version = re.search(r'data-version="([^"]+)"', deck).group(1)
+        Experiment.objects.filter(pk=experiment_id).update(reconcile_note=f"bench {run}")
+        with CaptureQueriesContext(connection) as queries:
+            started = time.perf_counter()
+            response = client.get("/", {"v": version, "shown": shown}, **htmx_deck)
+            elapsed = (time.perf_counter() - started) * 1000
+        assert response.status_code == 200
+        body = response.content
+        deck = body.decode()
+        if run:  # the first is a warm-up
+            times.append(elapsed)
+            count = len(queries)
+    return statistics.median(times), count, body
 
 
 def measure_post(client, url: str, runs: int, **headers: str) -> tuple[float, int, int]:
@@ -155,7 +206,44 @@ def measure_post(client, url: str, runs: int, **headers: str) -> tuple[float, in
         started = time.perf_counter()
         response = client.post(url, {}, **headers)
         times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times), count, len(response.content)
+    return statistics.median(times), count, response.content
+
+
+def compare(rev: str, argv: list[str]) -> None:
+    """Run this benchmark on ``rev`` (a temporary git worktree) and on this tree, one after the
+    other in this run, and print both figures and their ratio per line."""
+    tree = Path(tempfile.mkdtemp(prefix="skydeck-bench-before-"))
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True)
+    try:
+        results = {}
+        for name, root in (("before", tree), ("after", ROOT)):
+            print(f"--- {name}: {root} ({'rev ' + rev if name == 'before' else 'this tree'})")
+            out = subprocess.run(
+                [sys.executable, str(root / "bench" / "dashboard.py"), *argv],
+                cwd=root,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            print(out, end="")
+            results[name] = {
+                m["label"].strip(): m.groupdict() for m in map(LINE.match, out.splitlines()) if m
+            }
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+        shutil.rmtree(tree, ignore_errors=True)
+    print(
+        f"\n{'':<32} {'before ms':>10} {'after ms':>10} {'ratio':>7} {'KiB before':>11} {'after':>7}"
+    )
+    for label, before in results["before"].items():
+        after = results["after"].get(label)
+        if after is None:
+            continue
+        ratio = float(after["ms"]) / float(before["ms"]) if float(before["ms"]) else float("nan")
+        print(
+            f"{label:<32} {float(before['ms']):10.1f} {float(after['ms']):10.1f} {ratio:7.2f}"
+            f" {int(before['kib']):11d} {int(after['kib']):7d}"
+        )
 
 
 def main() -> None:
@@ -165,7 +253,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=50_000)
     parser.add_argument("--checkpoints", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--compare", metavar="REV", help="also run on REV; print the ratios")
     args = parser.parse_args()
+    if args.compare:
+        argv = [a for a in sys.argv[1:] if a != "--compare" and a != args.compare]
+        argv = [a for a in argv if not a.startswith("--compare=")]
+        compare(args.compare, argv)
+        return
 
     tmp = tempfile.mkdtemp(prefix="skydeck-bench-")
     os.environ.update(
@@ -215,17 +309,20 @@ def main() -> None:
         ("API /api/jobs/ (100)", "/api/jobs/", {}),
     ]
     deck = client.get("/", **htmx_deck).content.decode()
-    version = re.search(r'data-version="([0-9a-f]+)"', deck).group(1)
+    version = re.search(r'data-version="([^"]+)"', deck).group(1)
     cases.insert(2, ("refresh fragment, unchanged", f"/?v={version}", htmx_deck))
+    if "/section" in deck or "data-built" in deck:  # the deck builds sections lazily
+        from experiments.models import ExperimentGroup
+
+        last = ExperimentGroup.objects.order_by("-order", "-id").first()
+        cases.append(("group scrolled into view", f"/groups/{last.pk}/section", htmx))
+        cases.append(("show more (rows 51-100)", f"/groups/{last.pk}/rows?offset=50", htmx))
     for label, url, headers in cases:
-        median_ms, queries, size = measure(client, url, args.runs, **headers)
-        print(f"{label:<32} {median_ms:8.1f} ms  {queries:3d} queries  {size / 1024:8.0f} KiB")
-    median_ms, queries, size = measure_post(
-        client, f"/experiments/{some.pk}/star", args.runs, **htmx
-    )
-    print(
-        f"{'star (htmx, cells in place)':<32} {median_ms:8.1f} ms  {queries:3d} queries  "
-        f"{size / 1024:8.0f} KiB"
+        report(label, *measure(client, url, args.runs, **headers))
+    report("changed poll (one row)", *measure_changed_poll(client, args.runs, some.pk))
+    report(
+        "star (htmx, cells in place)",
+        *measure_post(client, f"/experiments/{some.pk}/star", args.runs, **htmx),
     )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.middleware.gzip import GZipMiddleware
 
 from skydeck_site.storage import is_storage_full, storage_full_response
 
@@ -50,3 +51,17 @@ class ContentSecurityPolicyMiddleware:
         if self.policy and "Content-Security-Policy" not in response:
             response["Content-Security-Policy"] = self.policy
         return response
+
+
+class CompressionMiddleware(GZipMiddleware):
+    """gzip for whole answers (the deck's HTML is mostly repeated markup: about 10x smaller).
+
+    Streams pass untouched: a gzip stream holds lines back until its buffer fills, and the job
+    log's Server-Sent Events must reach the browser as they come. Django's GZipMiddleware pads
+    each answer with random bytes against BREACH (CSRF tokens are in the pages).
+    """
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if response.streaming:
+            return response
+        return super().process_response(request, response)

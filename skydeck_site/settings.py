@@ -110,6 +110,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # compresses what the middleware below and the views answer (whitenoise has its own .gz)
+    "skydeck_site.middleware.CompressionMiddleware",
     "skydeck_site.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # while `skydeck restore` runs: 503 "restoring" (static files are served above)

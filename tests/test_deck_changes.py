@@ -356,3 +356,25 @@ def test_the_latest_epoch_skips_missing_checkpoints(db, make_experiment, make_ch
     assert Experiment.objects.with_latest().get(pk=exp.pk).latest_epoch == 5
     Checkpoint.objects.filter(experiment=exp).update(missing=True)
     assert Experiment.objects.with_latest().get(pk=exp.pk).latest_epoch is None
+
+
+# --- compression ------------------------------------------------------------------------------
+
+
+def test_pages_are_compressed_and_streams_are_not(web, make_experiment, make_job, monkeypatch):
+    for i in range(30):
+        make_experiment(f"zip-{i:02d}", flags={"lr": i})
+    plain = web.get("/")
+    zipped = web.get("/", HTTP_ACCEPT_ENCODING="gzip")
+    assert zipped["Content-Encoding"] == "gzip" and "Accept-Encoding" in zipped["Vary"]
+    assert len(zipped.content) * 4 < len(plain.content)
+    import gzip
+
+    assert gzip.decompress(zipped.content).count(b'class="exp-row') == 30
+    # the job log's event stream is never held back in a compressor
+    job = make_job(77, "zip-00", status=JobStatus.RUNNING)
+    from syncing import services as actions
+
+    monkeypatch.setattr(actions, "open_log_stream", lambda *a, **k: iter([b"data: x\n\n"]))
+    stream = web.get(f"/jobs/{job.pk}/logs/stream", HTTP_ACCEPT_ENCODING="gzip")
+    assert stream.streaming and not stream.has_header("Content-Encoding")
