@@ -33,7 +33,7 @@ def test_a_long_group_loads_its_rest_and_keeps_it_across_polls(page, live_server
 
     from experiments.models import Experiment
 
-    group, experiments = make_group("long", 120, 0)
+    group, _ = make_group("long", 120, 0)
     login(page, live_server)
     expect(rows_of(page, group)).to_have_count(50)
     more = page.locator(f"#group-{group.pk} tr.more-row button")
