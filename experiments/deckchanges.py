@@ -8,12 +8,13 @@ lookup, whatever the size of the deck; another one names the experiments and gro
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db import connection
 from django.db.models import Max, Min, Subquery
 
-from experiments.models import DeckChange, DeckState
+from experiments.models import DeckChange, DeckState, Experiment
 
 #: The triggers of migration 0009 (``deck_<table>_<insert|update|delete>``).
 TRIGGERS = [
@@ -22,7 +23,6 @@ TRIGGERS = [
         "experiments",
         "experiment_groups",
         "experiment_group_members",
-        "jobs",
         "checkpoints",
         "launches",
     )
@@ -103,6 +103,24 @@ def missing_triggers() -> list[str]:
             cursor.execute("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
         present = {name for (name,) in cursor.fetchall()}
     return sorted(set(TRIGGERS) - present)
+
+
+def record_experiments(names: Iterable[str]) -> None:
+    """Log a change of the experiments of these names (the job syncer's jobs: no trigger),
+    one ``INSERT ... SELECT`` per 500 names."""
+    names = sorted(set(names))
+    table = connection.ops.quote_name(DeckChange._meta.db_table)
+    experiments = connection.ops.quote_name(Experiment._meta.db_table)
+    false = "false" if connection.vendor == "postgresql" else "0"
+    with connection.cursor() as cursor:
+        for start in range(0, len(names), 500):
+            part = names[start : start + 500]
+            marks = ", ".join(["%s"] * len(part))
+            cursor.execute(
+                f"INSERT INTO {table} (experiment_id, group_id, layout) "  # noqa: S608 - names
+                f"SELECT id, NULL, {false} FROM {experiments} WHERE name IN ({marks})",
+                part,
+            )
 
 
 def reset() -> None:

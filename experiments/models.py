@@ -489,7 +489,8 @@ class DeckChange(models.Model):
     """One change to something the deck shows, written by database triggers (migration 0009).
 
     Triggers, not application code, so that every door (services, syncers, the reconciler,
-    admin bulk edits, a ``QuerySet.update``) is seen: the deck's poll asks only "anything after
+    admin bulk edits, a ``QuerySet.update``) is seen; only the jobs table, which the job
+    syncer alone writes, has none (``write_jobs`` records what it touched): the deck's poll asks only "anything after
     id N?" (one index seek) and re-renders just the sections those rows name.
 
     - ``experiment_id`` alone: that experiment's row (its fields, jobs, checkpoints, launches);

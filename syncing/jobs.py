@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import yaml
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from experiments import deckchanges
 from experiments.models import (
     JOB_RESOURCE_FIELDS,
     JOB_RUN_FIELDS,
@@ -64,7 +65,10 @@ QUEUE_FIELDS = [
 ]
 PAGE_SIZE = 500
 ID_CHUNK = 200
-WRITE_CHUNK = 500
+#: Jobs per task-YAML request (only new jobs; a task YAML is about a kilobyte).
+YAML_CHUNK = 1000
+#: Jobs written per transaction (one ``executemany`` upsert each: short write locks, big batches).
+WRITE_CHUNK = 2000
 #: How far before the last success an incremental pass looks for newly submitted jobs.
 SAFETY_MARGIN = timedelta(minutes=10)
 #: Keys of a task's ``envs`` that carry the git ref it runs.
@@ -83,6 +87,9 @@ SYNCED_FIELDS = [
 YAML_FIELDS = ["command", "git_ref", "launch_token"]
 #: The Job columns' lengths: what SkyPilot reports is cut to fit them (never refused).
 LIMITS = {f.name: f.max_length for f in Job._meta.concrete_fields if getattr(f, "max_length", None)}
+#: Status sets, classified once (not per record).
+ACTIVE = frozenset(JobStatus.active())
+KNOWN_STATUSES = frozenset(JobStatus.values)
 
 
 @dataclass
@@ -155,19 +162,19 @@ def _current_task(records: list[dict]) -> dict:
     """The task that speaks for a multi-task job: the first unfinished one, else the last."""
     ordered = sorted(records, key=lambda r: r.get("task_id") or 0)
     for record in ordered:
-        if record.get("status") in JobStatus.active():
+        if record.get("status") in ACTIVE:
             return record
     return ordered[-1]
 
 
 def map_job(records: list[dict], result: JobSyncResult | None = None) -> dict[str, Any]:
     """The Job fields for one job id, from its task record(s)."""
-    record = _current_task(records)
+    record = records[0] if len(records) == 1 else _current_task(records)
     job_id = record.get("job_id")
     status = record.get("status")
     if not isinstance(status, str) or not status:
         raise MalformedResponse(f"job {job_id}: no status in the record")
-    if status not in JobStatus.values:
+    if status not in KNOWN_STATUSES:
         logger.warning("job %s has a status SkyDeck does not know: %s", job_id, status)
         if result is not None:
             result.unknown_statuses.append(status)
@@ -241,7 +248,10 @@ def _group(records: Iterable[dict], into: dict[int, list[dict]]) -> None:
         job_id = record.get("job_id")
         if isinstance(job_id, bool) or not isinstance(job_id, int):
             raise MalformedResponse(f"a job record has no integer job_id: {job_id!r}")
-        tasks = into.setdefault(job_id, [])
+        tasks = into.get(job_id)
+        if tasks is None:  # the common case: a job's first (often only) task
+            into[job_id] = [record]
+            continue
         task_id = record.get("task_id")
         tasks[:] = [r for r in tasks if r.get("task_id") != task_id]
         tasks.append(record)
@@ -258,8 +268,9 @@ def _fetch_pages(client: SkyPilotClient, result: JobSyncResult, **filters: Any) 
         result.requests += 1
         jobs = listing.jobs
         yield from jobs
-        seen_jobs += len({r.get("job_id") for r in jobs})
-        if not jobs or len({r.get("job_id") for r in jobs}) < PAGE_SIZE:
+        on_page = len({r.get("job_id") for r in jobs})
+        seen_jobs += on_page
+        if not jobs or on_page < PAGE_SIZE:
             return
         if listing.total is not None and seen_jobs >= listing.total:
             return
@@ -298,7 +309,7 @@ def fetch_task_yaml(
 ) -> dict[int, dict[str, str]]:
     """Command and git ref for jobs seen for the first time (``user_yaml`` is kilobytes a job)."""
     found: dict[int, dict[str, str]] = {}
-    for chunk in _chunks(job_ids, ID_CHUNK):
+    for chunk in _chunks(job_ids, YAML_CHUNK):
         listing = client.queue(
             all_users=True, fields=["job_id", "task_id", "user_yaml"], job_ids=chunk
         )
@@ -314,43 +325,116 @@ def fetch_task_yaml(
 # --- writing ----------------------------------------------------------------------------------
 
 
+_FIELDS = {f.attname: f for f in Job._meta.concrete_fields}
+_DATETIMES = {n for n, f in _FIELDS.items() if f.get_internal_type() == "DateTimeField"}
+_JSON = {n for n, f in _FIELDS.items() if f.get_internal_type() == "JSONField"}
+
+
+def _sqlite_datetime(value: datetime | None) -> str | None:
+    """What Django stores for an aware datetime on SQLite: naive UTC text."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return str(value.replace(tzinfo=None))
+
+
+def _converters(columns: list[str]) -> list[tuple[int, Callable[[Any], Any]]]:
+    """(position, function) for the values of a row layout the driver cannot take as they are:
+    what ``Field.get_db_prep_save`` would give, chosen once per pass, not per value (a first
+    sync writes a few hundred thousand). Datetimes are aware UTC here."""
+    sqlite = connection.vendor == "sqlite"
+    adapt_json = connection.ops.adapt_json_value
+    out: list[tuple[int, Callable[[Any], Any]]] = []
+    for index, column in enumerate(columns):
+        if column in _DATETIMES and sqlite:
+            out.append((index, _sqlite_datetime))
+        elif column in _JSON:
+            out.append((index, lambda value: None if value is None else adapt_json(value, None)))
+    return out
+
+
+def _qn(name: str) -> str:
+    return connection.ops.quote_name(Job._meta.get_field(name).column)
+
+
+def _insert_sql(columns: list[str]) -> str:
+    """One row's ``INSERT ... ON CONFLICT (id) DO NOTHING`` (SQLite and PostgreSQL alike), run
+    with ``executemany``: the database's own bulk path (the ORM's bulk_create is capped at ~30
+    rows a statement on SQLite and compiles every value). A job another pass wrote meanwhile is
+    left to the next pass. Identifiers come from the model, values are parameters."""
+    table = connection.ops.quote_name(Job._meta.db_table)
+    names = ", ".join(_qn(c) for c in columns)
+    marks = ", ".join(["%s"] * len(columns))
+    return f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING"  # noqa: S608
+
+
+def _update_sql(columns: list[str]) -> str:
+    """One row's ``UPDATE ... WHERE id = %s`` for ``executemany`` (the id is the last value)."""
+    table = connection.ops.quote_name(Job._meta.db_table)
+    sets = ", ".join(f"{_qn(c)} = %s" for c in columns)
+    return f"UPDATE {table} SET {sets} WHERE id = %s"  # noqa: S608
+
+
 def write_jobs(
     grouped: dict[int, list[dict]],
     yaml_info: dict[int, dict[str, str]],
     result: JobSyncResult,
 ) -> set[str]:
-    """Upsert the jobs in bulk; returns the experiment names whose jobs changed."""
+    """Upsert the jobs in bulk; returns the experiment names whose jobs changed.
+
+    New jobs go through one ``executemany`` insert per chunk and changed ones one update;
+    unchanged ones only get their ``last_seen``. A new job's command, git ref and launch token
+    come from its task YAML; an update never touches them.
+    """
     mapped = {job_id: map_job(records, result) for job_id, records in grouped.items()}
     touched: set[str] = set()
     now = timezone.now()
+    compare = ["experiment_id", *(f for f in SYNCED_FIELDS if f != "experiment_id")]
+    new_columns = ["id", *compare, *YAML_FIELDS, "first_seen", "last_seen"]
+    changed_columns = [*compare, "last_seen", "id"]  # UPDATE ... SET <all but id> WHERE id
+    new_fix, changed_fix = _converters(new_columns), _converters(changed_columns)
+    no_yaml = dict.fromkeys(YAML_FIELDS, "")
     for chunk in _chunks(sorted(mapped), WRITE_CHUNK):
         with transaction.atomic():
-            existing = Job.objects.in_bulk(chunk)
+            existing = {
+                row[0]: row[1:]
+                for row in Job.objects.filter(id__in=chunk).values_list("id", *compare)
+            }
             create, update, unchanged = [], [], []
+            names: set[str] = set()  # experiments whose jobs this chunk changes
             for job_id in chunk:
                 fields = mapped[job_id]
-                extra = yaml_info.get(job_id, {})
-                job = existing.get(job_id)
-                if job is None:
-                    create.append(Job(id=job_id, first_seen=now, last_seen=now, **fields, **extra))
-                    touched.add(fields["job_name"])
+                values = [fields[f] for f in compare]
+                old = existing.get(job_id)
+                if old is None:
+                    extra = yaml_info.get(job_id) or no_yaml
+                    row = [job_id, *values, *(extra.get(f, "") for f in YAML_FIELDS), now, now]
+                    for index, convert in new_fix:
+                        row[index] = convert(row[index])
+                    create.append(row)
+                    names.add(fields["job_name"])
                     continue
-                changed = [f for f, v in fields.items() if getattr(job, f) != v]
-                if not changed:
+                if all(a == b for a, b in zip(old, values, strict=True)):
                     unchanged.append(job_id)
                     continue
-                if "experiment_id" in changed and job.experiment_id:
-                    touched.add(job.experiment_id)
-                for f, v in fields.items():
-                    setattr(job, f, v)
-                job.last_seen = now
-                update.append(job)
-                touched.add(fields["job_name"])
-            Job.objects.bulk_create(create)
-            if update:
-                Job.objects.bulk_update(update, [*SYNCED_FIELDS, "last_seen"])
+                if old[0] and old[0] != fields["experiment_id"]:
+                    names.add(old[0])  # it no longer belongs to that experiment
+                row = [*values, now, job_id]
+                for index, convert in changed_fix:
+                    row[index] = convert(row[index])
+                update.append(row)
+                names.add(fields["job_name"])
+            with connection.cursor() as cursor:
+                if create:
+                    cursor.executemany(_insert_sql(new_columns), create)
+                if update:
+                    cursor.executemany(_update_sql(changed_columns[:-1]), update)
             if unchanged:
                 Job.objects.filter(id__in=unchanged).update(last_seen=now)
+            # the jobs table has no deck trigger: the deck learns of these experiments here
+            deckchanges.record_experiments(name for name in names if name)
+        touched |= names
         result.new += len(create)
         result.updated += len(update)
         result.unchanged += len(unchanged)

@@ -4,11 +4,9 @@ what changed, sections built as they scroll into view, and the indexes the deck'
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
 from experiments import dashboard, deckchanges, services
 from experiments.models import (
@@ -17,7 +15,6 @@ from experiments.models import (
     Experiment,
     ExperimentGroup,
     ExperimentGroupMember,
-    Job,
     JobStatus,
     Launch,
     LaunchStatus,
@@ -66,32 +63,20 @@ def test_the_log_sees_every_door(db, make_experiment, make_job, make_checkpoint)
     Experiment.objects.filter(pk=exp.pk).update(current_state=JobStatus.RUNNING)
     assert changes_after(v) == set()
 
-    now = timezone.now()
-    Job.objects.bulk_create(  # the job syncer's bulk insert: only jobs of an experiment count
-        [
-            Job(
-                id=1,
-                experiment_id="watched",
-                job_name="watched",
-                status="RUNNING",
-                first_seen=now,
-                last_seen=now,
-            ),
-            Job(
-                id=2,
-                experiment_id="someone-else",
-                job_name="x",
-                status="RUNNING",
-                first_seen=now,
-                last_seen=now,
-            ),
-        ]
-    )
+    # the job syncer (the jobs table's only writer) records the experiments it touched
+    from fake_skypilot import job_record
+
+    from syncing.jobs import JobSyncResult, write_jobs
+
+    def sync(*records):
+        write_jobs({r["job_id"]: [r] for r in records}, {}, JobSyncResult())
+
+    sync(job_record(1, "watched", "RUNNING"), job_record(2, "someone-else", "RUNNING"))
     assert changes_after(v) == {(exp.pk, None, False)}
     v = deckchanges.current_version()
-    Job.objects.filter(id=1).update(last_seen=now + timedelta(seconds=30))  # not shown
+    sync(job_record(1, "watched", "RUNNING"))  # nothing new: not shown, not logged
     assert changes_after(v) == set()
-    Job.objects.filter(id=1).update(status=JobStatus.SUCCEEDED)
+    sync(job_record(1, "watched", "SUCCEEDED"))
     assert changes_after(v) == {(exp.pk, None, False)}
 
     v = deckchanges.current_version()

@@ -484,7 +484,12 @@ def test_version_follows_jobs_and_checkpoints(make_experiment, make_job, make_ch
     exp = make_experiment("versioned")
     v1 = dashboard.build_dashboard().version
     assert dashboard.build_dashboard().version == v1
-    make_job(name="versioned", status=JobStatus.RUNNING)
+    # jobs come from the job syncer, the jobs table's only writer (it logs what it touched)
+    from fake_skypilot import job_record
+
+    from syncing.jobs import JobSyncResult, write_jobs
+
+    write_jobs({5: [job_record(5, "versioned", "RUNNING")]}, {}, JobSyncResult())
     v2 = dashboard.build_dashboard().version
     assert v2 != v1
     make_checkpoint(exp, 3)
