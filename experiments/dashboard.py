@@ -406,8 +406,9 @@ class CommonFlag:
 
 #: Rows a group shows at first; its "Show more" row loads as many again.
 GROUP_ROWS = 50
-#: Rows the first response builds in all; groups after them load as they scroll into view.
-FIRST_ROWS = 150
+#: Rows the first response builds in all (some screens' worth); groups after them load as they
+#: scroll into view.
+FIRST_ROWS = 100
 #: The key of the "Ungrouped" section (groups are keyed by their id).
 UNGROUPED = "u"
 

@@ -221,3 +221,49 @@ def exp_row(row: dashboard.Row) -> str:
         f'<td class="c-epoch num">{epoch}</td><td class="c-shape">{_e(e.shape)}</td>{cells}'
         f'<td class="c-order">{order}</td></tr>\n'
     )
+
+
+@register.simple_tag
+def section_start(view: dashboard.GroupView, oob: bool = False) -> str:
+    """A deck section's ``<section>`` tag and the first part of its header (toggle, name,
+    counts): in Python, like the rows, because every group of the deck has one (most of them
+    placeholders until they scroll into view) and the template engine cost a millisecond each."""
+    classes = ["group"]
+    if view.collapsed:
+        classes.append("is-collapsed")
+    if view.lazy:
+        classes.append("is-lazy")
+    if not view.group:
+        classes.append("is-ungrouped")
+    dom, name = view.dom_id, _e(view.name)
+    attrs = (
+        f'class="{" ".join(classes)}" id="{dom}" aria-labelledby="{dom}-title" '
+        f'data-group-id="{view.id if view.id is not None else ""}" data-key="{view.key}"'
+        + (" data-built" if view.built else "")
+        + (' hx-swap-oob="true"' if oob else "")
+    )
+    toggle = ""
+    if view.group:
+        verb = "Expand" if view.collapsed else "Collapse"
+        toggle = (
+            f'<button type="submit" form="af" formaction="{dashboard.fast_url("group_collapse", view.id)}"'
+            f' name="collapsed" value="{"0" if view.collapsed else "1"}" class="icon-btn toggle"'
+            f' aria-expanded="{"false" if view.collapsed else "true"}" aria-controls="{dom}-table"'
+            f' title="{verb} {name}"><span aria-hidden="true">{"▸" if view.collapsed else "▾"}'
+            f'</span><span class="sr-only">{verb} {name}</span></button>'
+        )
+    if view.matched != view.total:
+        count = f"{view.matched} of {view.total}"
+        title = f"{view.matched} of its {view.total} experiments match the filter"
+    else:
+        count, title = str(view.matched), f"{view.total} experiments"
+    figures = ""
+    if view.running:
+        figures += f'<span class="mini tone-run">{view.running} running</span>'
+    if view.failed:
+        figures += f'<span class="mini tone-fail">{view.failed} failed</span>'
+    return mark_safe(  # noqa: S308 - every value is escaped by _e or is a number
+        f'<section {attrs}>\n  <header class="group-head">{toggle}'
+        f'<h2 id="{dom}-title" class="group-name">{name}</h2>'
+        f'<span class="group-count" title="{title}">{count}</span>{figures}'
+    )
