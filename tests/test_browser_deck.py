@@ -7,21 +7,9 @@ from __future__ import annotations
 
 import pytest
 from browser_support import login
+from decks import group_of
 
 pytestmark = pytest.mark.browser
-
-
-def make_group(name: str, count: int, order: int, collapsed: bool = False):
-    from experiments.models import Experiment, ExperimentGroup, ExperimentGroupMember
-
-    group = ExperimentGroup.objects.create(name=name, order=order, collapsed=collapsed)
-    experiments = Experiment.objects.bulk_create(
-        Experiment(name=f"{name}-{i:03d}", flags={"lr": i}) for i in range(count)
-    )
-    ExperimentGroupMember.objects.bulk_create(
-        ExperimentGroupMember(group=group, experiment=e, order=i) for i, e in enumerate(experiments)
-    )
-    return group, experiments
 
 
 def rows_of(page, group) -> object:
@@ -33,7 +21,7 @@ def test_a_long_group_loads_its_rest_and_keeps_it_across_polls(page, live_server
 
     from experiments.models import Experiment
 
-    group, _ = make_group("long", 120, 0)
+    group, _ = group_of("long", 120, order=0)
     login(page, live_server)
     expect(rows_of(page, group)).to_have_count(50)
     more = page.locator(f"#group-{group.pk} tr.more-row button")
@@ -46,16 +34,16 @@ def test_a_long_group_loads_its_rest_and_keeps_it_across_polls(page, live_server
 
     # open an editor on a late row, tick another, then a sync changes a row: the poll swaps the
     # section in place; the loaded rows, the editor (and what is typed) and the tick all stay
-    late = page.locator("#deck tr.exp-row:has(a.exp-name:text-is('long-110'))")
+    late = page.locator("#deck tr.exp-row:has(a.exp-name:text-is('long-0110'))")
     late.locator("a.exp-name").click()
     editor = page.locator("#deck tr.detail-row form.editor")
     expect(editor).to_be_visible()
     editor.locator("#id_description").fill("typed, not saved")
-    page.locator("#deck tr.exp-row:has(a.exp-name:text-is('long-090'))").locator(
+    page.locator("#deck tr.exp-row:has(a.exp-name:text-is('long-0090'))").locator(
         'input[name="ids"]'
     ).check()
     page.locator("#deck").click(position={"x": 2, "y": 2})  # focus leaves the editor
-    Experiment.objects.filter(name="long-110").update(current_state="RUNNING")
+    Experiment.objects.filter(name="long-0110").update(current_state="RUNNING")
     page.evaluate("htmx.trigger(document.body, 'refresh-deck')")
     expect(late.locator(".c-state")).to_contain_text("running")
     expect(rows_of(page, group)).to_have_count(120)
@@ -67,7 +55,7 @@ def test_a_long_group_loads_its_rest_and_keeps_it_across_polls(page, live_server
 def test_groups_further_down_load_as_they_scroll_into_view(page, live_server, alice):
     from playwright.sync_api import expect
 
-    groups = [make_group(f"g{g}", 40, g)[0] for g in range(6)]
+    groups = [group_of(f"g{g}", 40, order=g)[0] for g in range(6)]
     page.set_viewport_size({"width": 1280, "height": 700})
     login(page, live_server)
     expect(rows_of(page, groups[0])).to_have_count(40)
@@ -83,7 +71,7 @@ def test_groups_further_down_load_as_they_scroll_into_view(page, live_server, al
 def test_a_collapsed_group_expands_with_its_rows(page, live_server, alice):
     from playwright.sync_api import expect
 
-    group, _ = make_group("folded", 12, 0, collapsed=True)
+    group, _ = group_of("folded", 12, order=0, collapsed=True)
     login(page, live_server)
     header = page.locator(f"#group-{group.pk} .group-head")
     expect(header).to_contain_text("folded")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from decks import group_of
 from django.db import connection
 
 from experiments import dashboard, deckchanges, services
@@ -14,7 +15,6 @@ from experiments.models import (
     DeckChange,
     Experiment,
     ExperimentGroup,
-    ExperimentGroupMember,
     JobStatus,
     Launch,
     LaunchStatus,
@@ -29,17 +29,6 @@ def changes_after(version: str) -> set[tuple]:
     return set(
         DeckChange.objects.filter(id__gt=since).values_list("experiment_id", "group_id", "layout")
     )
-
-
-def group_of(name: str, count: int, *, order: int = 0, collapsed: bool = False):
-    group = ExperimentGroup.objects.create(name=name, order=order, collapsed=collapsed)
-    experiments = Experiment.objects.bulk_create(
-        Experiment(name=f"{name}-{i:04d}", flags={"lr": i}) for i in range(count)
-    )
-    ExperimentGroupMember.objects.bulk_create(
-        ExperimentGroupMember(group=group, experiment=e, order=i) for i, e in enumerate(experiments)
-    )
-    return group, experiments
 
 
 # --- the log ---------------------------------------------------------------------------------
