@@ -239,6 +239,13 @@ class Job(models.Model):
     launch_token = models.CharField(
         max_length=32, blank=True, help_text="SKYDECK_LAUNCH_ID from the task's envs, if any."
     )
+    task_fetched_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When command, git ref and launch token were read from the task YAML; empty: "
+        "not yet (a large history is read a batch per sync pass, newest first).",
+    )
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
     raw = models.JSONField(
@@ -259,6 +266,12 @@ class Job(models.Model):
             models.Index(fields=["status"], name="jobs_status_idx"),
             models.Index(fields=["-submitted_at", "-id"], name="jobs_submitted_idx"),
             models.Index(fields=["user_name"], name="jobs_user_idx"),
+            # the jobs whose task YAML is still to read, newest first (empty once caught up)
+            models.Index(
+                fields=["-id"],
+                name="jobs_task_pending_idx",
+                condition=models.Q(task_fetched_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:

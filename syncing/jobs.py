@@ -29,6 +29,8 @@ from experiments.models import (
     Experiment,
     Job,
     JobStatus,
+    Launch,
+    LaunchStatus,
     SyncSource,
     SyncState,
 )
@@ -65,8 +67,11 @@ QUEUE_FIELDS = [
 ]
 PAGE_SIZE = 500
 ID_CHUNK = 200
-#: Jobs per task-YAML request (only new jobs; a task YAML is about a kilobyte).
+#: Jobs per task-YAML request (a task YAML is about a kilobyte).
 YAML_CHUNK = 1000
+#: Task YAMLs a pass reads beyond the ones needed now: a large history is read in batches,
+#: newest first, so that a first sync of 50,000 jobs does not wait for 50,000 YAMLs.
+YAML_BATCH = 2000
 #: Jobs written per transaction (one ``executemany`` upsert each: short write locks, big batches).
 WRITE_CHUNK = 2000
 #: How far before the last success an incremental pass looks for newly submitted jobs.
@@ -100,6 +105,8 @@ class JobSyncResult:
     updated: int = 0
     unchanged: int = 0
     requests: int = 0
+    tasks_read: int = 0
+    tasks_waiting: int = 0
     unknown_statuses: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, Any]:
@@ -110,7 +117,10 @@ class JobSyncResult:
             "updated": self.updated,
             "unchanged": self.unchanged,
             "requests": self.requests,
+            "tasks_read": self.tasks_read,
         }
+        if self.tasks_waiting:
+            data["tasks_waiting"] = self.tasks_waiting
         if self.unknown_statuses:
             data["unknown_statuses"] = sorted(set(self.unknown_statuses))
         return data
@@ -319,6 +329,7 @@ def fetch_task_yaml(
                 parsed = parse_task_yaml(record.get("user_yaml"))
                 if parsed and record["job_id"] not in found:
                     found[record["job_id"]] = parsed
+    result.tasks_read += len(job_ids)
     return found
 
 
@@ -380,18 +391,21 @@ def write_jobs(
     grouped: dict[int, list[dict]],
     yaml_info: dict[int, dict[str, str]],
     result: JobSyncResult,
+    read: set[int] | None = None,
 ) -> set[str]:
     """Upsert the jobs in bulk; returns the experiment names whose jobs changed.
 
     New jobs go through one ``executemany`` insert per chunk and changed ones one update;
     unchanged ones only get their ``last_seen``. A new job's command, git ref and launch token
-    come from its task YAML; an update never touches them.
+    come from its task YAML when it was ``read`` (default: the jobs in ``yaml_info``); the others
+    keep ``task_fetched_at`` empty for a later batch. An update never touches them.
     """
+    read = set(yaml_info) if read is None else read
     mapped = {job_id: map_job(records, result) for job_id, records in grouped.items()}
     touched: set[str] = set()
     now = timezone.now()
     compare = ["experiment_id", *(f for f in SYNCED_FIELDS if f != "experiment_id")]
-    new_columns = ["id", *compare, *YAML_FIELDS, "first_seen", "last_seen"]
+    new_columns = ["id", *compare, *YAML_FIELDS, "task_fetched_at", "first_seen", "last_seen"]
     changed_columns = [*compare, "last_seen", "id"]  # UPDATE ... SET <all but id> WHERE id
     new_fix, changed_fix = _converters(new_columns), _converters(changed_columns)
     no_yaml = dict.fromkeys(YAML_FIELDS, "")
@@ -409,7 +423,8 @@ def write_jobs(
                 old = existing.get(job_id)
                 if old is None:
                     extra = yaml_info.get(job_id) or no_yaml
-                    row = [job_id, *values, *(extra.get(f, "") for f in YAML_FIELDS), now, now]
+                    tasks = (extra.get(f, "") for f in YAML_FIELDS)
+                    row = [job_id, *values, *tasks, now if job_id in read else None, now, now]
                     for index, convert in new_fix:
                         row[index] = convert(row[index])
                     create.append(row)
@@ -447,6 +462,47 @@ def refresh_experiment_states(names: Iterable[str]) -> None:
         Experiment.objects.filter(name__in=chunk).refresh_current_state()
 
 
+def tasks_needed_now(grouped: dict[int, list[dict]], new_ids: list[int]) -> list[int]:
+    """The new jobs whose task YAML this pass must read before writing: active ones (their
+    command is on the deck) and any whose name has a launch in flight (the reconciler finds a
+    launch whose answer was lost by the token in its YAML). The rest wait for a batch."""
+    pending = set(
+        Launch.objects.filter(
+            status__in=[LaunchStatus.SUBMITTING, LaunchStatus.SUBMITTED]
+        ).values_list("experiment_name", flat=True)
+    )
+    needed = []
+    for job_id in new_ids:
+        records = grouped[job_id]
+        name = records[0].get("job_name") or records[0].get("task_name")
+        if name in pending or any(r.get("status") in ACTIVE for r in records):
+            needed.append(job_id)
+    return needed
+
+
+def read_task_batch(client: SkyPilotClient, result: JobSyncResult) -> None:
+    """Read the task YAML of up to ``YAML_BATCH`` stored jobs still without it, newest first
+    (one index seek finds them; nothing to do once caught up)."""
+    waiting = Job.objects.filter(task_fetched_at__isnull=True).order_by("-id")
+    ids = list(waiting.values_list("id", flat=True)[:YAML_BATCH])
+    if not ids:
+        return
+    info = fetch_task_yaml(client, ids, result)  # before any write: a failure changes nothing
+    now = timezone.now()
+    columns = [*YAML_FIELDS, "task_fetched_at"]
+    fix = _converters([*columns, "id"])
+    rows = []
+    for job_id in ids:
+        found = info.get(job_id, {})
+        row = [*(found.get(f, "") for f in YAML_FIELDS), now, job_id]
+        for index, convert in fix:
+            row[index] = convert(row[index])
+        rows.append(row)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(_update_sql(columns), rows)
+    result.tasks_waiting = waiting.count() if len(ids) == YAML_BATCH else 0
+
+
 def sync_jobs(client: SkyPilotClient | None = None, *, full: bool = False) -> JobSyncResult:
     """One pass of the job syncer. Raises a SkyPilotError (nothing written) when fetching fails."""
     client = client or SkyPilotClient.from_settings()
@@ -461,7 +517,9 @@ def sync_jobs(client: SkyPilotClient | None = None, *, full: bool = False) -> Jo
     for chunk in _chunks(sorted(grouped), WRITE_CHUNK):
         known.update(Job.objects.filter(id__in=chunk).values_list("id", flat=True))
     new_ids = sorted(set(grouped) - known)
-    yaml_info = fetch_task_yaml(client, new_ids, result) if new_ids else {}
-    touched = write_jobs(grouped, yaml_info, result)
+    needed = tasks_needed_now(grouped, new_ids)
+    yaml_info = fetch_task_yaml(client, needed, result) if needed else {}
+    touched = write_jobs(grouped, yaml_info, result, read=set(needed))
     refresh_experiment_states(touched)
+    read_task_batch(client, result)
     return result

@@ -12,7 +12,15 @@ from django.utils import timezone
 from fake_skypilot import ENDPOINT, job_record
 
 from experiments import services
-from experiments.models import NO_JOB, Experiment, Job, JobStatus, SyncState
+from experiments.models import (
+    NO_JOB,
+    Experiment,
+    Job,
+    JobStatus,
+    Launch,
+    LaunchStatus,
+    SyncState,
+)
 from syncing import jobs as job_sync
 from syncing.leases import acquire
 from syncing.runner import run_sync
@@ -83,9 +91,53 @@ def test_first_sync_stores_every_field(server, make_experiment):
     assert first["all_users"] is True
     assert "user_yaml" not in first["fields"]
     assert first["limit"] == job_sync.PAGE_SIZE and first["page"] == 1
-    # user_yaml was fetched once, only for the new jobs
+    # user_yaml was read once per new job: the active one before writing, the rest after
     yaml_calls = [b for b in server.queue_bodies if "user_yaml" in b["fields"]]
-    assert [sorted(b["job_ids"]) for b in yaml_calls] == [[1, 2]]
+    assert [sorted(b["job_ids"]) for b in yaml_calls] == [[2], [1]]
+    assert result.tasks_read == 2 and not Job.objects.filter(task_fetched_at=None).exists()
+
+
+def yaml_requests(server) -> list[list[int]]:
+    return [sorted(b["job_ids"]) for b in server.queue_bodies if "user_yaml" in b["fields"]]
+
+
+def test_a_large_history_reads_its_task_yaml_in_batches_newest_first(server, monkeypatch):
+    monkeypatch.setattr(job_sync, "YAML_BATCH", 3)
+    server.jobs = [job_record(i, f"old-{i}", "SUCCEEDED") for i in range(1, 11)]
+    server.jobs.append(job_record(11, "live", "RUNNING"))
+    first = job_sync.sync_jobs(client())
+    assert first.new == 11
+    # the active job before writing, then the newest 3 of the finished history
+    assert yaml_requests(server) == [[11], [8, 9, 10]]
+    assert first.counts()["tasks_waiting"] == 7
+    assert Job.objects.get(pk=11).command and Job.objects.get(pk=10).command
+    assert Job.objects.get(pk=7).command == "" and Job.objects.get(pk=7).task_fetched_at is None
+    server.queue_bodies.clear()
+    job_sync.sync_jobs(client())
+    assert yaml_requests(server) == [[5, 6, 7]]
+    for _ in range(2):
+        job_sync.sync_jobs(client())
+    assert Job.objects.get(pk=1).command == "uv run ./tools/run.py run=old-1"
+    # caught up: a pass reads no task YAML at all
+    server.queue_bodies.clear()
+    assert job_sync.sync_jobs(client()).tasks_read == 0 and yaml_requests(server) == []
+
+
+def test_a_finished_job_of_a_launch_in_flight_is_read_before_writing(server, monkeypatch):
+    """The reconciler finds a launch whose answer was lost by the token in its task YAML:
+    that job's YAML is never left for a later batch, even when it already ended."""
+    monkeypatch.setattr(job_sync, "YAML_BATCH", 0)
+    Launch.objects.create(
+        experiment_name="inflight", status=LaunchStatus.SUBMITTING, token="b" * 32
+    )
+    ours = "name: inflight\nrun: echo\nenvs:\n  SKYDECK_LAUNCH_ID: " + "b" * 32 + "\n"
+    server.jobs = [
+        job_record(1, "inflight", "FAILED_SETUP", user_yaml=ours),
+        job_record(2, "history", "SUCCEEDED"),
+    ]
+    job_sync.sync_jobs(client())
+    assert Job.objects.get(pk=1).launch_token == "b" * 32
+    assert Job.objects.get(pk=2).task_fetched_at is None  # waits for a batch
 
 
 @pytest.mark.parametrize("status", JobStatus.values)
