@@ -327,3 +327,16 @@ def test_an_expired_lease_is_taken_over(server):
 def test_unknown_source_is_a_clear_command_error(db):
     with pytest.raises(CommandError, match="unknown source"):
         call_command("sync", "dropbox")
+
+
+def test_the_api_tells_a_job_not_read_yet_from_one_without_a_command(server, api, monkeypatch):
+    monkeypatch.setattr(job_sync, "YAML_BATCH", 1)
+    server.jobs = [
+        job_record(1, "older", "SUCCEEDED"),
+        job_record(2, "newer", "SUCCEEDED", user_yaml="name: newer\n"),  # no run: section
+    ]
+    job_sync.sync_jobs(client())
+    older = api.get("/api/jobs/1/").json()
+    newer = api.get("/api/jobs/2/").json()
+    assert older["command"] == "" and older["task_fetched_at"] is None  # not read yet
+    assert newer["command"] == "" and newer["task_fetched_at"] is not None  # read: none

@@ -264,6 +264,7 @@ class JobSerializer(serializers.ModelSerializer):
             "task_count",
             "command",
             "git_ref",
+            "task_fetched_at",  # null: command and git ref not read yet (a large history)
             *JOB_RESOURCE_FIELDS,
             *(f for f in JOB_RUN_FIELDS if f != "user_hash"),
             "first_seen",
