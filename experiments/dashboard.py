@@ -567,18 +567,6 @@ def build_rows(
     return rows
 
 
-def build_group_view(
-    group: ExperimentGroup | None, experiments: list[Experiment], total: int
-) -> GroupView:
-    """A section with every one of ``experiments`` as a row (flags equal across all of them
-    become header pills)."""
-    columns, common = flag_layout(group, [e.flags for e in experiments])
-    rows = build_rows(group.pk if group else None, experiments, columns, 0, len(experiments))
-    running = sum(1 for e in experiments if e.current_state == JobStatus.RUNNING)
-    failed = sum(1 for e in experiments if e.current_state in FAILED_STATES)
-    return GroupView(group, rows, columns, common, total, len(experiments), running, failed)
-
-
 @dataclass
 class Dashboard:
     groups: list[GroupView]
@@ -607,11 +595,20 @@ def _search_ids(query: str):
     return Experiment.objects.search(query).values("id")
 
 
-def section_summaries(query: str, groups: list[ExperimentGroup]) -> dict[str, _Summary]:
-    """Per section: members, members matching the search, running and failed (2-4 queries,
-    aggregated in SQL: the cost does not depend on how many rows are built)."""
+def is_section_key(key: str) -> bool:
+    """A group's id, or ``UNGROUPED``."""
+    return key == UNGROUPED or key.isdigit()
+
+
+def section_summaries(
+    query: str, groups: list[ExperimentGroup], keys: set[str] | None = None
+) -> dict[str, _Summary]:
+    """Per section (every one, or those in ``keys``): members, members matching the search,
+    running and failed, aggregated in SQL (2-4 queries, whatever the number of rows built)."""
     state = "experiment__current_state"
     members = ExperimentGroupMember.objects.all()
+    if keys is not None:
+        members = members.filter(group_id__in=[int(k) for k in keys if k != UNGROUPED])
     if query:
         members = members.filter(experiment_id__in=_search_ids(query))
     summaries = {str(g.pk): _Summary() for g in groups}
@@ -628,8 +625,11 @@ def section_summaries(query: str, groups: list[ExperimentGroup]) -> dict[str, _S
         )
         summary.total = row["matched"]
     if query:
-        for row in ExperimentGroupMember.objects.values("group_id").annotate(n=Count("id")):
+        everyone = ExperimentGroupMember.objects.filter(group_id__in=[g.pk for g in groups])
+        for row in everyone.values("group_id").annotate(n=Count("id")):
             summaries.setdefault(str(row["group_id"]), _Summary()).total = row["n"]
+    if keys is not None and UNGROUPED not in keys:
+        return summaries
     ungrouped = Experiment.objects.ungrouped()
     if query:
         ungrouped = ungrouped.search(query)
@@ -738,8 +738,8 @@ def _first_plan(
     return plan
 
 
-def _affected(delta: deckchanges.Delta) -> set[str] | None:
-    """The section keys a delta touches (None: the whole deck)."""
+def _affected(delta: deckchanges.Delta) -> set[str]:
+    """The keys of the sections a (partial) delta touches."""
     keys = {str(g) for g in delta.groups}
     if delta.ungrouped:
         keys.add(UNGROUPED)
@@ -778,30 +778,21 @@ def build_dashboard(
         groups = list(ExperimentGroup.objects.all())  # ordered by order, id
         delta = deckchanges.changes_since(known_version, version) if known_version else None
         only = _affected(delta) if delta is not None and not delta.full and not query else None
-        summaries = section_summaries(query, groups)
         if only is not None:
             partial = True
-            live = {str(g.pk) for g in groups} | {UNGROUPED}
-            only &= live
+            only &= {str(g.pk) for g in groups} | {UNGROUPED}
             if shown is None:  # not said (no skydeck.js): as on a first load
                 plan = {k: GROUP_ROWS for k in only}
             else:
                 plan = {k: max(n, GROUP_ROWS) for k, n in shown.items() if k in only}
             collapsed = {str(g.pk) for g in groups if g.collapsed}
             plan = {k: n for k, n in plan.items() if k not in collapsed}
+            summaries = section_summaries(query, groups, only)
             views = build_sections(query, groups, summaries, plan, only=only)
         else:
+            summaries = section_summaries(query, groups)
             views = build_sections(query, groups, summaries, _first_plan(groups, summaries, shown))
-            grouped = [v for v in views if v.group is not None]
-            if grouped:
-                grouped[0].first = True
-                grouped[-1].last = True
-        if partial:
-            positions = [str(g.pk) for g in groups]
-            for view in views:
-                if view.group is not None:
-                    view.first = positions[0] == view.key
-                    view.last = positions[-1] == view.key
+        _mark_ends(views, [g.pk for g in groups])
     status = build_status(query)
     status.groups = views
     status.all_groups = groups
@@ -811,17 +802,23 @@ def build_dashboard(
     return status
 
 
+def _mark_ends(views: list[GroupView], order: list[int]) -> None:
+    """The first and last group of the deck (their "move up" / "move down" are disabled)."""
+    for view in views:
+        if view.group is not None and order:
+            view.first, view.last = view.group.pk == order[0], view.group.pk == order[-1]
+
+
 def build_section(
     query: str, group: ExperimentGroup | None, offset: int = 0, count: int = GROUP_ROWS
 ) -> GroupView:
     """One section built (a placeholder scrolled into view, or its "Show more" rows)."""
     key = str(group.pk) if group else UNGROUPED
     groups = [group] if group else []
-    summaries = section_summaries(query, groups)
+    summaries = section_summaries(query, groups, {key})
     view = build_sections(query, groups, summaries, {key: count}, only={key}, offset=offset)[0]
     if group is not None:
-        order = list(ExperimentGroup.objects.values_list("pk", flat=True))
-        view.first, view.last = order[0] == group.pk, order[-1] == group.pk
+        _mark_ends([view], list(ExperimentGroup.objects.values_list("pk", flat=True)))
     return view
 
 

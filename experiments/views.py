@@ -165,7 +165,7 @@ def shown_rows(request: HttpRequest) -> dict[str, int] | None:
     shown: dict[str, int] = {}
     for part in filter(None, raw.split(",")):
         key, _, count = part.partition(":")
-        if not (key == dashboard.UNGROUPED or key.isdigit()) or not count.isdigit():
+        if not dashboard.is_section_key(key) or not count.isdigit():
             raise BadInput(f"shown: {part!r} is not <section>:<rows>.")
         shown[key] = min(int(count), 10_000)
     return shown
@@ -202,12 +202,9 @@ def render_deck(
 def group_section(request: HttpRequest, key: str, rows: bool = False) -> HttpResponse:
     """One section of the deck, built when it scrolls into view; with ``rows``, the rows after
     ``offset`` (a "Show more" row) and the next "Show more"."""
-    if key == dashboard.UNGROUPED:
-        group = None
-    elif key.isdigit():
-        group = get_object_or_404(ExperimentGroup, pk=int(key))
-    else:
+    if not dashboard.is_section_key(key):
         raise Http404("no such section")
+    group = None if key == dashboard.UNGROUPED else get_object_or_404(ExperimentGroup, pk=key)
     offset = request.GET.get("offset", "0")
     if not offset.isdigit():
         return HttpResponse(

@@ -22,7 +22,7 @@ import yaml
 from django.db import connection, transaction
 from django.utils import timezone
 
-from experiments import deckchanges
+from experiments import control, deckchanges
 from experiments.models import (
     JOB_RESOURCE_FIELDS,
     JOB_RUN_FIELDS,
@@ -30,7 +30,6 @@ from experiments.models import (
     Job,
     JobStatus,
     Launch,
-    LaunchStatus,
     SyncSource,
     SyncState,
 )
@@ -467,9 +466,7 @@ def tasks_needed_now(grouped: dict[int, list[dict]], new_ids: list[int]) -> list
     command is on the deck) and any whose name has a launch in flight (the reconciler finds a
     launch whose answer was lost by the token in its YAML). The rest wait for a batch."""
     pending = set(
-        Launch.objects.filter(
-            status__in=[LaunchStatus.SUBMITTING, LaunchStatus.SUBMITTED]
-        ).values_list("experiment_name", flat=True)
+        Launch.objects.filter(status__in=control.PENDING).values_list("experiment_name", flat=True)
     )
     needed = []
     for job_id in new_ids:
