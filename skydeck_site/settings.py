@@ -168,6 +168,8 @@ def sqlite_database(path: Path) -> dict:
                 "PRAGMA synchronous=NORMAL;"
                 f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS};"
                 "PRAGMA foreign_keys=ON;"
+                "PRAGMA cache_size=-32768;"
+                "PRAGMA mmap_size=134217728;"
             ),
         },
     }

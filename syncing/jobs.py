@@ -11,7 +11,9 @@ deleted: it keeps its last known state and ``last_seen``.
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -64,7 +66,8 @@ QUEUE_FIELDS = [
     "entrypoint",
     "metadata",
 ]
-PAGE_SIZE = 500
+#: Top-level jobs per queue page: each request costs the API server a worker round trip.
+PAGE_SIZE = 2000
 ID_CHUNK = 200
 #: Jobs per task-YAML request (a task YAML is about a kilobyte).
 YAML_CHUNK = 1000
@@ -93,6 +96,12 @@ YAML_FIELDS = ["command", "git_ref", "launch_token"]
 LIMITS = {f.name: f.max_length for f in Job._meta.concrete_fields if getattr(f, "max_length", None)}
 #: Status sets, classified once (not per record).
 ACTIVE = frozenset(JobStatus.active())
+#: Record keys copied as text cut to their column (the same name on both sides).
+_CUT_TEXTS = tuple(
+    (key, LIMITS[key])
+    for key in ("user_name", "user_hash", "workspace", "infra", "cloud", "region")
+)
+_STATUS_MAX = LIMITS["status"]
 KNOWN_STATUSES = frozenset(JobStatus.values)
 
 
@@ -132,10 +141,11 @@ _ACCEL_RE = re.compile(r"([A-Za-z][A-Za-z0-9_-]*)\s*:\s*(\d+(?:\.\d+)?)")
 _NOT_GPUS = {"cpu", "cpus", "mem", "memory", "disk", "disk_size", "ports", "ram"}
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_resources(text: str | None) -> tuple[int | None, int | None, str]:
     """``2x[H100:8]`` -> (2, 8, "H100"); ``1x[CPU:4]`` -> (1, 0, ""); any-of sets keep every name.
 
-    GPUs are per node. CPU counts are not GPUs.
+    GPUs are per node. CPU counts are not GPUs. Cached: a history repeats a few shapes.
     """
     if not text:
         return None, None, ""
@@ -156,11 +166,15 @@ def epoch_to_datetime(value: Any, *, job_id: Any, key: str) -> datetime | None:
     """Epoch seconds (int/float) to aware UTC; null and non-positive mean "not yet"."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise MalformedResponse(f"job {job_id}: {key} is {value!r}, expected epoch seconds")
+    if value.__class__ is not float:  # SkyPilot sends floats: the checks only for the rest
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise MalformedResponse(f"job {job_id}: {key} is {value!r}, expected epoch seconds")
     if value <= 0:
         return None
-    return datetime.fromtimestamp(value, tz=UTC)
+    try:
+        return datetime.fromtimestamp(value, tz=UTC)
+    except (OverflowError, OSError, ValueError):  # inf, NaN, a year past 9999
+        raise MalformedResponse(f"job {job_id}: {key} is {value!r}, not a time") from None
 
 
 def _text(value: Any) -> str:
@@ -179,44 +193,44 @@ def _current_task(records: list[dict]) -> dict:
 def map_job(records: list[dict], result: JobSyncResult | None = None) -> dict[str, Any]:
     """The Job fields for one job id, from its task record(s)."""
     record = records[0] if len(records) == 1 else _current_task(records)
-    job_id = record.get("job_id")
-    status = record.get("status")
+    get = record.get
+    job_id = get("job_id")
+    status = get("status")
     if not isinstance(status, str) or not status:
         raise MalformedResponse(f"job {job_id}: no status in the record")
     if status not in KNOWN_STATUSES:
         logger.warning("job %s has a status SkyDeck does not know: %s", job_id, status)
         if result is not None:
             result.unknown_statuses.append(status)
-    name = _text(record.get("job_name") or record.get("task_name"))
-    nodes, gpus, accelerator = parse_resources(record.get("resources"))
-    recovery = record.get("recovery_count") or 0
-    duration = record.get("job_duration")
+    name = _text(get("job_name") or get("task_name"))
+    resources = get("resources")
+    nodes, gpus, accelerator = parse_resources(resources)
+    recovery = get("recovery_count") or 0
+    duration = get("job_duration")
     return {
         "experiment_id": name if name and len(name) <= NAME_MAX_LENGTH else None,
         "job_name": name,
         "task_count": len(records),
-        "status": status[: LIMITS["status"]],
+        "status": status[:_STATUS_MAX],
         "nodes": nodes,
         "gpus": gpus,
         "accelerator": accelerator,
-        "resources": _text(record.get("resources")),
-        "user_name": _text(record.get("user_name"))[: LIMITS["user_name"]],
-        "user_hash": _text(record.get("user_hash"))[: LIMITS["user_hash"]],
-        "workspace": _text(record.get("workspace"))[: LIMITS["workspace"]],
-        "infra": _text(record.get("infra"))[: LIMITS["infra"]],
-        "cloud": _text(record.get("cloud"))[: LIMITS["cloud"]],
-        "region": _text(record.get("region"))[: LIMITS["region"]],
-        "submitted_at": epoch_to_datetime(
-            record.get("submitted_at"), job_id=job_id, key="submitted_at"
-        ),
-        "started_at": epoch_to_datetime(record.get("start_at"), job_id=job_id, key="start_at"),
-        "ended_at": epoch_to_datetime(record.get("end_at"), job_id=job_id, key="end_at"),
+        "resources": _text(resources),
+        "user_name": _text(get("user_name"))[: LIMITS["user_name"]],
+        "user_hash": _text(get("user_hash"))[: LIMITS["user_hash"]],
+        "workspace": _text(get("workspace"))[: LIMITS["workspace"]],
+        "infra": _text(get("infra"))[: LIMITS["infra"]],
+        "cloud": _text(get("cloud"))[: LIMITS["cloud"]],
+        "region": _text(get("region"))[: LIMITS["region"]],
+        "submitted_at": epoch_to_datetime(get("submitted_at"), job_id=job_id, key="submitted_at"),
+        "started_at": epoch_to_datetime(get("start_at"), job_id=job_id, key="start_at"),
+        "ended_at": epoch_to_datetime(get("end_at"), job_id=job_id, key="end_at"),
         "duration": float(duration)
         if isinstance(duration, int | float) and duration >= 0
         else None,
         "recovery_count": int(recovery) if isinstance(recovery, int) and recovery >= 0 else 0,
-        "failure_reason": strip_ansi(_text(record.get("failure_reason"))),
-        "details": strip_ansi(_text(record.get("details"))),
+        "failure_reason": strip_ansi(_text(get("failure_reason"))),
+        "details": strip_ansi(_text(get("details"))),
         "raw": records[0] if len(records) == 1 else {"tasks": records},
     }
 
@@ -341,12 +355,13 @@ _JSON = {n for n, f in _FIELDS.items() if f.get_internal_type() == "JSONField"}
 
 
 def _sqlite_datetime(value: datetime | None) -> str | None:
-    """What Django stores for an aware datetime on SQLite: naive UTC text."""
+    """What Django stores for an aware datetime on SQLite: naive UTC text (``str`` of the naive
+    value is its ``isoformat(" ")``, so the UTC one is that text without its "+00:00")."""
     if value is None:
         return None
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
-    return str(value.replace(tzinfo=None))
+    return value.isoformat(" ")[:-6]
 
 
 def _converters(columns: list[str]) -> list[tuple[int, Callable[[Any], Any]]]:
@@ -362,6 +377,19 @@ def _converters(columns: list[str]) -> list[tuple[int, Callable[[Any], Any]]]:
         elif column in _JSON:
             out.append((index, lambda value: None if value is None else adapt_json(value, None)))
     return out
+
+
+def stored_ids(ids: list[int]) -> set[int]:
+    """Which of ``ids`` the jobs table holds: one plain ``IN`` query per chunk through the
+    cursor (the ORM prepares every value of a 2,000-id lookup one by one)."""
+    found: set[int] = set()
+    table = connection.ops.quote_name(Job._meta.db_table)
+    with connection.cursor() as cursor:
+        for chunk in _chunks(ids, WRITE_CHUNK):
+            marks = ", ".join(["%s"] * len(chunk))
+            cursor.execute(f"SELECT id FROM {table} WHERE id IN ({marks})", chunk)  # noqa: S608
+            found.update(row[0] for row in cursor.fetchall())
+    return found
 
 
 def _qn(name: str) -> str:
@@ -406,30 +434,40 @@ def write_jobs(
     compare = ["experiment_id", *(f for f in SYNCED_FIELDS if f != "experiment_id")]
     new_columns = ["id", *compare, *YAML_FIELDS, "task_fetched_at", "first_seen", "last_seen"]
     changed_columns = [*compare, "last_seen", "id"]  # UPDATE ... SET <all but id> WHERE id
-    new_fix, changed_fix = _converters(new_columns), _converters(changed_columns)
+    stamped = len(new_columns) - 3  # task_fetched_at, first_seen, last_seen: ``now`` or None
+    new_fix = [(i, f) for i, f in _converters(new_columns) if i < stamped]
+    changed_fix = _converters(changed_columns)
+    now_db = dict(_converters(["last_seen"])).get(0, lambda value: value)(now)
     no_yaml = dict.fromkeys(YAML_FIELDS, "")
+    pick = operator.itemgetter(*compare)  # a row's compared values, in ``compare`` order
     for chunk in _chunks(sorted(mapped), WRITE_CHUNK):
         with transaction.atomic():
-            existing = {
-                row[0]: row[1:]
-                for row in Job.objects.filter(id__in=chunk).values_list("id", *compare)
-            }
+            present = sorted(stored_ids(chunk))
+            existing = (
+                {
+                    row[0]: row[1:]
+                    for row in Job.objects.filter(id__in=present).values_list("id", *compare)
+                }
+                if present
+                else {}
+            )
             create, update, unchanged = [], [], []
             names: set[str] = set()  # experiments whose jobs this chunk changes
             for job_id in chunk:
                 fields = mapped[job_id]
-                values = [fields[f] for f in compare]
+                values = pick(fields)
                 old = existing.get(job_id)
                 if old is None:
                     extra = yaml_info.get(job_id) or no_yaml
                     tasks = (extra.get(f, "") for f in YAML_FIELDS)
-                    row = [job_id, *values, *tasks, now if job_id in read else None, now, now]
+                    row = [job_id, *values, *tasks]
                     for index, convert in new_fix:
                         row[index] = convert(row[index])
+                    row += (now_db if job_id in read else None, now_db, now_db)
                     create.append(row)
                     names.add(fields["job_name"])
                     continue
-                if all(a == b for a, b in zip(old, values, strict=True)):
+                if old == values:  # both tuples in ``compare`` order
                     unchanged.append(job_id)
                     continue
                 if old[0] and old[0] != fields["experiment_id"]:
@@ -510,9 +548,7 @@ def sync_jobs(client: SkyPilotClient | None = None, *, full: bool = False) -> Jo
         since = state.last_success_at
     grouped = fetch_jobs(client, since=since, result=result)
     result.fetched = len(grouped)
-    known: set[int] = set()
-    for chunk in _chunks(sorted(grouped), WRITE_CHUNK):
-        known.update(Job.objects.filter(id__in=chunk).values_list("id", flat=True))
+    known = stored_ids(sorted(grouped))
     new_ids = sorted(set(grouped) - known)
     needed = tasks_needed_now(grouped, new_ids)
     yaml_info = fetch_task_yaml(client, needed, result) if needed else {}

@@ -130,7 +130,7 @@ class RequestFailed(SkyPilotError):
 
 def strip_ansi(s: str) -> str:
     """Remove ANSI escape codes: SkyPilot colours its messages and logs for terminals."""
-    return _ANSI_RE.sub("", s)
+    return _ANSI_RE.sub("", s) if "\x1b" in s else s
 
 
 def clean_log_line(s: str) -> str:

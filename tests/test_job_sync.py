@@ -254,6 +254,29 @@ def test_server_error_is_recorded_and_nothing_changes(server):
     _assert_failed_and_unchanged(run_sync("skypilot", full=True), "boom")
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("submitted_at", "yesterday", "expected epoch seconds"),
+        ("start_at", True, "expected epoch seconds"),
+        ("end_at", float("inf"), "not a time"),
+        ("end_at", float("nan"), "not a time"),
+        ("start_at", 1e20, "not a time"),
+    ],
+)
+def test_a_time_that_is_not_one_fails_the_sync_and_writes_nothing(server, key, value, says):
+    """JSON allows Infinity and NaN: a record carrying one (or a date past year 9999) is a
+    malformed response, named, and no job of the pass is written."""
+    server.jobs = [job_record(1, "a", "RUNNING")]
+    assert run_sync("skypilot").ok
+    bad = job_record(2, "b", "SUCCEEDED")
+    bad[key] = value
+    server.jobs = [job_record(1, "a", "SUCCEEDED"), bad]
+    state = run_sync("skypilot", full=True)
+    assert not state.ok and f"job 2: {key} is" in state.error and says in state.error
+    assert Job.objects.get(pk=1).status == "RUNNING" and not Job.objects.filter(pk=2).exists()
+
+
 def test_failure_on_a_later_page_writes_nothing(server, monkeypatch):
     monkeypatch.setattr(job_sync, "PAGE_SIZE", 2)
     server.jobs = [job_record(1, "a", "RUNNING")]
