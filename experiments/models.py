@@ -14,7 +14,7 @@ from django.core.validators import (
 )
 from django.db import models
 
-from experiments import validation
+from experiments import triage, validation
 from experiments.choices import CURRENT_STATE_CHOICES, NO_JOB, JobStatus
 from experiments.querysets import (
     CheckpointQuerySet,
@@ -235,6 +235,12 @@ class Job(models.Model):
     duration = models.FloatField(null=True, blank=True, help_text="Seconds.")
     recovery_count = models.PositiveIntegerField(default=0)
     failure_reason = models.TextField(blank=True)
+    failure_signature = models.CharField(
+        max_length=triage.SIGNATURE_MAX_LENGTH,
+        blank=True,
+        help_text="A failed job's status and cause with numbers, ids, paths and hosts masked: "
+        "jobs that failed the same way share it (empty for any other status).",
+    )
     details = models.TextField(blank=True)
     launch_token = models.CharField(
         max_length=32, blank=True, help_text="SKYDECK_LAUNCH_ID from the task's envs, if any."
@@ -266,6 +272,12 @@ class Job(models.Model):
             models.Index(fields=["status"], name="jobs_status_idx"),
             models.Index(fields=["-submitted_at", "-id"], name="jobs_submitted_idx"),
             models.Index(fields=["user_name"], name="jobs_user_idx"),
+            # the failure buckets: failed jobs only
+            models.Index(
+                fields=["failure_signature", "-submitted_at"],
+                name="jobs_failure_idx",
+                condition=~models.Q(failure_signature=""),
+            ),
             # the jobs whose task YAML is still to read, newest first (empty once caught up)
             models.Index(
                 fields=["-id"],
@@ -295,6 +307,7 @@ JOB_TIME_FIELDS = (
     "duration",
     "recovery_count",
     "failure_reason",
+    "failure_signature",
 )
 JOB_RUN_FIELDS = (*JOB_PLACE_FIELDS, *JOB_TIME_FIELDS, "details")
 

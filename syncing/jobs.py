@@ -24,7 +24,7 @@ import yaml
 from django.db import connection, transaction
 from django.utils import timezone
 
-from experiments import control, deckchanges
+from experiments import control, deckchanges, triage
 from experiments.models import (
     JOB_RESOURCE_FIELDS,
     JOB_RUN_FIELDS,
@@ -166,9 +166,9 @@ def epoch_to_datetime(value: Any, *, job_id: Any, key: str) -> datetime | None:
     """Epoch seconds (int/float) to aware UTC; null and non-positive mean "not yet"."""
     if value is None:
         return None
-    if value.__class__ is not float:  # SkyPilot sends floats: the checks only for the rest
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise MalformedResponse(f"job {job_id}: {key} is {value!r}, expected epoch seconds")
+    # SkyPilot sends floats: the type checks only for the rest
+    if value.__class__ is not float and (isinstance(value, bool) or not isinstance(value, int)):
+        raise MalformedResponse(f"job {job_id}: {key} is {value!r}, expected epoch seconds")
     if value <= 0:
         return None
     try:
@@ -206,6 +206,7 @@ def map_job(records: list[dict], result: JobSyncResult | None = None) -> dict[st
     resources = get("resources")
     nodes, gpus, accelerator = parse_resources(resources)
     recovery = get("recovery_count") or 0
+    reason = strip_ansi(_text(get("failure_reason")))
     duration = get("job_duration")
     return {
         "experiment_id": name if name and len(name) <= NAME_MAX_LENGTH else None,
@@ -229,7 +230,8 @@ def map_job(records: list[dict], result: JobSyncResult | None = None) -> dict[st
         if isinstance(duration, int | float) and duration >= 0
         else None,
         "recovery_count": int(recovery) if isinstance(recovery, int) and recovery >= 0 else 0,
-        "failure_reason": strip_ansi(_text(get("failure_reason"))),
+        "failure_reason": reason,
+        "failure_signature": triage.signature(status, reason) if status in triage.FAILED else "",
         "details": strip_ansi(_text(get("details"))),
         "raw": records[0] if len(records) == 1 else {"tasks": records},
     }

@@ -31,6 +31,7 @@ DOMAIN = {
     "experiments.launching",
     "experiments.choices",
     "experiments.deckchanges",
+    "experiments.triage",
 }
 #: Layers from the bottom; a module imports its own layer or lower ones.
 LAYERS = ["base", "domain", "syncing", "backups", "web", "site"]
