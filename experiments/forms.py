@@ -435,3 +435,16 @@ class GroupForm(forms.Form):
         max_length=_max_length(ExperimentGroup, "name"),
         widget=forms.TextInput(attrs={"placeholder": "New group name"}),
     )
+
+
+class FailureWindowForm(forms.Form):
+    """The Failures page's window: the last N days of submitted jobs."""
+
+    DAYS = (1, 7, 30, 90)
+
+    days = forms.TypedChoiceField(
+        choices=[(d, f"{d} day{'s' if d > 1 else ''}") for d in DAYS],
+        coerce=int,
+        required=False,
+        empty_value=7,
+    )

@@ -93,6 +93,25 @@ class JobQuerySet(models.QuerySet):
         """Any FAILED* status (FAILED, FAILED_SETUP, FAILED_NO_RESOURCE, ...)."""
         return self.filter(status__in=JobStatus.failed())
 
+    def failure_buckets(self, since) -> list[dict]:
+        """Failed jobs submitted at or after ``since``, grouped by failure signature, most jobs
+        first: count, distinct experiments and users, first and last submitted, and the newest
+        job of each (``example_id``). One aggregate over the partial index of failed jobs."""
+        return list(
+            self.exclude(failure_signature="")
+            .filter(submitted_at__gte=since)
+            .values("failure_signature")
+            .annotate(
+                jobs=models.Count("id"),
+                experiments=models.Count("experiment_id", distinct=True),
+                users=models.Count("user_name", distinct=True),
+                first=models.Min("submitted_at"),
+                last=models.Max("submitted_at"),
+                example_id=models.Max("id"),
+            )
+            .order_by("-jobs", "-last", "failure_signature")
+        )
+
     def search(self, text: str) -> JobQuerySet:
         """Case-insensitive match on the job name or the user name (the ``q`` of both lists)."""
         text = text.strip()

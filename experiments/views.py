@@ -9,6 +9,7 @@ Bad input is answered with 400 and the errors, never with a 500.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -22,6 +23,7 @@ from django.db import IntegrityError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render, resolve_url
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
@@ -33,7 +35,13 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from experiments import control, dashboard, services
 from experiments.api.filters import JobFilter, OperationLogFilter
-from experiments.forms import ExperimentCreateForm, ExperimentForm, GroupForm, add_service_errors
+from experiments.forms import (
+    ExperimentCreateForm,
+    ExperimentForm,
+    FailureWindowForm,
+    GroupForm,
+    add_service_errors,
+)
 from experiments.launching import commands_text, launch_preview
 from experiments.models import (
     DesiredState,
@@ -1111,6 +1119,32 @@ def operations_view(request: HttpRequest) -> HttpResponse:
         "experiments/operations.html",
         {"page": page, "operations": rows, "kinds": Operation.values, **listed.context()},
         status=listed.status,
+    )
+
+
+@ui_login_required
+@require_GET
+def failures_view(request: HttpRequest) -> HttpResponse:
+    """Failed jobs of the last N days in buckets of one failure signature, most jobs first, each
+    with an example reason and a link to its jobs (``/jobs?failure_signature=...``)."""
+    form = FailureWindowForm(request.GET)
+    if not form.is_valid():
+        return render(request, "experiments/failures.html", {"form": form}, status=400)
+    days = form.cleaned_data["days"]
+    buckets = Job.objects.failure_buckets(timezone.now() - timedelta(days=days))
+    examples = Job.objects.only("id", "job_name", "experiment_id", "failure_reason").in_bulk(
+        [b["example_id"] for b in buckets]
+    )
+    names = {job.experiment_id for job in examples.values() if job.experiment_id}
+    pks = dict(Experiment.objects.filter(name__in=names).values_list("name", "pk")) if names else {}
+    for bucket in buckets:
+        bucket["example"] = example = examples[bucket["example_id"]]
+        example.experiment_pk = pks.get(example.experiment_id)
+        bucket["jobs_query"] = urlencode({"failure_signature": bucket["failure_signature"]})
+    return render(
+        request,
+        "experiments/failures.html",
+        {"form": form, "days": days, "buckets": buckets, "total": sum(b["jobs"] for b in buckets)},
     )
 
 

@@ -34,6 +34,7 @@ UI_READS = {
     "job_log",
     "job_log_stream",
     "operations",
+    "failures",
 }
 
 

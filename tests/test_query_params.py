@@ -101,6 +101,7 @@ LISTS = {
         "q",
         "status",
         "failed",
+        "failure_signature",
         "active",
         "orphaned",
         "user",
@@ -135,7 +136,7 @@ KNOWN_QUERIES = {
     "/api/experiments/": "name=tra&q=train&state=NO_JOB&desired_state=STOPPED&ungrouped=false"
     "&starred=false&has_active_job=false&ordering=-name&page=1&page_size=5&format=json",
     "/api/groups/": "name=te&page=1&page_size=5&format=json",
-    "/api/jobs/": "experiment=train&name=tr&q=a&status=FAILED&failed=true&active=false"
+    "/api/jobs/": "experiment=train&name=tr&q=a&status=FAILED&failed=true&failure_signature=x&active=false"
     "&orphaned=false&user=malice&submitted_after=2026-01-01T00:00:00Z"
     "&submitted_before=2027-01-01T00:00:00Z&ordering=-id&page=1&page_size=5&format=json",
     "/api/checkpoints/": "experiment=train&epoch_min=0&epoch_max=10&latest=true&missing=false"
@@ -159,7 +160,7 @@ def test_a_misspelled_filter_no_longer_lists_every_job(api, rows):
 def test_the_exact_400_body(api, rows):
     assert api.get("/api/jobs/?stauts=FAILED").json() == {
         "stauts": [
-            "Unknown query parameter. Known: active, experiment, failed, format, name, "
+            "Unknown query parameter. Known: active, experiment, failed, failure_signature, format, name, "
             "ordering, orphaned, page, page_size, q, status, submitted_after, "
             "submitted_before, user."
         ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from fake_skypilot import job_record
 
@@ -207,3 +209,93 @@ def test_the_migration_signs_the_failed_jobs_already_stored(transactional_db):
     executor.migrate(executor.loader.graph.leaf_nodes())
     signs = dict(Job.objects.values_list("id", "failure_signature"))
     assert signs == {1: triage.signature("FAILED", reason), 2: ""}
+
+
+# --- the Failures page ---------------------------------------------------------------------------
+
+
+def _failed(make_job, job_id, name, reason, *, status="FAILED", user="alice", days_ago=1):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    return make_job(
+        job_id,
+        name,
+        status=status,
+        failure_reason=reason,
+        failure_signature=triage.signature(status, reason),
+        user_name=user,
+        submitted_at=timezone.now() - timedelta(days=days_ago),
+    )
+
+
+def test_the_failures_page_buckets_the_window_most_jobs_first(web, make_job, make_experiment):
+    make_experiment("a")
+    for i, (name, user) in enumerate([("a", "alice"), ("b", "bob"), ("a", "alice")]):
+        ip = f"10.0.{i}.7"
+        _failed(
+            make_job,
+            10 + i,
+            name,
+            OOM.format(size=f"{i + 1}.00 GiB", gpu=i, used="70", ip=ip),
+            user=user,
+        )
+    _failed(make_job, 20, "c", "No space left on device: '/data/ckpt/x.pt'")
+    _failed(make_job, 30, "old", "ancient failure", days_ago=40)
+    make_job(40, "ok", status="SUCCEEDED")
+    body = web.get("/failures").content.decode()
+    oom = "FAILED: CUDA out of memory. Tried to allocate &lt;size&gt;"
+    assert body.index(oom) < body.index("FAILED: No space left on device")
+    assert "ancient" not in body and "4 failed jobs" in body and "in 2 buckets" in body
+    row = body[body.index(oom) :].split("</tr>")[0]
+    cells = re.findall(r'<td class="num">(.*?)</td>', row, re.S)
+    assert cells[1:] == ["2", "2"]  # 2 experiments (a, b), 2 users
+    assert ">3</a>" in row and "failure_signature=FAILED%3A+CUDA" in row  # 3 jobs, linked
+    assert "job 12 of" in row  # the newest job is the example, linked to its experiment
+    wide = web.get("/failures?days=90").content.decode()
+    assert "ancient failure" in wide and "5 failed jobs" in wide
+
+
+def test_the_failures_link_lists_exactly_the_bucket_s_jobs(web, api, make_job):
+    one = _failed(make_job, 10, "a", "NCCL timeout after 600000 ms")
+    _failed(make_job, 11, "b", "NCCL timeout after 1800000 ms")
+    _failed(make_job, 12, "c", "other")
+    page = web.get("/jobs", {"failure_signature": one.failure_signature}).content.decode()
+    assert 'href="/jobs/10/logs"' in page and 'href="/jobs/11/logs"' in page
+    assert 'href="/jobs/12/logs"' not in page
+    listed = api.get("/api/jobs/", {"failure_signature": one.failure_signature}).json()
+    assert sorted(j["id"] for j in listed["results"]) == [10, 11]
+
+
+def test_reason_text_is_never_rendered_unescaped(web, make_job):
+    _failed(make_job, 10, "a", '<script>alert("x")</script> & <b>bold</b>')
+    body = web.get("/failures").content.decode()
+    assert "<script>alert" not in body and "<b>bold" not in body
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &lt;b&gt;bold" in body
+
+
+@pytest.mark.parametrize("days", ["3", "x", "-1", "7.0"])
+def test_a_window_the_page_does_not_offer_is_a_400_that_says_so(web, days):
+    response = web.get("/failures", {"days": days})
+    assert response.status_code == 400
+    assert "days: Select a valid choice" in response.content.decode()
+
+
+def test_the_failures_page_costs_the_same_queries_for_many_buckets(
+    web, make_job, django_assert_max_num_queries
+):
+    for i in range(3):
+        _failed(make_job, 10 + i, f"e{i}", f"error kind {'abc'[i]}")
+    web.get("/failures")
+    for i in range(40):  # 40 more buckets: reasons that differ in words, not numbers
+        word = "abcdefghijklmnopqrstuvwxyz"[i % 26] * (i // 26 + 1)
+        _failed(make_job, 100 + i, f"f{i}", f"another kind of error: {word}")
+    with django_assert_max_num_queries(8):
+        body = web.get("/failures").content.decode()
+    assert body.count("<tr>") > 30
+
+
+def test_the_failures_page_needs_a_login(client):
+    response = client.get("/failures")
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]

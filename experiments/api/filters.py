@@ -227,6 +227,9 @@ class JobFilter(StrictFilterSet):
     active = BooleanFilter(method="filter_active", help_text="Not finished yet.")
     orphaned = BooleanFilter(method="filter_orphaned", help_text="No experiment has its name.")
     user = TextFilter(field_name="user_name", help_text="SkyPilot user name (exact).")
+    failure_signature = TextFilter(
+        help_text="Exact failure signature (a bucket of /failures): jobs that failed that way."
+    )
     submitted_after = UtcDateTimeFilter(
         field_name="submitted_at", lookup_expr="gte", help_text="Submitted at or after (ISO 8601)."
     )
