@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.apps import apps
 from django.db import models
 from django.db.models import Exists, OuterRef, Q, Subquery, Value
@@ -93,7 +95,7 @@ class JobQuerySet(models.QuerySet):
         """Any FAILED* status (FAILED, FAILED_SETUP, FAILED_NO_RESOURCE, ...)."""
         return self.filter(status__in=JobStatus.failed())
 
-    def failure_buckets(self, since) -> list[dict]:
+    def failure_buckets(self, since: datetime) -> list[dict]:
         """Failed jobs submitted at or after ``since``, grouped by failure signature, most jobs
         first: count, distinct experiments and users, first and last submitted, and the newest
         job of each (``example_id``). One aggregate over the partial index of failed jobs."""

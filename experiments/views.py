@@ -1138,8 +1138,9 @@ def failures_view(request: HttpRequest) -> HttpResponse:
     names = {job.experiment_id for job in examples.values() if job.experiment_id}
     pks = dict(Experiment.objects.filter(name__in=names).values_list("name", "pk")) if names else {}
     for bucket in buckets:
-        bucket["example"] = example = examples[bucket["example_id"]]
-        example.experiment_pk = pks.get(example.experiment_id)
+        bucket["example"] = example = examples.get(bucket["example_id"])  # None: just restored
+        if example is not None:
+            example.experiment_pk = pks.get(example.experiment_id)
         bucket["jobs_query"] = urlencode({"failure_signature": bucket["failure_signature"]})
     return render(
         request,

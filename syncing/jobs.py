@@ -96,11 +96,6 @@ YAML_FIELDS = ["command", "git_ref", "launch_token"]
 LIMITS = {f.name: f.max_length for f in Job._meta.concrete_fields if getattr(f, "max_length", None)}
 #: Status sets, classified once (not per record).
 ACTIVE = frozenset(JobStatus.active())
-#: Record keys copied as text cut to their column (the same name on both sides).
-_CUT_TEXTS = tuple(
-    (key, LIMITS[key])
-    for key in ("user_name", "user_hash", "workspace", "infra", "cloud", "region")
-)
 _STATUS_MAX = LIMITS["status"]
 KNOWN_STATUSES = frozenset(JobStatus.values)
 
@@ -231,7 +226,7 @@ def map_job(records: list[dict], result: JobSyncResult | None = None) -> dict[st
         else None,
         "recovery_count": int(recovery) if isinstance(recovery, int) and recovery >= 0 else 0,
         "failure_reason": reason,
-        "failure_signature": triage.signature(status, reason) if status in triage.FAILED else "",
+        "failure_signature": triage.signature(status, reason),  # "" unless failed
         "details": strip_ansi(_text(get("details"))),
         "raw": records[0] if len(records) == 1 else {"tasks": records},
     }
