@@ -10,8 +10,9 @@ Starts everything itself in a fresh temporary SKYDECK_HOME / SQLite file (WAL):
   reconciler on) and, beside it, ``manage.py sync --loop --interval 3`` (both sources);
 
 then runs ``--clients`` threads for ``--duration`` seconds, each mixing dashboard loads, deck
-refreshes (as htmx sends them), ``/jobs``, API reads and API writes (PATCH flags, start/stop,
-create). Every acknowledged write is remembered and read back through the API afterwards.
+refreshes (as skydeck.js sends them: the version, and the rows and layout of each section shown),
+``/jobs``, API reads and API writes (PATCH flags, start/stop, create). Every acknowledged write is
+remembered and read back through the API afterwards.
 
 Prints requests/s and p50/p95/p99 latency (overall and per kind), the number of 5xx answers and of
 "database is locked" (in answers and in every server/sync log), and the write check. Exits
@@ -62,6 +63,8 @@ PILL_RE = re.compile(
     r'<span class="pill health-(?P<tone>\w+)" title="(?P<title>[^"]*)" tabindex="0" '
     r'data-source="(?P<source>\w+)">'
 )
+#: A built deck section as the page carries it: its key and the layout its rows line up under.
+SECTION_RE = re.compile(r'<section [^>]*data-key="([^"]+)" data-built data-layout="(\w+)"')
 #: Request kinds and their weights in the mix.
 MIX = {
     "dashboard": 12,
@@ -204,6 +207,7 @@ class Client(threading.Thread):
         self.session = requests.Session()
         self.random = random.Random(index)
         self.version = ""
+        self.sections: dict[str, tuple[int, str]] = {}  # what the deck shows: key -> rows, layout
         self.owned: list[str] = []  # experiments only this client writes to
         self.expected: dict[str, dict[str, Any]] = {}  # name -> fields as last acknowledged
         self.created = itertools.count()
@@ -232,8 +236,9 @@ class Client(threading.Thread):
     def one(self, kind: str) -> None:
         method, path, body, headers = "GET", "/", None, {}
         name = self.random.choice(self.owned) if self.owned else ""
-        if kind == "deck-refresh":
-            path = f"/?v={self.version}" if self.version else "/"
+        if kind == "deck-refresh":  # as skydeck.js sends the poll: the version and what it shows
+            shown = ",".join(f"{k}:{rows}:{layout}" for k, (rows, layout) in self.sections.items())
+            path = f"/?v={self.version}&shown={shown}" if self.version else "/"
             headers = {"HX-Request": "true", "HX-Target": "deck", "HX-Current-URL": self.base + "/"}
         elif kind == "jobs-page":
             path = "/jobs"
@@ -275,9 +280,16 @@ class Client(threading.Thread):
         if response.status_code >= 300:
             return
         if kind in ("dashboard", "deck-refresh"):
-            match = re.search(r'data-version="([^"]+)"', response.text)
+            text = response.text
+            match = re.search(r'data-version="([^"]+)"', text)
             if match:
                 self.version = match.group(1)
+            if kind == "dashboard" or response.headers.get("HX-Reswap") != "none":
+                self.sections = {}  # a whole deck: what it shows now is only what came
+            for found in SECTION_RE.finditer(text):  # sections (re-)rendered by this answer
+                end = text.find("</section>", found.end())
+                rows = text.count('class="exp-row', found.end(), end)
+                self.sections[found.group(1)] = (rows, found.group(2))
         elif kind.startswith("write"):
             self.remember(kind, name, path, body)
 

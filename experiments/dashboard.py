@@ -10,11 +10,14 @@ their rows in one more, so the number of queries is constant.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db.models import Count, Q
@@ -22,7 +25,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from experiments import deckchanges
+from experiments import deckchanges, triage
 from experiments.control import Plan
 from experiments.models import (
     NO_JOB,
@@ -427,6 +430,7 @@ class GroupView:
     failed: int = 0
     built: bool = True  # False: only the header; the rows load when it scrolls into view
     offset: int = 0  # position of the first row (a "Show more" answer starts further down)
+    rows_only: bool = False  # a poll's answer: only these changed rows and the header figures
     first: bool = False
     last: bool = False
 
@@ -472,6 +476,12 @@ class GroupView:
     def colspan(self) -> int:
         return 7 + len(self.columns)
 
+    @property
+    def layout(self) -> str:
+        """The fingerprint of its flag columns and shared flags (the section's ``data-layout``):
+        while the browser's is the same, a changed row can be swapped in alone."""
+        return layout_fingerprint(self.columns, self.common)
+
     @cached_property
     def bands(self) -> list[HeaderBand]:
         """Grouped headers for dotted flag names: ``trainer.lr`` sits under ``trainer``."""
@@ -496,6 +506,12 @@ def desired_hint(experiment: Experiment) -> str:
     if experiment.desired_state == DesiredState.STOPPED and owned:
         return DesiredState.STOPPED
     return ""
+
+
+def failure_bucket_url(signature: str) -> str:
+    """The Failures page showing one bucket, over its longest window."""
+    query = urlencode({"signature": signature, "days": max(triage.FAILURE_WINDOWS)})
+    return f"{reverse('failures')}?{query}"
 
 
 def decorate(experiment: Experiment) -> Experiment:
@@ -549,22 +565,33 @@ def build_rows(
     offset: int,
     matched: int,
 ) -> list[Row]:
-    rows = []
-    for index, experiment in enumerate(experiments):
-        position = offset + index
-        cells = []
-        for column in columns:
-            value = experiment.flags.get(column.key, _ABSENT)
-            cells.append(
-                FlagCell(
-                    column.key,
-                    format_flag(value),
-                    f"{column.key} = {full_flag(value)}",
-                    value is _ABSENT,
-                )
+    return [
+        build_row(group_id, experiment, columns, offset + index, matched)
+        for index, experiment in enumerate(experiments)
+    ]
+
+
+def build_row(
+    group_id: int | None, experiment: Experiment, columns: list[Column], position: int, matched: int
+) -> Row:
+    cells = []
+    for column in columns:
+        value = experiment.flags.get(column.key, _ABSENT)
+        cells.append(
+            FlagCell(
+                column.key,
+                format_flag(value),
+                f"{column.key} = {full_flag(value)}",
+                value is _ABSENT,
             )
-        rows.append(Row(experiment, group_id, position, position == matched - 1, cells))
-    return rows
+        )
+    return Row(experiment, group_id, position, position == matched - 1, cells)
+
+
+def layout_fingerprint(columns: list[Column], common: list[CommonFlag]) -> str:
+    """A short hash of a section's flag columns and shared flags (what its rows line up under)."""
+    text = json.dumps([[c.key for c in columns], [[c.key, c.text] for c in common]])
+    return hashlib.blake2s(text.encode(), digest_size=6).hexdigest()
 
 
 @dataclass
@@ -738,33 +765,76 @@ def _first_plan(
     return plan
 
 
-def _affected(delta: deckchanges.Delta) -> set[str]:
-    """The keys of the sections a (partial) delta touches."""
+def _affected(delta: deckchanges.Delta) -> tuple[set[str], dict[str, set[int]]]:
+    """What a (partial) delta touches: the keys of the sections to re-render whole (their
+    header or members changed) and, per section, the experiments whose rows changed."""
     keys = {str(g) for g in delta.groups}
     if delta.ungrouped:
         keys.add(UNGROUPED)
+    rows: dict[str, set[int]] = {}
     if delta.experiments:
         found: set[int] = set()
         for group_id, experiment_id in ExperimentGroupMember.objects.filter(
             experiment_id__in=delta.experiments
         ).values_list("group_id", "experiment_id"):
-            keys.add(str(group_id))
+            rows.setdefault(str(group_id), set()).add(experiment_id)
             found.add(experiment_id)
-        if delta.experiments - found:  # ungrouped (or deleted) experiments
-            keys.add(UNGROUPED)
-    return keys
+        if delta.experiments - found:  # ungrouped (or deleted) experiments: sorted by name,
+            keys.add(UNGROUPED)  # which a rename changes, so that section is re-rendered
+    return keys, rows
+
+
+def _changed_rows(
+    groups: list[ExperimentGroup],
+    plan: dict[str, int],
+    changed: dict[str, set[int]],
+    layouts: dict[str, str],
+) -> list[GroupView]:
+    """Sections whose rows alone changed, where the browser's layout is still the one their
+    rows line up under: each with just those rows (of the ones it shows). One query for the
+    members of all of them and one (``with_latest``) for the rows; the caller re-renders
+    the rest whole."""
+    by_key = {str(g.pk): g for g in groups}
+    keys = {k for k in changed if k in plan and k in layouts and k in by_key}
+    if not keys:
+        return []
+    members = _members("", keys)
+    views: list[GroupView] = []
+    wanted: dict[int, list[tuple[GroupView, int, list[Column]]]] = {}
+    for key in keys:
+        flags = [f for _, f in members[key]]
+        columns, common = flag_layout(by_key[key], flags)
+        if layout_fingerprint(columns, common) != layouts[key]:
+            continue
+        view = GroupView(by_key[key], [], columns, common, 0, rows_only=True)
+        views.append(view)
+        for position, (pk, _) in enumerate(members[key][: plan[key]]):
+            if pk in changed[key]:
+                wanted.setdefault(pk, []).append((view, position, columns))
+    if wanted:
+        for experiment in Experiment.objects.with_latest().filter(pk__in=list(wanted)):
+            decorate(experiment)
+            for view, position, columns in wanted[experiment.pk]:
+                matched = len(members[view.key])
+                view.rows.append(build_row(view.id, experiment, columns, position, matched))
+    for view in views:
+        view.rows.sort(key=lambda row: row.position)
+    return views
 
 
 def build_dashboard(
     query: str = "",
     known_version: str | None = None,
     shown: dict[str, int] | None = None,
+    layouts: dict[str, str] | None = None,
 ) -> Dashboard:
     """What ``/`` (or its poll) shows, in a constant number of queries.
 
     - ``known_version`` equal to the current version: nothing is built (the header only);
     - an older version (a poll): only the sections that changed since, built as the browser
-      shows them (``shown``: rows per loaded section), for out-of-band swaps;
+      shows them (``shown``: rows per loaded section), for out-of-band swaps; a section whose
+      rows alone changed, while its ``layouts`` fingerprint is the browser's, sends just those
+      rows and its header figures;
     - otherwise the whole deck: headers of every group, and rows of the first ``FIRST_ROWS``
       (or, with ``shown``, of what the browser shows).
     """
@@ -777,10 +847,10 @@ def build_dashboard(
     if not unchanged:
         groups = list(ExperimentGroup.objects.all())  # ordered by order, id
         delta = deckchanges.changes_since(known_version, version) if known_version else None
-        only = _affected(delta) if delta is not None and not delta.full and not query else None
-        if only is not None:
-            partial = True
-            only &= {str(g.pk) for g in groups} | {UNGROUPED}
+        partial = delta is not None and not delta.full and not query
+        if partial:
+            whole, changed = _affected(delta)
+            only = (whole | set(changed)) & ({str(g.pk) for g in groups} | {UNGROUPED})
             if shown is None:  # not said (no skydeck.js): as on a first load
                 plan = {k: GROUP_ROWS for k in only}
             else:
@@ -788,7 +858,14 @@ def build_dashboard(
             collapsed = {str(g.pk) for g in groups if g.collapsed}
             plan = {k: n for k, n in plan.items() if k not in collapsed}
             summaries = section_summaries(query, groups, only)
-            views = build_sections(query, groups, summaries, plan, only=only)
+            changed = {k: ids for k, ids in changed.items() if k not in whole}
+            row_views = _changed_rows(groups, plan, changed, layouts or {})
+            for view in row_views:
+                summary = summaries.get(view.key, _Summary())
+                view.total, view.matched = summary.total, summary.matched
+                view.running, view.failed = summary.running, summary.failed
+            rest = only - {view.key for view in row_views}
+            views = row_views + build_sections(query, groups, summaries, plan, only=rest)
         else:
             summaries = section_summaries(query, groups)
             views = build_sections(query, groups, summaries, _first_plan(groups, summaries, shown))

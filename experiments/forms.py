@@ -17,8 +17,8 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import QuerySet
 from django.urls import reverse
 
-from experiments import services, validation
-from experiments.models import Experiment, ExperimentGroup
+from experiments import services, triage, validation
+from experiments.models import Experiment, ExperimentGroup, Job
 
 
 def _max_length(model: type, field: str) -> int:
@@ -440,11 +440,25 @@ class GroupForm(forms.Form):
 class FailureWindowForm(forms.Form):
     """The Failures page's window: the last N days of submitted jobs."""
 
-    DAYS = (1, 7, 30, 90)
-
     days = forms.TypedChoiceField(
-        choices=[(d, f"{d} day{'s' if d > 1 else ''}") for d in DAYS],
+        choices=[(d, f"{d} day{'s' if d > 1 else ''}") for d in triage.FAILURE_WINDOWS],
         coerce=int,
         required=False,
-        empty_value=7,
+        empty_value=triage.DEFAULT_FAILURE_WINDOW,
     )
+    signature = forms.CharField(
+        required=False,
+        strip=False,
+        max_length=Job._meta.get_field("failure_signature").max_length,
+        help_text="Only this bucket.",
+    )
+
+
+class FailureActionForm(FailureWindowForm):
+    """Stop all or Retry all of one bucket: its signature, window and the act."""
+
+    action = forms.ChoiceField(choices=[("stop", "Stop all"), ("start", "Retry all")])
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["signature"].required = True

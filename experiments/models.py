@@ -18,7 +18,7 @@ from experiments import triage, validation
 from experiments.choices import CURRENT_STATE_CHOICES, NO_JOB, JobStatus
 from experiments.querysets import (
     CheckpointQuerySet,
-    ExperimentQuerySet,
+    ExperimentManager,
     JobQuerySet,
     OperationLogQuerySet,
 )
@@ -94,7 +94,7 @@ class Experiment(models.Model):
         max_length=500, blank=True, editable=False, help_text="The reconciler's last decision."
     )
 
-    objects = ExperimentQuerySet.as_manager()
+    objects = ExperimentManager()
 
     class Meta:
         db_table = "experiments"

@@ -21,6 +21,9 @@ from experiments.choices import JobStatus
 FAILED = frozenset(JobStatus.failed())
 #: A signature's length in the database (masked text is cut to fit, never refused).
 SIGNATURE_MAX_LENGTH = 300
+#: The windows (days of submitted jobs) the Failures page and ``/api/failures/`` offer.
+FAILURE_WINDOWS = (1, 7, 30, 90)
+DEFAULT_FAILURE_WINDOW = 7
 #: How much of a reason or a log line a signature keeps.
 _TEXT_MAX = SIGNATURE_MAX_LENGTH - len("FAILED_NO_RESOURCE: ") - 1
 

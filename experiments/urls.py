@@ -38,5 +38,6 @@ urlpatterns = [
     path("jobs/<int:pk>/logs/stream", views.job_log_stream, name="job_log_stream"),
     re_path(r"^operations/?$", views.operations_view, name="operations"),
     re_path(r"^failures/?$", views.failures_view, name="failures"),
+    path("failures/confirm", views.failures_confirm, name="failures_confirm"),
     path("reconciler/resume", views.reconciler_resume, name="reconciler_resume"),
 ]

@@ -38,6 +38,7 @@ from experiments.api.filters import JobFilter, OperationLogFilter
 from experiments.forms import (
     ExperimentCreateForm,
     ExperimentForm,
+    FailureActionForm,
     FailureWindowForm,
     GroupForm,
     add_service_errors,
@@ -164,19 +165,24 @@ def error_text(exc: Exception) -> str:
     return str(exc)
 
 
-def shown_rows(request: HttpRequest) -> dict[str, int] | None:
-    """``shown=12:50,u:80``: the rows each loaded section of the browser's deck shows (sent by
-    skydeck.js with every deck request), so a re-rendered section keeps them all."""
+def shown_rows(request: HttpRequest) -> tuple[dict[str, int] | None, dict[str, str]]:
+    """``shown=12:50:<layout>,u:80:<layout>``: the rows each loaded section of the browser's
+    deck shows and the layout its rows line up under (sent by skydeck.js with every deck
+    request), so a re-rendered section keeps them all and a changed row can come alone."""
     raw = request.GET.get("shown") if request.method == "GET" else request.POST.get("shown")
     if raw is None:
-        return None
+        return None, {}
     shown: dict[str, int] = {}
+    layouts: dict[str, str] = {}
     for part in filter(None, raw.split(",")):
-        key, _, count = part.partition(":")
-        if not dashboard.is_section_key(key) or not count.isdigit():
-            raise BadInput(f"shown: {part!r} is not <section>:<rows>.")
+        key, _, rest = part.partition(":")
+        count, _, layout = rest.partition(":")
+        if not dashboard.is_section_key(key) or not count.isdigit() or len(layout) > 32:
+            raise BadInput(f"shown: {part!r} is not <section>:<rows>[:<layout>].")
         shown[key] = min(int(count), 10_000)
-    return shown
+        if layout:
+            layouts[key] = layout
+    return shown, layouts
 
 
 def render_deck(
@@ -188,11 +194,11 @@ def render_deck(
     sections that changed, out of band (both with ``HX-Reswap: none``).
     """
     try:
-        shown = shown_rows(request)
+        shown, layouts = shown_rows(request)
     except BadInput as exc:
         return HttpResponse(str(exc), status=BAD_REQUEST, content_type="text/plain")
     board = dashboard.build_dashboard(
-        current_query(request), known_version=known_version, shown=shown
+        current_query(request), known_version=known_version, shown=shown, layouts=layouts
     )
     if board.unchanged:
         response = render(request, "experiments/_deck_unchanged.html", {"board": board})
@@ -1126,27 +1132,53 @@ def operations_view(request: HttpRequest) -> HttpResponse:
 @require_GET
 def failures_view(request: HttpRequest) -> HttpResponse:
     """Failed jobs of the last N days in buckets of one failure signature, most jobs first, each
-    with an example reason and a link to its jobs (``/jobs?failure_signature=...``)."""
+    with an example reason, a link to its jobs (``/jobs?failure_signature=...``) and Stop all /
+    Retry all for its experiments. ``signature`` shows one bucket (the deck's badges link so)."""
     form = FailureWindowForm(request.GET)
     if not form.is_valid():
         return render(request, "experiments/failures.html", {"form": form}, status=400)
-    days = form.cleaned_data["days"]
-    buckets = Job.objects.failure_buckets(timezone.now() - timedelta(days=days))
-    examples = Job.objects.only("id", "job_name", "experiment_id", "failure_reason").in_bulk(
-        [b["example_id"] for b in buckets]
-    )
-    names = {job.experiment_id for job in examples.values() if job.experiment_id}
+    days, signature = form.cleaned_data["days"], form.cleaned_data["signature"] or None
+    since = timezone.now() - timedelta(days=days)
+    buckets = Job.objects.failure_buckets(since, signature)
+    examples = [b["example"] for b in buckets if b["example"] is not None]
+    names = {job.experiment_id for job in examples if job.experiment_id}
     pks = dict(Experiment.objects.filter(name__in=names).values_list("name", "pk")) if names else {}
+    for job in examples:
+        job.experiment_pk = pks.get(job.experiment_id)
     for bucket in buckets:
-        bucket["example"] = example = examples.get(bucket["example_id"])  # None: just restored
-        if example is not None:
-            example.experiment_pk = pks.get(example.experiment_id)
-        bucket["jobs_query"] = urlencode({"failure_signature": bucket["failure_signature"]})
+        key = bucket["failure_signature"]
+        bucket["jobs_query"] = urlencode({"failure_signature": key})
+        bucket["act_query"] = urlencode({"signature": key, "days": days})
     return render(
         request,
         "experiments/failures.html",
-        {"form": form, "days": days, "buckets": buckets, "total": sum(b["jobs"] for b in buckets)},
+        {
+            "form": form,
+            "days": days,
+            "signature": signature,
+            "buckets": buckets,
+            "total": sum(b["jobs"] for b in buckets),
+            "here": request.get_full_path(),
+        },
     )
+
+
+@ui_login_required
+@require_GET
+def failures_confirm(request: HttpRequest) -> HttpResponse:
+    """Stop all or Retry all of one bucket: the same confirmation as the bulk bar's, listing the
+    experiments it acts on; its form posts them to ``bulk_action`` (which acts only then)."""
+    form = FailureActionForm(request.GET)
+    if not form.is_valid():
+        errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+        return refuse(request, f"Nothing to confirm: {errors}")
+    data = form.cleaned_data
+    since = timezone.now() - timedelta(days=data["days"])
+    names = Job.objects.bucket_experiments(since, data["signature"]).get(data["signature"], [])
+    experiments = list(Experiment.objects.filter(name__in=names).order_by("name"))
+    if not experiments:
+        return refuse(request, "No experiment has a failed job in this bucket and window.")
+    return confirm_response(request, bulk_confirmation(request, data["action"], experiments))
 
 
 @ui_login_required

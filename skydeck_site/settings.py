@@ -158,6 +158,11 @@ def sqlite_database(path: Path) -> dict:
     return {
         "ENGINE": "skydeck_site.sqlite3",  # Django's, creating the file 0600 (filemodes)
         "NAME": str(path),
+        # Reused per thread like PostgreSQL's: a new SQLite connection parses the schema, runs
+        # the pragmas below and starts with an empty page cache, on every request otherwise.
+        # A restore copies into the live file (backups.backup), so open connections stay valid.
+        "CONN_MAX_AGE": envint("SKYDECK_DB_CONN_MAX_AGE", 60, minimum=0),
+        "CONN_HEALTH_CHECKS": True,
         "OPTIONS": {
             # BEGIN IMMEDIATE takes the write lock up front, so a read-then-write transaction
             # waits on busy_timeout instead of failing with "database is locked" on upgrade.

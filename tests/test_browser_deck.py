@@ -32,8 +32,8 @@ def test_a_long_group_loads_its_rest_and_keeps_it_across_polls(page, live_server
     expect(rows_of(page, group)).to_have_count(120)
     expect(page.locator(f"#group-{group.pk} tr.more-row")).to_have_count(0)
 
-    # open an editor on a late row, tick another, then a sync changes a row: the poll swaps the
-    # section in place; the loaded rows, the editor (and what is typed) and the tick all stay
+    # open an editor on a late row, tick another, then a sync changes a row: the poll swaps that
+    # row in place; the loaded rows, the editor (and what is typed) and the tick all stay
     late = page.locator("#deck tr.exp-row:has(a.exp-name:text-is('long-0110'))")
     late.locator("a.exp-name").click()
     editor = page.locator("#deck tr.detail-row form.editor")
@@ -43,12 +43,17 @@ def test_a_long_group_loads_its_rest_and_keeps_it_across_polls(page, live_server
         'input[name="ids"]'
     ).check()
     page.locator("#deck").click(position={"x": 2, "y": 2})  # focus leaves the editor
+    page.evaluate(f"document.getElementById('group-{group.pk}').dataset.marker = 'kept'")
     Experiment.objects.filter(name="long-0110").update(current_state="RUNNING")
     page.evaluate("htmx.trigger(document.body, 'refresh-deck')")
     expect(late.locator(".c-state")).to_contain_text("running")
+    expect(page.locator(f"#group-{group.pk} .group-head")).to_contain_text("1 running")
     expect(rows_of(page, group)).to_have_count(120)
     expect(page.locator("#deck tr.detail-row #id_description")).to_have_value("typed, not saved")
+    expect(late.locator("a.exp-name")).to_have_attribute("aria-expanded", "true")
     expect(page.locator("#selection-count")).to_have_text("1 selected")
+    # only the row came: the section is the same element (its rows alone changed)
+    expect(page.locator(f"#group-{group.pk}[data-marker='kept']")).to_have_count(1)
     assert page.js_errors == []
 
 

@@ -79,3 +79,40 @@ def test_failures_page_buckets_and_links_to_the_jobs(page, live_server, alice):
     expect(page).to_have_url(re.compile(r"/jobs\?failure_signature=FAILED%3A"))
     expect(page.locator("a[href^='/jobs/'][href$='/logs']")).to_have_count(4)
     assert page.js_errors == []
+
+
+def test_stop_all_of_a_bucket_confirms_in_the_dialog_and_stops_its_experiments(
+    page, live_server, alice
+):
+    from playwright.sync_api import expect
+
+    from experiments import services
+    from experiments.models import Experiment
+
+    made = [
+        services.create_experiment("tester", name=n, nodes=1, gpus=8, accelerator="H100")
+        for n in ("sweep.a", "sweep.b", "steady")
+    ]
+    services.set_desired_state("tester", made, "RUNNING")
+    _failed(10, "sweep.a", "NCCL watchdog timeout after 600000 ms on 10.0.0.7")
+    _failed(11, "sweep.b", "NCCL watchdog timeout after 1800000 ms on 10.0.0.9")
+    _failed(12, "steady", "disk quota exceeded")
+
+    login(page, live_server)
+    page.goto(f"{live_server.url}/failures")
+    row = page.locator("table.failures tbody tr", has_text="NCCL watchdog timeout")
+    row.get_by_role("link", name=re.compile("Stop all 2 experiments")).click()
+    dialog = page.locator("#confirm-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#confirm-title")).to_have_text("Stop 2 experiments?")
+    expect(dialog).to_contain_text("sweep.a")
+    expect(dialog).not_to_contain_text("steady")
+    if os.environ.get("SKYDECK_SCREENSHOTS"):
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "failures-stop-all.png"), full_page=True)
+    dialog.get_by_role("button", name="Stop").click()
+    expect(page).to_have_url(re.compile(r"/failures$"))
+    expect(page.locator(".messages")).to_contain_text("Stopped 2 experiments")
+    states = dict(Experiment.objects.values_list("name", "desired_state"))
+    assert states == {"sweep.a": "STOPPED", "sweep.b": "STOPPED", "steady": "RUNNING"}
+    assert page.js_errors == []

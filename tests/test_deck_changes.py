@@ -183,6 +183,90 @@ def test_a_changed_poll_sends_only_the_changed_section(web, django_assert_max_nu
     assert "exp-row" not in poll(web, new, shown=f"{a.pk}:3").content.decode()
 
 
+def shown_of(html: str) -> str:
+    """What skydeck.js sends as ``shown`` for a deck: key, rows and layout of each built section."""
+    parts = []
+    for match in re.finditer(
+        r'<section [^>]*data-key="([^"]+)" data-built data-layout="(\w+)"', html
+    ):
+        rest = html[match.end() : html.find("</section>", match.end())]
+        rows = rest.count('class="exp-row')
+        parts.append(f"{match.group(1)}:{rows}:{match.group(2)}")
+    return ",".join(parts)
+
+
+def test_a_poll_whose_rows_alone_changed_sends_those_rows(web, make_job):
+    a, a_rows = group_of("alpha", 30)
+    b, _ = group_of("beta", 3, order=1)
+    first = web.get("/", **HTMX_DECK).content.decode()
+    shown = shown_of(first)
+    assert shown.startswith(f"{a.pk}:30:") and f",{b.pk}:3:" in shown
+    Experiment.objects.filter(pk=a_rows[7].pk).update(current_state=JobStatus.RUNNING)
+    services.set_desired_state("t", [a_rows[9]], "RUNNING")
+    v = re.search(r'data-version="([^"]+)"', first).group(1)
+    html = poll(web, v, shown=shown).content.decode()
+    assert "<section" not in html  # no section re-rendered ...
+    rows = re.findall(
+        r'<template><tr id="row-(\d+)-(\d+)" class="exp-row[^"]*" hx-swap-oob="true"', html
+    )
+    assert sorted(rows) == sorted([(str(a.pk), str(a_rows[7].pk)), (str(a.pk), str(a_rows[9].pk))])
+    assert html.count('class="exp-row') == 2  # ... only its two changed rows
+    figures = re.search(
+        rf'<span class="group-figures" id="group-{a.pk}-figures" hx-swap-oob="true">(.*?)</span></span>',
+        html,
+    )
+    assert figures and "30</span>" in figures.group(1) and "1 running" in figures.group(1)
+    assert "lr" in html and 'title="lr = 7"' in html  # the flag cells under the same columns
+
+
+def test_a_changed_layout_or_an_ungrouped_row_re_renders_the_section(web, make_experiment):
+    a, a_rows = group_of("alpha", 4)
+    loose = make_experiment("loose")
+    first = web.get("/", **HTMX_DECK).content.decode()
+    v = re.search(r'data-version="([^"]+)"', first).group(1)
+    shown = shown_of(first)
+    services.update_experiment("t", a_rows[0], flags={"lr": 0, "new.key": 1})  # a new column
+    html = poll(web, v, shown=shown).content.decode()
+    assert re.search(rf'<section [^>]*id="group-{a.pk}"[^>]*hx-swap-oob="true"', html)
+    assert html.count('class="exp-row') == 4 and "<template><tr" not in html
+    v = re.search(r'data-version="([^"]+)"', html).group(1)
+    Experiment.objects.filter(pk=loose.pk).update(current_state=JobStatus.RUNNING)
+    html = poll(web, v, shown=shown).content.decode()
+    assert 'data-key="u"' in html and "<template><tr" not in html  # sorted by name: whole
+    v = re.search(r'data-version="([^"]+)"', html).group(1)
+    Experiment.objects.filter(pk=a_rows[1].pk).update(reconcile_note="x")
+    old_layout = poll(web, v, shown=f"{a.pk}:4:000000000000").content.decode()
+    assert re.search(rf'<section [^>]*id="group-{a.pk}"', old_layout)  # the browser's is stale
+
+
+def test_a_changed_row_the_browser_does_not_show_is_not_sent(web):
+    group, rows = group_of("long", 80)
+    first = web.get("/", **HTMX_DECK).content.decode()
+    v = re.search(r'data-version="([^"]+)"', first).group(1)
+    shown = shown_of(first)
+    assert shown.startswith(f"{group.pk}:50:")
+    Experiment.objects.filter(pk=rows[70].pk).update(reconcile_note="far down")
+    html = poll(web, v, shown=shown).content.decode()
+    assert "exp-row" not in html and f'id="group-{group.pk}-figures"' in html
+
+
+def test_a_poll_of_changed_rows_costs_the_same_queries_for_few_and_many(web):
+    from django.test.utils import CaptureQueriesContext
+
+    groups = [group_of(f"g{i}", 20, order=i) for i in range(3)]
+    cost = {}
+    for changed in (1, 15):
+        first = web.get("/", **HTMX_DECK).content.decode()
+        v = re.search(r'data-version="([^"]+)"', first).group(1)
+        ids = [r.pk for _, rows in groups for r in rows[:changed]]
+        Experiment.objects.filter(pk__in=ids).update(reconcile_note=f"busy {changed}")
+        with CaptureQueriesContext(connection) as queries:
+            html = poll(web, v, shown=shown_of(first)).content.decode()
+        assert html.count("<template><tr") == 3 * changed and "<section" not in html
+        cost[changed] = len(queries)
+    assert cost[1] == cost[15]
+
+
 def test_a_changed_section_keeps_the_rows_the_browser_loaded(web):
     group, rows = group_of("long", 130)
     v = version_of(web.get("/", **HTMX_DECK))

@@ -35,6 +35,7 @@ UI_READS = {
     "job_log_stream",
     "operations",
     "failures",
+    "failures_confirm",
 }
 
 

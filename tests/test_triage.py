@@ -249,7 +249,7 @@ def test_the_failures_page_buckets_the_window_most_jobs_first(web, make_job, mak
     assert body.index(oom) < body.index("FAILED: No space left on device")
     assert "ancient" not in body and "4 failed jobs" in body and "in 2 buckets" in body
     row = body[body.index(oom) :].split("</tr>")[0]
-    cells = re.findall(r'<td class="num">(.*?)</td>', row, re.S)
+    cells = re.findall(r'<td class="num"[^>]*>(.*?)</td>', row, re.S)
     assert cells[1:] == ["2", "2"]  # 2 experiments (a, b), 2 users
     assert ">3</a>" in row and "failure_signature=FAILED%3A+CUDA" in row  # 3 jobs, linked
     assert "job 12 of" in row  # the newest job is the example, linked to its experiment
@@ -299,3 +299,121 @@ def test_the_failures_page_costs_the_same_queries_for_many_buckets(
 def test_the_failures_page_needs_a_login(client):
     response = client.get("/failures")
     assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+
+
+# --- acting on a bucket, its API and the deck's link ---------------------------------------------
+
+
+def _hidden(body: str, name: str) -> list[str]:
+    return re.findall(rf'<input type="hidden" name="{name}" value="([^"]*)"', body)
+
+
+def test_stop_all_confirms_the_bucket_s_experiments_and_stops_only_them(
+    web, make_job, make_experiment
+):
+    from experiments.models import Experiment, OperationLog
+
+    a = make_experiment("a", desired_state="RUNNING")
+    b = make_experiment("b", desired_state="RUNNING")
+    make_experiment("other", desired_state="RUNNING")
+    _failed(make_job, 10, "a", "NCCL timeout after 600000 ms")
+    _failed(make_job, 11, "b", "NCCL timeout after 1800000 ms")
+    _failed(make_job, 12, "other", "something else entirely")
+    _failed(make_job, 13, "ghost", "NCCL timeout after 5 ms")  # no experiment: not acted on
+    page = web.get("/failures").content.decode()
+    row = page[page.index("NCCL timeout") :].split("</tr>")[0]
+    link = re.search(r'href="(/failures/confirm\?[^"]*action=stop[^"]*)"', row).group(1)
+    confirm = web.get(link.replace("&amp;", "&"))
+    body = confirm.content.decode()
+    assert confirm.status_code == 200 and "Stop 2 experiments?" in body
+    assert sorted(int(i) for i in _hidden(body, "ids")) == sorted([a.pk, b.pk])
+    form = {"action": "stop", "confirmed": "1", "ids": _hidden(body, "ids")}
+    form["next"] = _hidden(body, "next")[0]
+    assert form["next"].startswith("/failures")
+    done = web.post("/experiments/bulk", form)
+    assert done.status_code == 302 and done["Location"].startswith("/failures")
+    states = dict(Experiment.objects.values_list("name", "desired_state"))
+    assert states == {"a": "STOPPED", "b": "STOPPED", "other": "RUNNING"}
+    logged = OperationLog.objects.filter(operation="stop").values_list("experiment_name", flat=True)
+    assert sorted(logged) == ["a", "b"]
+
+
+def test_retry_all_shows_the_spend_before_it_starts(web, make_job, make_experiment):
+    make_experiment("a", nodes=2, gpus=8, accelerator="H100")
+    make_experiment("b", nodes=1, gpus=4, accelerator="H100")
+    sig = _failed(make_job, 10, "a", "oom").failure_signature
+    _failed(make_job, 11, "b", "oom")
+    body = web.get(
+        "/failures/confirm", {"signature": sig, "days": 7, "action": "start"}
+    ).content.decode()
+    assert "Start 2 experiments?" in body and "20 GPUs" in body
+
+
+@pytest.mark.parametrize(
+    "query, says",
+    [
+        ({"days": 7, "action": "stop"}, "signature: This field is required."),
+        ({"signature": "x", "days": 7, "action": "delete"}, "action: Select a valid choice"),
+        ({"signature": "x", "days": 3, "action": "stop"}, "days: Select a valid choice"),
+        ({"signature": "x", "days": 7, "action": "stop"}, "No experiment has a failed job"),
+    ],
+)
+def test_a_bucket_action_that_cannot_be_confirmed_says_why(web, query, says):
+    response = web.get("/failures/confirm", query)
+    assert response.status_code == 400 and says in response.content.decode()
+
+
+def test_a_bucket_of_orphaned_jobs_offers_no_action(web, make_job):
+    _failed(make_job, 10, "ghost", "oom")
+    row = web.get("/failures").content.decode().split("<tbody>")[1]
+    assert "orphaned jobs" in row and "/failures/confirm" not in row
+
+
+def test_one_bucket_is_shown_by_its_signature(web, make_job):
+    sig = _failed(make_job, 10, "a", "oom").failure_signature
+    _failed(make_job, 11, "b", "disk full")
+    body = web.get("/failures", {"signature": sig, "days": 90}).content.decode()
+    assert "one bucket" in body and "oom" in body and "disk full" not in body
+
+
+def test_the_api_answers_the_buckets_and_what_to_act_on(api, make_job, make_experiment):
+    make_experiment("a")
+    make_experiment("b")
+    for i, name in enumerate(["a", "b", "a", "ghost"]):
+        _failed(make_job, 10 + i, name, f"NCCL timeout after {i}00 ms", user=f"u{i % 2}")
+    _failed(make_job, 20, "b", "disk full")
+    answer = api.get("/api/failures/")
+    assert answer.status_code == 200
+    data = answer.json()
+    assert data["days"] == 7 and [b["jobs"] for b in data["buckets"]] == [4, 1]
+    nccl = data["buckets"][0]
+    assert nccl["signature"] == triage.signature("FAILED", "NCCL timeout after 5 ms")
+    assert nccl["experiments"] == ["a", "b"] and nccl["experiment_count"] == 3
+    assert nccl["users"] == 2 and nccl["example"]["job_id"] == 13
+    assert nccl["example"]["experiment"] == "ghost"
+    one = api.get("/api/failures/", {"signature": nccl["signature"], "days": 90}).json()
+    assert [b["signature"] for b in one["buckets"]] == [nccl["signature"]]
+
+
+@pytest.mark.parametrize(
+    "query, field",
+    [({"days": "3"}, "days"), ({"signature": "x" * 301}, "signature"), ({"since": "1"}, "since")],
+)
+def test_the_failures_api_names_a_bad_parameter(api, query, field):
+    answer = api.get("/api/failures/", query)
+    assert answer.status_code == 400 and field in answer.json()
+
+
+def test_a_failed_badge_in_the_deck_links_to_its_bucket(web, make_job, make_experiment):
+    from urllib.parse import quote_plus
+
+    from experiments.models import Experiment
+
+    make_experiment("a")
+    make_experiment("b")
+    sig = _failed(make_job, 10, "a", "CUDA out of memory").failure_signature
+    make_job(11, "b", status="SUCCEEDED")
+    Experiment.objects.refresh_current_state()
+    body = web.get("/").content.decode()
+    assert f'href="/failures?signature={quote_plus(sig)}&amp;days=90"' in body
+    assert body.count('class="badge-link"') == 1  # b succeeded: its badge links nowhere

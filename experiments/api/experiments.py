@@ -40,6 +40,7 @@ from experiments.api.serializers import (
     ExperimentCreateSerializer,
     ExperimentSerializer,
     ExperimentUpdateSerializer,
+    LatestCheckpointSerializer,
     LaunchPreviewSerializer,
     PreconditionSerializer,
     StartSerializer,
@@ -127,7 +128,9 @@ def experiment_queryset() -> QuerySet:
         ),
         Prefetch(
             "checkpoints",
-            queryset=Checkpoint.objects.latest_per_experiment(),
+            queryset=Checkpoint.objects.latest_per_experiment().only(
+                "experiment_id", *LatestCheckpointSerializer.Meta.fields
+            ),
             to_attr="api_latest_checkpoints",
         ),
     )

@@ -24,6 +24,7 @@ from experiments.api.fields import (
     TAG_PATTERN,
     ExperimentNameField,
     ExperimentRefField,
+    FastRepresentation,
     FlagsField,
     IdField,
     SchemaPattern,
@@ -83,7 +84,7 @@ class GroupRefSerializer(serializers.Serializer):
     name = serializers.CharField(read_only=True)
 
 
-class LatestJobSerializer(serializers.ModelSerializer):
+class LatestJobSerializer(FastRepresentation, serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = [
@@ -95,7 +96,7 @@ class LatestJobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class LatestCheckpointSerializer(serializers.ModelSerializer):
+class LatestCheckpointSerializer(FastRepresentation, serializers.ModelSerializer):
     class Meta:
         model = Checkpoint
         fields = ["id", "epoch", "model_path", "policy_version", "size", "last_modified"]
@@ -108,13 +109,14 @@ class ExperimentListSerializer(serializers.ListSerializer):
     def to_representation(self, data: Any) -> list[Any]:
         items = list(data.all() if hasattr(data, "all") else data)
         wanted = [getattr(e, "latest_job_id", None) for e in items]
-        jobs = Job.objects.in_bulk([i for i in wanted if i is not None]) if any(wanted) else {}
+        ids = [i for i in wanted if i is not None]
+        jobs = Job.objects.only(*LatestJobSerializer.Meta.fields).in_bulk(ids) if ids else {}
         for experiment, job_id in zip(items, wanted, strict=True):
             experiment._api_latest_job = jobs.get(job_id) if job_id is not None else None
         return super().to_representation(items)
 
 
-class ExperimentSerializer(serializers.ModelSerializer):
+class ExperimentSerializer(FastRepresentation, serializers.ModelSerializer):
     flags = FlagsField(read_only=True)
     tags = serializers.ListField(child=serializers.CharField(), read_only=True)
     current_state = serializers.ChoiceField(choices=CURRENT_STATE_CHOICES, read_only=True)
@@ -235,7 +237,7 @@ class GroupSerializer(serializers.ModelSerializer):
         ]
 
 
-class JobSerializer(serializers.ModelSerializer):
+class JobSerializer(FastRepresentation, serializers.ModelSerializer):
     experiment = serializers.CharField(
         source="experiment_id",
         read_only=True,
@@ -288,7 +290,7 @@ class JobSerializer(serializers.ModelSerializer):
         return bool(value)
 
 
-class CheckpointSerializer(serializers.ModelSerializer):
+class CheckpointSerializer(FastRepresentation, serializers.ModelSerializer):
     experiment_name = serializers.CharField(source="experiment.name", read_only=True)
     replay_paths = serializers.ListField(child=serializers.CharField(), read_only=True)
 
@@ -310,7 +312,7 @@ class CheckpointSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class OperationLogSerializer(serializers.ModelSerializer):
+class OperationLogSerializer(FastRepresentation, serializers.ModelSerializer):
     class Meta:
         model = OperationLog
         fields = [

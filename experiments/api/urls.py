@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import SimpleRouter
 
 from experiments.api.experiments import BulkView, ExperimentViewSet
+from experiments.api.failures import FailuresView
 from experiments.api.groups import GroupViewSet
 from experiments.api.records import CheckpointViewSet, JobViewSet, OperationLogViewSet
 from experiments.api.system import MetaView, SyncView, docs, not_found
@@ -23,6 +24,7 @@ router.register("operations", OperationLogViewSet, basename="api-operation")
 urlpatterns = [
     *router.urls,
     re_path(r"^bulk/?$", BulkView.as_view(), name="api-bulk"),
+    re_path(r"^failures/?$", FailuresView.as_view(), name="api-failures"),
     re_path(r"^sync/?$", SyncView.as_view(), name="api-sync"),
     re_path(r"^meta/?$", MetaView.as_view(), name="api-meta"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from experiments import dashboard
+from experiments import dashboard, triage
 
 register = template.Library()
 
@@ -162,9 +162,16 @@ def _state_cell(row: dashboard.Row, oob: bool = False) -> str:
             f'<span class="note" title="{_e(e.reconcile_note)}">'
             f"{_e(truncatechars(e.reconcile_note, 90))}</span>"
         )
+    badge = _badge(e.current_state)
+    signature = getattr(e, "latest_job_failure_signature", None)
+    if signature and e.current_state in triage.FAILED:
+        badge = (
+            f'<a class="badge-link" href="{_e(dashboard.failure_bucket_url(signature))}" '
+            f'aria-label="{_e(e.current_state)}: its failure bucket">{badge}</a>'
+        )
     return (
         f'<td class="c-state"{_oob_attr("c-state", e.pk, oob)}><span class="state-line">'
-        f"{_badge(e.current_state)}{desired} {button}</span>{note}</td>"
+        f"{badge}{desired} {button}</span>{note}</td>"
     )
 
 
@@ -179,8 +186,9 @@ def state_cell(row: dashboard.Row, oob: bool = False) -> str:
 
 
 @register.simple_tag
-def exp_row(row: dashboard.Row) -> str:
-    """One dashboard row (``<tr>``); templates/experiments/_group.html has the column heads."""
+def exp_row(row: dashboard.Row, oob: bool = False) -> str:
+    """One dashboard row (``<tr>``); templates/experiments/_group.html has the column heads.
+    ``oob``: a poll's changed row, swapped in place of the one with its id."""
     e = row.experiment
     name = _e(e.name)
     description = ""
@@ -210,7 +218,8 @@ def exp_row(row: dashboard.Row) -> str:
             f"{' disabled' if row.last else ''}>\u2193</button>"
         )
     return mark_safe(  # noqa: S308 - every value is escaped by _e
-        f'<tr id="{_e(row.dom_id)}" class="exp-row{" is-starred" if e.starred else ""}" '
+        f'<tr id="{_e(row.dom_id)}" class="exp-row{" is-starred" if e.starred else ""}"'
+        f"{_OOB if oob else ''} "
         f'data-exp-id="{int(e.pk)}" data-detail-id="{_e(row.detail_id)}">'
         f'<td class="c-select"><input type="checkbox" name="ids" value="{int(e.pk)}" '
         f'form="bulk-form" aria-label="Select {name}"></td>'
@@ -239,8 +248,8 @@ def section_start(view: dashboard.GroupView, oob: bool = False) -> str:
     attrs = (
         f'class="{" ".join(classes)}" id="{dom}" aria-labelledby="{dom}-title" '
         f'data-group-id="{view.id if view.id is not None else ""}" data-key="{view.key}"'
-        + (" data-built" if view.built else "")
-        + (' hx-swap-oob="true"' if oob else "")
+        + (f' data-built data-layout="{view.layout}"' if view.built else "")
+        + (_OOB if oob else "")
     )
     toggle = ""
     if view.group:
@@ -252,6 +261,17 @@ def section_start(view: dashboard.GroupView, oob: bool = False) -> str:
             f' title="{verb} {name}"><span aria-hidden="true">{"▸" if view.collapsed else "▾"}'
             f'</span><span class="sr-only">{verb} {name}</span></button>'
         )
+    return mark_safe(  # noqa: S308 - every value is escaped by _e or is a number
+        f'<section {attrs}>\n  <header class="group-head">{toggle}'
+        f'<h2 id="{dom}-title" class="group-name">{name}</h2>{_figures(view)}'
+    )
+
+
+_OOB = ' hx-swap-oob="true"'
+
+
+def _figures(view: dashboard.GroupView, oob: bool = False) -> str:
+    """A section header's counts: its own element, so a poll can update them alone."""
     if view.matched != view.total:
         count = f"{view.matched} of {view.total}"
         title = f"{view.matched} of its {view.total} experiments match the filter"
@@ -262,8 +282,13 @@ def section_start(view: dashboard.GroupView, oob: bool = False) -> str:
         figures += f'<span class="mini tone-run">{view.running} running</span>'
     if view.failed:
         figures += f'<span class="mini tone-fail">{view.failed} failed</span>'
-    return mark_safe(  # noqa: S308 - every value is escaped by _e or is a number
-        f'<section {attrs}>\n  <header class="group-head">{toggle}'
-        f'<h2 id="{dom}-title" class="group-name">{name}</h2>'
-        f'<span class="group-count" title="{title}">{count}</span>{figures}'
+    return (
+        f'<span class="group-figures" id="{view.dom_id}-figures"{_OOB if oob else ""}>'
+        f'<span class="group-count" title="{title}">{count}</span>{figures}</span>'
     )
+
+
+@register.simple_tag
+def section_figures(view: dashboard.GroupView) -> str:
+    """A poll's update of a section's header counts (out of band)."""
+    return mark_safe(_figures(view, oob=True))  # noqa: S308 - numbers and fixed text

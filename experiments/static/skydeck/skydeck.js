@@ -371,14 +371,16 @@
     }
   });
 
-  // Every deck request says how many rows each loaded section shows ("12:50,u:80"): sections
-  // it re-renders keep them (nothing shrinks by itself); sections not loaded stay placeholders.
+  // Every deck request says how many rows each loaded section shows and the layout they line
+  // up under ("12:50:<layout>,u:80:<layout>"): sections it re-renders keep them (nothing
+  // shrinks by itself), a section whose rows alone changed gets just those rows; sections not
+  // loaded stay placeholders.
   // (Not for a new search: that is a new deck, and its URL is pushed to the address bar.)
   document.addEventListener("htmx:configRequest", function (e) {
     if (!isDeckTarget(e.detail.target)) return;
     if (e.detail.verb === "get" && e.detail.elt.id !== "deck-poll") return;
     e.detail.parameters.shown = $all("#deck section.group[data-built]").map(function (s) {
-      return s.dataset.key + ":" + $all("tr.exp-row", s).length;
+      return s.dataset.key + ":" + $all("tr.exp-row", s).length + ":" + (s.dataset.layout || "");
     }).join(",");
   });
 
@@ -435,6 +437,15 @@
   document.addEventListener("htmx:oobAfterSwap", function (e) {
     if (e.target && e.target.matches && e.target.matches("section.group")) {
       restoreDetails();
+      renderSelection();
+    } else if (e.target && e.target.matches && e.target.matches("#deck tr.exp-row")) {
+      // a poll's changed row: its open detail row (a sibling) stayed where it was
+      var detail = document.getElementById(e.target.dataset.detailId);
+      var link = expandLink(e.target);
+      if (detail && link) {
+        link.setAttribute("aria-expanded", "true");
+        detail.firstElementChild.colSpan = e.target.cells.length;
+      }
       renderSelection();
     }
   });
