@@ -29,6 +29,7 @@ from experiments.forms import ExperimentAdminForm, ExperimentGroupAdminForm, Gro
 from experiments.models import (
     JOB_RESOURCE_FIELDS,
     JOB_RUN_FIELDS,
+    AcceleratorPrice,
     Checkpoint,
     DesiredState,
     Experiment,
@@ -791,3 +792,35 @@ class LaunchAdmin(ReadOnlyAdmin):
     @admin.display(description="error")
     def error_short(self, obj: Launch) -> str:
         return truncatechars(obj.error_message, 80)
+
+
+@admin.register(AcceleratorPrice)
+class AcceleratorPriceAdmin(admin.ModelAdmin):
+    """Usage's prices per GPU-hour: each change through the services, in the operation log."""
+
+    list_display = (
+        "accelerator",
+        "cloud_label",
+        "usd_per_gpu_hour",
+        "estimate",
+        "note",
+        "updated_at",
+    )
+    list_filter = ("estimate", "cloud")
+    search_fields = ("accelerator", "cloud", "note")
+    readonly_fields = ("updated_at",)
+
+    @admin.display(description="cloud", ordering="cloud")
+    def cloud_label(self, obj: AcceleratorPrice) -> str:
+        return obj.cloud or "any"
+
+    def save_model(
+        self, request: HttpRequest, obj: AcceleratorPrice, form: ModelForm, change: bool
+    ) -> None:
+        services.save_price(request.user, obj)
+
+    def delete_model(self, request: HttpRequest, obj: AcceleratorPrice) -> None:
+        services.delete_prices(request.user, [obj])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[AcceleratorPrice]) -> None:
+        services.delete_prices(request.user, queryset)

@@ -9,15 +9,16 @@ from __future__ import annotations
 import copy
 import json
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import QuerySet
 from django.urls import reverse
+from django.utils import timezone
 
-from experiments import services, triage, validation
+from experiments import services, triage, usage, validation
 from experiments.models import Experiment, ExperimentGroup, Job
 
 
@@ -462,3 +463,31 @@ class FailureActionForm(FailureWindowForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["signature"].required = True
+
+
+class UsageForm(forms.Form):
+    """The Usage page's window (dates, until inclusive), what to roll up by and the bars."""
+
+    by = forms.ChoiceField(
+        choices=[(d, d) for d in usage.DIMENSIONS], required=False, initial="user"
+    )
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    bucket = forms.ChoiceField(choices=[(b, b) for b in usage.BUCKETS], required=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        today = timezone.now().date()
+        data["by"] = data.get("by") or "user"
+        data["bucket"] = data.get("bucket") or "day"
+        data["until"] = data.get("until") or today
+        data["since"] = data.get("since") or data["until"] - timedelta(days=6)
+        if not self.errors:
+            try:
+                data["start"], data["end"] = usage.window(
+                    data["since"], data["until"], data["bucket"]
+                )
+            except ValueError as exc:
+                field, _, message = str(exc).partition(": ")
+                self.add_error(field if field in self.fields else None, message)
+        return data

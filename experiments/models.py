@@ -13,6 +13,7 @@ from django.core.validators import (
     MinValueValidator,
 )
 from django.db import models
+from django.db.models.functions import Lower
 
 from experiments import triage, validation
 from experiments.choices import CURRENT_STATE_CHOICES, NO_JOB, JobStatus
@@ -272,6 +273,8 @@ class Job(models.Model):
             models.Index(fields=["status"], name="jobs_status_idx"),
             models.Index(fields=["-submitted_at", "-id"], name="jobs_submitted_idx"),
             models.Index(fields=["user_name"], name="jobs_user_idx"),
+            # Usage: jobs by the time they ended
+            models.Index(fields=["ended_at"], name="jobs_ended_idx"),
             # the failure buckets: failed jobs only
             models.Index(
                 fields=["failure_signature", "-submitted_at"],
@@ -425,6 +428,7 @@ class Operation(models.TextChoices):
     ADOPT = "adopt"
     PAUSE = "pause"
     RESUME = "resume"
+    PRICE = "price"
 
 
 class OperationLog(models.Model):
@@ -537,3 +541,44 @@ class DeckChange(models.Model):
 
     def __str__(self) -> str:
         return f"change {self.id}: experiment {self.experiment_id} group {self.group_id}"
+
+
+class AcceleratorPrice(models.Model):
+    """What one GPU-hour of an accelerator costs, on one cloud or on any: Usage's cost is
+    GPU-hours x this price. Migration 0012 seeds rough estimates (``estimate``); the admin edits
+    them, each change in the operation log. An accelerator with no price shows "no price"."""
+
+    accelerator = models.CharField(
+        max_length=64,
+        validators=[validation.validate_accelerator],
+        help_text="As SkyPilot names it (H100, A100-80GB, L4); case does not matter.",
+    )
+    cloud = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="aws, gcp, ... as SkyPilot reports it; empty: any cloud without its own price.",
+    )
+    usd_per_gpu_hour = models.DecimalField(
+        "USD per GPU-hour", max_digits=10, decimal_places=4, validators=[MinValueValidator(0)]
+    )
+    estimate = models.BooleanField(
+        default=False, help_text="A rough list price (seeded), not what you pay."
+    )
+    note = models.CharField(max_length=200, blank=True, help_text="Where the price comes from.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "accelerator_prices"
+        ordering = ["accelerator", "cloud"]
+        constraints = [
+            models.UniqueConstraint(
+                Lower("accelerator"),
+                Lower("cloud"),
+                name="unique_accelerator_price",
+                violation_error_message="A price for this accelerator and cloud already exists.",
+            )
+        ]
+
+    def __str__(self) -> str:
+        where = f" on {self.cloud}" if self.cloud else ""
+        return f"{self.accelerator}{where}: ${self.usd_per_gpu_hour}/GPU-h"

@@ -18,6 +18,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from experiments.models import (
+    AcceleratorPrice,
     DesiredState,
     Experiment,
     ExperimentGroup,
@@ -668,3 +669,43 @@ def reorder_groups(actor: Actor, group_ids: Sequence[int]) -> None:
                 changed.append(groups[pk])
         ExperimentGroup.objects.bulk_update(changed, ["order"])
         record(actor, Operation.GROUP_REORDER, message="groups reordered")
+
+
+# --- accelerator prices (Usage's cost) ------------------------------------------------------
+
+
+def _price_text(price: AcceleratorPrice) -> str:
+    where = price.cloud or "any cloud"
+    return f"{price.accelerator} ({where}): ${price.usd_per_gpu_hour:.4f} per GPU-hour"
+
+
+@writes
+def save_price(actor: Actor, price: AcceleratorPrice) -> AcceleratorPrice:
+    """Create or change a price, validated; the log says the old and the new value."""
+    old = None
+    if price.pk:
+        old = AcceleratorPrice.objects.filter(pk=price.pk).first()
+    price.full_clean()
+    with transaction.atomic():
+        price.save()
+        if old is None:
+            message = f"price set: {_price_text(price)}"
+        else:
+            message = f"price changed: {_price_text(old)} -> {_price_text(price)}"
+            if old.estimate and price.estimate:
+                message += " (still marked an estimate)"
+        record(actor, Operation.PRICE, message=message)
+    return price
+
+
+@writes
+def delete_prices(actor: Actor, prices: Iterable[AcceleratorPrice]) -> int:
+    """Delete prices: their accelerators show "no price" from now on."""
+    count = 0
+    with transaction.atomic():
+        for price in list(prices):
+            text = _price_text(price)
+            price.delete()
+            record(actor, Operation.PRICE, message=f"price deleted: {text}")
+            count += 1
+    return count

@@ -39,5 +39,6 @@ urlpatterns = [
     re_path(r"^operations/?$", views.operations_view, name="operations"),
     re_path(r"^failures/?$", views.failures_view, name="failures"),
     path("failures/confirm", views.failures_confirm, name="failures_confirm"),
+    re_path(r"^usage/?$", views.usage_view, name="usage"),
     path("reconciler/resume", views.reconciler_resume, name="reconciler_resume"),
 ]

@@ -8,11 +8,12 @@ Bad input is answered with 400 and the errors, never with a 500.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
@@ -33,7 +34,7 @@ from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigg
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
-from experiments import control, dashboard, services
+from experiments import control, dashboard, services, usage
 from experiments.api.filters import JobFilter, OperationLogFilter
 from experiments.forms import (
     ExperimentCreateForm,
@@ -41,6 +42,7 @@ from experiments.forms import (
     FailureActionForm,
     FailureWindowForm,
     GroupForm,
+    UsageForm,
     add_service_errors,
 )
 from experiments.launching import commands_text, launch_preview
@@ -1105,7 +1107,13 @@ def jobs_view(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "experiments/jobs.html",
-        {"page": page, "jobs": rows, "statuses": JobStatus.values, **listed.context()},
+        {
+            "page": page,
+            "jobs": rows,
+            "next_query": f"next={quote(request.get_full_path(), safe='/')}",
+            "statuses": JobStatus.values,
+            **listed.context(),
+        },
         status=listed.status,
     )
 
@@ -1179,6 +1187,64 @@ def failures_confirm(request: HttpRequest) -> HttpResponse:
     if not experiments:
         return refuse(request, "No experiment has a failed job in this bucket and window.")
     return confirm_response(request, bulk_confirmation(request, data["action"], experiments))
+
+
+@ui_login_required
+@require_GET
+def usage_view(request: HttpRequest) -> HttpResponse:
+    """GPU-hours and cost over a window, by user, experiment, group, accelerator or cloud: a
+    stacked chart per day (week, month), a table with totals, the same as CSV (``format=csv``)."""
+    form = UsageForm(request.GET)
+    wants_csv = request.GET.get("format") == "csv"
+    if not form.is_valid():
+        if wants_csv:
+            return HttpResponse(
+                form.errors.as_text(), status=BAD_REQUEST, content_type="text/plain"
+            )
+        return render(request, "experiments/usage.html", {"form": form}, status=BAD_REQUEST)
+    data = form.cleaned_data
+    report = usage.usage(data["by"], data["start"], data["end"])
+    if wants_csv:
+        return usage_csv(report, data)
+    chart = usage.series(data["by"], data["start"], data["end"], data["bucket"])
+    query = {k: v for k, v in request.GET.items() if k != "format"}
+    return render(
+        request,
+        "experiments/usage.html",
+        {
+            "form": form,
+            "data": data,
+            "report": report,
+            "chart": chart,
+            "csv_query": urlencode({**query, "format": "csv"}),
+            "spans": [
+                (
+                    label,
+                    urlencode(
+                        {**query, "since": (data["until"] - timedelta(days=n - 1)).isoformat()}
+                    ),
+                )
+                for label, n in (("7 days", 7), ("30 days", 30), ("90 days", 90))
+            ],
+        },
+    )
+
+
+def usage_csv(report: usage.UsageReport, data: dict[str, Any]) -> HttpResponse:
+    """The Usage table as CSV (a cell that a spreadsheet would run as a formula is quoted)."""
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    name = f"usage-by-{report.by}-{data['since']}-{data['until']}.csv"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    out = csv.writer(response)
+    columns = ["jobs", "gpu_hours", "cost_usd", "unpriced_gpu_hours", "unknown_jobs"]
+    out.writerow([report.by, *columns])
+    for row in [*report.rows, report.total]:
+        values = row.as_dict()
+        key = values["key"]
+        if key[:1] in ("=", "+", "-", "@", "\t", "\r"):
+            key = "'" + key
+        out.writerow([key, *(values[c] for c in columns)])
+    return response
 
 
 @ui_login_required

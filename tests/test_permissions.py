@@ -36,6 +36,7 @@ UI_READS = {
     "operations",
     "failures",
     "failures_confirm",
+    "usage",
 }
 
 

@@ -12,6 +12,7 @@ from experiments.api.failures import FailuresView
 from experiments.api.groups import GroupViewSet
 from experiments.api.records import CheckpointViewSet, JobViewSet, OperationLogViewSet
 from experiments.api.system import MetaView, SyncView, docs, not_found
+from experiments.api.usage import UsageView
 
 router = SimpleRouter()
 router.trailing_slash = "/?"  # the constructor only knows "/" or ""
@@ -26,6 +27,7 @@ urlpatterns = [
     re_path(r"^bulk/?$", BulkView.as_view(), name="api-bulk"),
     re_path(r"^failures/?$", FailuresView.as_view(), name="api-failures"),
     re_path(r"^sync/?$", SyncView.as_view(), name="api-sync"),
+    re_path(r"^usage/?$", UsageView.as_view(), name="api-usage"),
     re_path(r"^meta/?$", MetaView.as_view(), name="api-meta"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", docs, name="api-docs"),
