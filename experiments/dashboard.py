@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -431,6 +431,7 @@ class GroupView:
     built: bool = True  # False: only the header; the rows load when it scrolls into view
     offset: int = 0  # position of the first row (a "Show more" answer starts further down)
     rows_only: bool = False  # a poll's answer: only these changed rows and the header figures
+    gpu_seconds: float | None = None  # of the matching members' jobs (the header's GPU-h)
     first: bool = False
     last: bool = False
 
@@ -474,7 +475,7 @@ class GroupView:
 
     @property
     def colspan(self) -> int:
-        return 7 + len(self.columns)
+        return 8 + len(self.columns)
 
     @property
     def layout(self) -> str:
@@ -506,6 +507,11 @@ def desired_hint(experiment: Experiment) -> str:
     if experiment.desired_state == DesiredState.STOPPED and owned:
         return DesiredState.STOPPED
     return ""
+
+
+def gpu_hours_text(seconds: float | None) -> str:
+    """GPU-seconds as the deck shows GPU-hours: one decimal, grouped; the dash when unknown."""
+    return MISSING if seconds is None else f"{seconds / 3600:,.1f}"
 
 
 def failure_bucket_url(signature: str) -> str:
@@ -616,6 +622,7 @@ class _Summary:
     matched: int = 0
     running: int = 0
     failed: int = 0
+    gpu_seconds: float | None = None  # of the matching members' jobs
 
 
 def _search_ids(query: str):
@@ -643,6 +650,7 @@ def section_summaries(
         matched=Count("id"),
         running=Count("id", filter=Q(**{state: JobStatus.RUNNING})),
         failed=Count("id", filter=Q(**{f"{state}__in": FAILED_STATES})),
+        gpu_seconds=Sum("experiment__gpu_seconds"),
     ):
         summary = summaries.setdefault(str(row["group_id"]), _Summary())
         summary.matched, summary.running, summary.failed = (
@@ -650,7 +658,7 @@ def section_summaries(
             row["running"],
             row["failed"],
         )
-        summary.total = row["matched"]
+        summary.total, summary.gpu_seconds = row["matched"], row["gpu_seconds"]
     if query:
         everyone = ExperimentGroupMember.objects.filter(group_id__in=[g.pk for g in groups])
         for row in everyone.values("group_id").annotate(n=Count("id")):
@@ -664,6 +672,7 @@ def section_summaries(
         matched=Count("id"),
         running=Count("id", filter=Q(current_state=JobStatus.RUNNING)),
         failed=Count("id", filter=Q(current_state__in=FAILED_STATES)),
+        gpu_seconds=Sum("gpu_seconds"),
     )
     summaries[UNGROUPED] = _Summary(counts["matched"], **counts)
     return summaries
@@ -727,6 +736,7 @@ def build_sections(
         view = GroupView(
             group, [], [], [], summary.total, summary.matched, summary.running, summary.failed
         )
+        view.gpu_seconds = summary.gpu_seconds
         if key in plan:
             flags = [f for _, f in members[key]]
             view.columns, view.common = flag_layout(group, flags)
@@ -864,6 +874,7 @@ def build_dashboard(
                 summary = summaries.get(view.key, _Summary())
                 view.total, view.matched = summary.total, summary.matched
                 view.running, view.failed = summary.running, summary.failed
+                view.gpu_seconds = summary.gpu_seconds
             rest = only - {view.key for view in row_views}
             views = row_views + build_sections(query, groups, summaries, plan, only=rest)
         else:

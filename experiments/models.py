@@ -91,6 +91,13 @@ class Experiment(models.Model):
     parked_reason = models.TextField(
         blank=True, editable=False, help_text="Why the reconciler stopped relaunching it."
     )
+    gpu_seconds = models.FloatField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="GPU-seconds of all its jobs (nodes x GPUs x run time) as of the last sync; "
+        "empty: no job says its GPUs and run time.",
+    )
     reconcile_note = models.CharField(
         max_length=500, blank=True, editable=False, help_text="The reconciler's last decision."
     )

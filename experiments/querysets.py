@@ -20,6 +20,13 @@ def _active_statuses() -> list[str]:
     return JobStatus.active()
 
 
+#: A job's GPU-seconds in SQL: nodes x GPUs per node x SkyPilot's run time (NULL when a job does
+#: not say one of them; SUM skips those). experiments.usage rolls the same expression up.
+GPU_SECONDS = models.ExpressionWrapper(
+    models.F("nodes") * models.F("gpus") * models.F("duration"), output_field=models.FloatField()
+)
+
+
 class ExperimentQuerySet(models.QuerySet):
     def with_latest(self) -> ExperimentQuerySet:
         """Annotate each experiment with its latest job and latest checkpoint epoch (no N+1).
@@ -63,13 +70,15 @@ class ExperimentQuerySet(models.QuerySet):
         )
 
     def refresh_current_state(self) -> int:
-        """Set ``current_state`` from each experiment's latest job, in one UPDATE."""
+        """Set ``current_state`` from each experiment's latest job and ``gpu_seconds`` from all
+        of its jobs, in one UPDATE (the job syncer, a create and a rename call it)."""
         Job = _job_model()
-        latest = Job.objects.filter(experiment_id=OuterRef("name")).order_by(
-            models.F("submitted_at").desc(nulls_last=True), "-id"
-        )
+        mine = Job.objects.filter(experiment_id=OuterRef("name"))
+        latest = mine.order_by(models.F("submitted_at").desc(nulls_last=True), "-id")
+        used = mine.order_by().values("experiment_id").annotate(s=models.Sum(GPU_SECONDS))
         return self.update(
-            current_state=Coalesce(Subquery(latest.values("status")[:1]), Value(NO_JOB))
+            current_state=Coalesce(Subquery(latest.values("status")[:1]), Value(NO_JOB)),
+            gpu_seconds=Subquery(used.values("s")[:1]),
         )
 
     def desired_running(self) -> ExperimentQuerySet:

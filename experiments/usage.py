@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, ExpressionWrapper, F, FloatField, Q, Sum
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDay, TruncMonth, TruncWeek
 from django.utils import timezone
 
 from experiments.choices import JobStatus
 from experiments.models import AcceleratorPrice, Job
+from experiments.querysets import GPU_SECONDS as _GPU_SECONDS
 
 #: What a roll-up can be by, and the job column (or join) each reads.
 DIMENSIONS = {
@@ -48,7 +49,6 @@ BUCKETS = {"day": TruncDay, "week": TruncWeek, "month": TruncMonth}
 #: Statuses in which SkyPilot's job_duration keeps growing (the time since the last sync counts).
 RUNNING = (JobStatus.RUNNING, JobStatus.WINDING_DOWN)
 
-_GPU_SECONDS = ExpressionWrapper(F("nodes") * F("gpus") * F("duration"), output_field=FloatField())
 _KNOWN = Q(nodes__isnull=False, gpus__isnull=False, duration__isnull=False)
 
 

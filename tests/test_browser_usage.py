@@ -42,6 +42,12 @@ def _job(job_id: int, user: str, days_ago: int, hours: float, gpus: int = 8, acc
 def test_usage_page_charts_the_window_and_exports_it(page, live_server, alice):
     from playwright.sync_api import expect
 
+    from experiments.models import AcceleratorPrice
+
+    # a live server's database is emptied between tests (migration 0012's seeds go too)
+    AcceleratorPrice.objects.update_or_create(
+        accelerator="H100", cloud="", defaults={"usd_per_gpu_hour": 4, "estimate": True}
+    )
     for i, user in enumerate(["alice", "bob", "carol", "dave"]):
         for day in range(0, 10, i + 1):
             _job(100 * i + day, user, day, hours=1 + i + day % 3)

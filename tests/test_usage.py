@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -233,3 +234,42 @@ def test_a_price_change_is_in_the_operation_log_with_its_values(admin_client):
 def test_the_migration_seeds_estimates_for_common_accelerators(db):
     seeded = dict(AcceleratorPrice.objects.values_list("accelerator", "estimate"))
     assert {"H100", "A100", "L4", "T4"} <= set(seeded) and all(seeded.values())
+
+
+def test_the_deck_shows_each_experiment_s_gpu_hours_and_each_group_s_total(web, make_job):
+    from experiments.models import Experiment
+
+    a = services.create_experiment("t", name="a")
+    b = services.create_experiment("t", name="b")
+    services.create_experiment("t", name="idle")
+    group = services.create_group("t", "g")
+    services.add_to_group("t", group, [a, b])
+    job(make_job, 1, "a", nodes=2, gpus=8, hours=1.5)  # 24 GPU-h
+    job(make_job, 2, "b", nodes=1, gpus=4, hours=0.25)  # 1 GPU-h
+    Experiment.objects.refresh_current_state()  # what the job syncer runs for touched names
+    assert Experiment.objects.get(name="a").gpu_seconds == 24 * 3600
+    body = web.get("/").content.decode()
+    cells = re.findall(r'<td class="c-gpuh num">([^<]*)</td>', body)
+    assert sorted(cells) == ["1.0", "24.0", "\u2013"]  # idle: no job says its GPU time
+    assert "25.0 GPU-h</span>" in body  # the group's header
+    answer = web.get(f"/api/experiments/{a.pk}/").json()
+    assert answer["gpu_seconds"] == 24 * 3600
+
+
+def test_the_syncer_and_a_rename_keep_gpu_hours(server, make_experiment):
+    from fake_skypilot import job_record
+
+    from experiments.models import Experiment
+    from syncing.runner import run_sync
+
+    exp = make_experiment("trainer")
+    fresh = make_experiment("fresh")
+    server.jobs = [
+        job_record(5, "trainer", status="SUCCEEDED", resources="2x[H100:8]", job_duration=1800),
+        job_record(6, "ghost", status="SUCCEEDED", resources="1x[L4:1]", job_duration=3600),
+    ]
+    assert run_sync("skypilot").ok
+    assert Experiment.objects.get(pk=exp.pk).gpu_seconds == 16 * 1800
+    assert Experiment.objects.get(pk=fresh.pk).gpu_seconds is None
+    services.update_experiment("t", Experiment.objects.get(pk=fresh.pk), name="ghost")
+    assert Experiment.objects.get(pk=fresh.pk).gpu_seconds == 3600  # the jobs of its new name

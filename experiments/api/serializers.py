@@ -138,6 +138,7 @@ class ExperimentSerializer(FastRepresentation, serializers.ModelSerializer):
             "desired_changed_at",
             "parked_reason",
             "reconcile_note",
+            "gpu_seconds",
             "has_active_job",
             "groups",
             "latest_job",

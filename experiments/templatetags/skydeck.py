@@ -227,7 +227,8 @@ def exp_row(row: dashboard.Row, oob: bool = False) -> str:
         f'<td class="c-name"><a class="exp-name" href="{_e(row.detail_url)}" data-expand '
         f'aria-expanded="false">{name}</a>{description}</td>'
         f"{_state_cell(row)}"
-        f'<td class="c-epoch num">{epoch}</td><td class="c-shape">{_e(e.shape)}</td>{cells}'
+        f'<td class="c-epoch num">{epoch}</td><td class="c-shape">{_e(e.shape)}</td>'
+        f'<td class="c-gpuh num">{dashboard.gpu_hours_text(e.gpu_seconds)}</td>{cells}'
         f'<td class="c-order">{order}</td></tr>\n'
     )
 
@@ -282,6 +283,11 @@ def _figures(view: dashboard.GroupView, oob: bool = False) -> str:
         figures += f'<span class="mini tone-run">{view.running} running</span>'
     if view.failed:
         figures += f'<span class="mini tone-fail">{view.failed} failed</span>'
+    if view.gpu_seconds:
+        figures += (
+            f'<span class="mini gpu-hours" title="GPU-hours of the jobs of its experiments, as of '
+            f'the last sync">{dashboard.gpu_hours_text(view.gpu_seconds)} GPU-h</span>'
+        )
     return (
         f'<span class="group-figures" id="{view.dom_id}-figures"{_OOB if oob else ""}>'
         f'<span class="group-count" title="{title}">{count}</span>{figures}</span>'
