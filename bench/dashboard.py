@@ -48,6 +48,7 @@ def seed(args: argparse.Namespace) -> None:
 
     now = datetime.now(UTC)
     statuses = list(JobStatus.values)
+    active = set(JobStatus.active())
     with transaction.atomic():
         Experiment.objects.bulk_create(
             (
@@ -98,8 +99,15 @@ def seed(args: argparse.Namespace) -> None:
                     status=statuses[j % len(statuses)],
                     user_name=["alice", "bob", "carol"][j % 3],
                     resources="2x[H100:8]",
+                    nodes=2,
+                    gpus=8,
+                    accelerator="H100",
+                    cloud=["aws", "gcp"][j % 2],
                     submitted_at=now - timedelta(minutes=args.jobs - j),
                     started_at=now - timedelta(minutes=args.jobs - j - 1),
+                    ended_at=None
+                    if statuses[j % len(statuses)] in active
+                    else now - timedelta(minutes=args.jobs - j - 11),
                     duration=600.0,
                     first_seen=now,
                     last_seen=now,
@@ -317,6 +325,13 @@ def main() -> None:
         last = ExperimentGroup.objects.order_by("-order", "-id").first()
         cases.append(("group scrolled into view", f"/groups/{last.pk}/section", htmx))
         cases.append(("show more (rows 51-100)", f"/groups/{last.pk}/rows?offset=50", htmx))
+    if "/usage" in deck or 'href="/usage"' in client.get("/").content.decode():  # issue 16
+        since = (datetime.now(UTC) - timedelta(days=29)).date().isoformat()
+        cases.append(("/usage (30 days, by user)", f"/usage?since={since}", {}))
+        cases.append(("/usage (30 days, by group)", f"/usage?since={since}&by=group", {}))
+        cases.append(
+            ("API /api/usage/ (by experiment)", f"/api/usage/?since={since}&by=experiment", {})
+        )
     for label, url, headers in cases:
         report(label, *measure(client, url, args.runs, **headers))
     report("changed poll (one row)", *measure_changed_poll(client, args.runs, some.pk))

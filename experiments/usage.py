@@ -294,6 +294,8 @@ def window(since: date, until: date, bucket: str = "day") -> tuple[datetime, dat
         raise ValueError("until: must not be before since.")
     if bucket not in BUCKETS:
         raise ValueError(f"bucket: one of {', '.join(BUCKETS)}.")
+    if until >= date.max:
+        raise ValueError(f"until: must be before {date.max.isoformat()}.")
     start = datetime.combine(since, datetime.min.time(), tzinfo=UTC)
     end = datetime.combine(until, datetime.min.time(), tzinfo=UTC) + timedelta(days=1)
     days = (end - start).days

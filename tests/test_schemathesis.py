@@ -112,6 +112,11 @@ MODEL_RULES: dict[str, dict[str, str]] = {
     },
     "POST /api/bulk/": {"group": r"^No group with id [0-9]+\.$"},
     "POST /api/sync/": {"sources": r"^Not available here: "},  # a syncer not installed here
+    # dates the schema can only call dates: their order, and a window of at most 400 bars
+    "GET /api/usage/": {
+        "until": r"^must (not be before since|be before 9999-12-31)\.$",
+        "bucket": r"^[0-9]+ days make [0-9]+ bars of a (day|week|month), more than 400; ",
+    },
 }
 
 

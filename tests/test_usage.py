@@ -160,6 +160,7 @@ def test_the_usage_page_charts_tables_and_exports(web, make_job):
         ({"since": "2026-12-05", "until": "2026-12-01"}, "until: must not be before since"),
         ({"since": "2020-01-01", "until": "2026-01-01"}, "bucket: more than 400"),
         ({"since": "yesterday"}, "since: Enter a valid date"),
+        ({"until": "9999-12-31"}, "until: must be before 9999-12-31"),
     ],
 )
 def test_a_bad_usage_window_is_a_400_that_says_why(web, query, says):
@@ -273,3 +274,16 @@ def test_the_syncer_and_a_rename_keep_gpu_hours(server, make_experiment):
     assert Experiment.objects.get(pk=fresh.pk).gpu_seconds is None
     services.update_experiment("t", Experiment.objects.get(pk=fresh.pk), name="ghost")
     assert Experiment.objects.get(pk=fresh.pk).gpu_seconds == 3600  # the jobs of its new name
+
+
+@pytest.mark.parametrize(
+    "url, query, field, says",
+    [
+        ("/api/usage/", "until=", "until", "Give a value or leave the parameter out."),
+        ("/api/usage/", "by=user&by=group", "by", "Give this parameter once."),
+        ("/api/failures/", "days=", "days", "Give a value or leave the parameter out."),
+    ],
+)
+def test_query_parameters_given_empty_or_twice_are_refused(api, url, query, field, says):
+    answer = api.get(f"{url}?{query}")
+    assert answer.status_code == 400 and answer.json() == {field: [says]}

@@ -399,3 +399,23 @@ ID_OR_NAME = OpenApiParameter(
         OpenApiExample("by id", value="1"),
     ],
 )
+
+
+class StrictQuerySerializer(serializers.Serializer):
+    """A view's own query parameters, as strict as the filter sets' (StrictFilterSet): a typed
+    parameter given empty (``?since=``) or any parameter given twice is an error, never
+    silently the default."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        errors = {}
+        for name, field in self.fields.items():
+            if name not in data:
+                continue
+            values = data.getlist(name) if hasattr(data, "getlist") else [data[name]]
+            if len(values) > 1:
+                errors[name] = ["Give this parameter once."]
+            elif values[0] == "" and not isinstance(field, serializers.CharField):
+                errors[name] = ["Give a value or leave the parameter out."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)

@@ -17,14 +17,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from experiments.api.common import StrictQueryParams, errors
+from experiments.api.common import StrictQueryParams, StrictQuerySerializer, errors
 from experiments.models import Job
 from experiments.triage import DEFAULT_FAILURE_WINDOW, FAILURE_WINDOWS
 
 SIGNATURE_MAX_LENGTH = Job._meta.get_field("failure_signature").max_length
 
 
-class FailureWindowSerializer(serializers.Serializer):
+class FailureWindowSerializer(StrictQuerySerializer):
     days = serializers.ChoiceField(
         choices=FAILURE_WINDOWS, required=False, default=DEFAULT_FAILURE_WINDOW
     )

@@ -13,10 +13,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from experiments import usage
-from experiments.api.common import StrictQueryParams, errors
+from experiments.api.common import StrictQueryParams, StrictQuerySerializer, errors
 
 
-class UsageQuerySerializer(serializers.Serializer):
+class UsageQuerySerializer(StrictQuerySerializer):
     by = serializers.ChoiceField(choices=list(usage.DIMENSIONS), required=False, default="user")
     since = serializers.DateField(required=False, help_text="First day (UTC); default: 6 days ago.")
     until = serializers.DateField(required=False, help_text="Last day (UTC, inclusive); today.")
