@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Q, Sum
-from django.db.models.functions import TruncDay, TruncMonth, TruncWeek
+from django.db import connection
+from django.db.models import Case, CharField, Count, F, Q, Sum, Value, When
+from django.db.models.functions import Substr, TruncDay
 from django.utils import timezone
 
 from experiments.choices import JobStatus
@@ -45,7 +46,7 @@ NONE_LABELS = {
     "accelerator": "(no accelerator)",
     "cloud": "(unknown cloud)",
 }
-BUCKETS = {"day": TruncDay, "week": TruncWeek, "month": TruncMonth}
+BUCKETS = ("day", "week", "month")
 #: Statuses in which SkyPilot's job_duration keeps growing (the time since the last sync counts).
 RUNNING = (JobStatus.RUNNING, JobStatus.WINDING_DOWN)
 
@@ -119,18 +120,23 @@ def _window(since: datetime, until: datetime, now: datetime) -> Q:
 
 
 def _running_extra(now: datetime, since: datetime, until: datetime, columns: list[str]) -> list:
-    """Running jobs' GPU-seconds since their last sync (SkyPilot's figure is from then)."""
+    """Running jobs' GPU-seconds since their last sync (SkyPilot's figure is from then). A sync
+    pass stamps every job it saw with one ``last_seen``, so grouping by it keeps the rows few
+    (values x passes), however many jobs run."""
     if not (since <= now < until):
         return []
     rows = (
         Job.objects.filter(status__in=RUNNING, ended_at__isnull=True)
         .filter(nodes__isnull=False, gpus__isnull=False, duration__isnull=False)
-        .values_list(*columns, "nodes", "gpus", "last_seen")
+        .values(*columns, "last_seen")
+        .annotate(gpus_in_use=Sum(F("nodes") * F("gpus")))
+        .order_by()
     )
     out = []
-    for *keys, nodes, gpus, last_seen in rows:
+    for row in rows:
+        last_seen = row["last_seen"]
         seconds = max(0.0, (now - last_seen).total_seconds()) if last_seen else 0.0
-        out.append((*keys, nodes * gpus * seconds))
+        out.append((*(row[c] for c in columns), row["gpus_in_use"] * seconds))
     return out
 
 
@@ -218,44 +224,60 @@ def series(
     now: datetime | None = None,
 ) -> Series:
     """GPU-hours per ``bucket`` of the jobs' end (running jobs: now) and ``by`` value; beyond the
-    ``top`` keys by total, the rest are one stack (OTHER). One aggregate and the running jobs."""
+    ``top`` keys by total, the rest are one stack (OTHER). Three queries: the top keys, the
+    aggregate per day and key (at most top + 1 keys), the running jobs."""
     if by not in DIMENSIONS or bucket not in BUCKETS:
         raise ValueError(f"by: one of {', '.join(DIMENSIONS)}; bucket: one of {', '.join(BUCKETS)}")
     now = now or timezone.now()
     until = until or now + timedelta(seconds=1)
     column = DIMENSIONS[by]
-    trunc = BUCKETS[bucket]
-    cells = (
-        Job.objects.filter(_window(since, until, now))
-        .filter(_KNOWN)
-        .annotate(at=trunc("ended_at"))
-        .values("at", column)
-        .annotate(gpu_seconds=Sum(_GPU_SECONDS))
+    jobs = Job.objects.filter(_window(since, until, now)).filter(_KNOWN)
+    # the largest keys first (one small aggregate), so the series groups by at most top + 1
+    totals = jobs.values(column).annotate(s=Sum(_GPU_SECONDS)).order_by("-s", column)[: top + 1]
+    ranked = [row[column] for row in totals]
+    chosen = ranked[:top]
+    folds = len(ranked) > top
+    named = [v for v in chosen if v not in (None, "")]
+    label = Case(
+        When(**{f"{column}__in": named}, then=F(column)),
+        When(**{f"{column}__isnull": True}, then=Value(NONE_LABELS[by])),
+        When(**{column: ""}, then=Value(NONE_LABELS[by])),
+        default=Value(OTHER),
+        output_field=CharField(),
     )
+    cells = jobs.annotate(at=_day(), key=label).values("at", "key").annotate(s=Sum(_GPU_SECONDS))
+    keys = [NONE_LABELS[by] if v in (None, "") else str(v) for v in chosen]
+    keys = list(dict.fromkeys(keys))  # None and "" share a label
     hours: dict[tuple[datetime, str], float] = defaultdict(float)
     today = trunc_value(now, bucket)
     for cell in cells:
-        at = cell["at"] if cell["at"] is not None else today
-        key = NONE_LABELS[by] if cell[column] in (None, "") else str(cell[column])
-        hours[(trunc_value(at, bucket), key)] += (cell["gpu_seconds"] or 0.0) / 3600
-    for key, _accelerator, _cloud, seconds in _running_extra(
+        at = today if cell["at"] is None else trunc_value(_as_moment(cell["at"]), bucket)
+        key = cell["key"] if cell["key"] in keys or cell["key"] == OTHER else OTHER
+        hours[(at, key)] += (cell["s"] or 0.0) / 3600
+    for raw, _accelerator, _cloud, seconds in _running_extra(
         now, since, until, [column, "accelerator", "cloud"]
     ):
-        label = NONE_LABELS[by] if key in (None, "") else str(key)
-        hours[(today, label)] += seconds / 3600
-    totals: dict[str, float] = defaultdict(float)
-    for (_, key), value in hours.items():
-        totals[key] += value
-    ranked = sorted(totals, key=lambda k: (-totals[k], k))
-    keys = ranked[:top]
-    if len(ranked) > top:
-        folded: dict[tuple[datetime, str], float] = defaultdict(float)
-        for (at, key), value in hours.items():
-            folded[(at, key if key in keys else OTHER)] += value
-        hours = folded
+        name = NONE_LABELS[by] if raw in (None, "") else str(raw)
+        hours[(today, name if name in keys else OTHER)] += seconds / 3600
+    if folds or any(key == OTHER for _, key in hours):
         keys.append(OTHER)
     starts = bucket_starts(trunc_value(since, bucket), trunc_value(min(until, now), bucket), bucket)
     return Series(by, bucket, starts, keys, dict(hours))
+
+
+def _day() -> Any:
+    """The day a job ended, as the database groups it cheaply: SQLite keeps datetimes as UTC
+    text (its first ten characters are the day; Django's TruncDay calls back into Python for
+    every row), PostgreSQL truncates natively."""
+    if connection.vendor == "sqlite":
+        return Substr("ended_at", 1, 10, output_field=CharField())
+    return TruncDay("ended_at", tzinfo=UTC)
+
+
+def _as_moment(value: Any) -> datetime:
+    if isinstance(value, str):
+        return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=UTC)
+    return value
 
 
 def trunc_value(moment: datetime, bucket: str) -> datetime:
