@@ -9,14 +9,13 @@ from __future__ import annotations
 import copy
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db.models import QuerySet
 from django.urls import reverse
-from django.utils import timezone
 
 from experiments import services, triage, usage, validation
 from experiments.models import Experiment, ExperimentGroup, Job
@@ -477,11 +476,9 @@ class UsageForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        today = timezone.now().date()
         data["by"] = data.get("by") or "user"
         data["bucket"] = data.get("bucket") or "day"
-        data["until"] = data.get("until") or today
-        data["since"] = data.get("since") or data["until"] - timedelta(days=6)
+        data["since"], data["until"] = usage.default_dates(data.get("since"), data.get("until"))
         if not self.errors:
             try:
                 data["start"], data["end"] = usage.window(

@@ -15,6 +15,7 @@ running jobs, one for the prices.
 
 from __future__ import annotations
 
+import csv
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -348,3 +349,25 @@ def parse_since(text: str, now: datetime | None = None, name: str = "since") -> 
             f"{name}: {text!r} is neither a span (7d, 12h, 2w) nor a date (YYYY-MM-DD)"
         ) from None
     return datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+
+
+CSV_COLUMNS = ["jobs", "gpu_hours", "cost_usd", "unpriced_gpu_hours", "unknown_jobs"]
+
+
+def write_csv(report: UsageReport, out: Any) -> None:
+    """The report's table as CSV into ``out`` (a file-like object): a header, its rows and the
+    total. A key a spreadsheet would run as a formula (``=cmd()``) is quoted with a '."""
+    writer = csv.writer(out)
+    writer.writerow([report.by, *CSV_COLUMNS])
+    for row in [*report.rows, report.total]:
+        values = row.as_dict()
+        key = values["key"]
+        if key[:1] in ("=", "+", "-", "@", "\t", "\r"):
+            key = "'" + key
+        writer.writerow([key, *(values[c] for c in CSV_COLUMNS)])
+
+
+def default_dates(since: date | None, until: date | None) -> tuple[date, date]:
+    """A window a person left open: until today, since six days before until (a week)."""
+    until = until or timezone.now().date()
+    return since or until - timedelta(days=6), until

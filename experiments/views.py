@@ -8,7 +8,6 @@ Bad input is answered with 400 and the errors, never with a 500.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from datetime import timedelta
 from functools import wraps
@@ -1231,19 +1230,11 @@ def usage_view(request: HttpRequest) -> HttpResponse:
 
 
 def usage_csv(report: usage.UsageReport, data: dict[str, Any]) -> HttpResponse:
-    """The Usage table as CSV (a cell that a spreadsheet would run as a formula is quoted)."""
+    """The Usage table as a CSV download (usage.write_csv, as ``skydeck usage --format csv``)."""
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     name = f"usage-by-{report.by}-{data['since']}-{data['until']}.csv"
     response["Content-Disposition"] = f'attachment; filename="{name}"'
-    out = csv.writer(response)
-    columns = ["jobs", "gpu_hours", "cost_usd", "unpriced_gpu_hours", "unknown_jobs"]
-    out.writerow([report.by, *columns])
-    for row in [*report.rows, report.total]:
-        values = row.as_dict()
-        key = values["key"]
-        if key[:1] in ("=", "+", "-", "@", "\t", "\r"):
-            key = "'" + key
-        out.writerow([key, *(values[c] for c in columns)])
+    usage.write_csv(report, response)
     return response
 
 

@@ -212,6 +212,11 @@ def test_skydeck_usage_on_the_command_line(make_job, capsys):
     out = io.StringIO()
     call_command("usage", "--since", "2d", "--format", "json", stdout=out)
     assert [r["key"] for r in json.loads(out.getvalue())["rows"]] == ["alice"]
+    job(make_job, 3, hours=1, user="=cmd()", ended=today - timedelta(hours=2))
+    out = io.StringIO()
+    call_command("usage", "--since", "2d", "--format", "csv", stdout=out)
+    table = list(csv.reader(io.StringIO(out.getvalue())))
+    assert table[0][0] == "user" and ["'=cmd()", "1", "8.0"] in [r[:3] for r in table]
     with pytest.raises(CommandError, match="since: 'last week' is neither a span"):
         call_command("usage", "--since", "last week")
 

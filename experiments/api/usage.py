@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -23,8 +21,7 @@ class UsageQuerySerializer(StrictQuerySerializer):
     bucket = serializers.ChoiceField(choices=list(usage.BUCKETS), required=False, default="day")
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
-        until = data.get("until") or timezone.now().date()
-        since = data.get("since") or until - timedelta(days=6)
+        since, until = usage.default_dates(data.get("since"), data.get("until"))
         try:
             data["start"], data["end"] = usage.window(since, until, data["bucket"])
         except ValueError as exc:

@@ -34,15 +34,7 @@ def ago(value: datetime | None) -> str:
 @register.simple_tag
 def reltime(value: datetime | None, empty: str = dashboard.MISSING) -> str:
     """``<time>`` with the relative time as text and the exact UTC time in ``title``."""
-    if value is None:
-        return format_html('<span class="muted">{}</span>', empty)
-    exact = timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
-    return format_html(
-        '<time datetime="{}" title="{}" data-rel>{}</time>',
-        value.isoformat(),
-        exact,
-        dashboard.ago(value),
-    )
+    return mark_safe(_reltime(value, empty))  # noqa: S308 - every value is escaped by _e
 
 
 @register.filter
@@ -362,9 +354,9 @@ _FOREIGN_MARK = (
 )
 
 
-def _reltime(value: datetime | None) -> str:
+def _reltime(value: datetime | None, empty: str = dashboard.MISSING) -> str:
     if value is None:
-        return f'<span class="muted">{dashboard.MISSING}</span>'
+        return f'<span class="muted">{_e(empty)}</span>'
     exact = timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S %Z")
     return (
         f'<time datetime="{_e(value.isoformat())}" title="{_e(exact)}" data-rel>'

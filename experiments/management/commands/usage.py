@@ -3,15 +3,12 @@ page's table; ``--format csv|json`` for scripts)."""
 
 from __future__ import annotations
 
-import csv
 import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from experiments import usage
-
-COLUMNS = ["jobs", "gpu_hours", "cost_usd", "unpriced_gpu_hours", "unknown_jobs"]
 
 
 class Command(BaseCommand):
@@ -42,10 +39,7 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps({"by": report.by, "rows": rows[:-1], "total": rows[-1]}))
             return
         if options["format"] == "csv":
-            out = csv.writer(self.stdout)
-            out.writerow([report.by, *COLUMNS])
-            for row in rows:
-                out.writerow([row["key"], *(row[c] for c in COLUMNS)])
+            usage.write_csv(report, self.stdout)
             return
         width = max([len(report.by), *(len(r["key"]) for r in rows)])
         head = f"{report.by:<{width}}  {'jobs':>7}  {'GPU-hours':>11}  {'cost USD':>11}  no price"
