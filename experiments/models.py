@@ -159,6 +159,19 @@ class ExperimentGroup(models.Model):
     )
     order = models.IntegerField(default=0)
     collapsed = models.BooleanField(default=False)
+    stall_minutes = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Minutes without log progress or a new checkpoint before a running job is "
+        "flagged stalled; empty: the global SKYDECK_STALL_MINUTES.",
+    )
+    metric_patterns = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Regular expressions with named groups (key, value) that read metrics from "
+        "its jobs' logs, tried before the built-in ones; empty: the built-in ones only.",
+    )
     experiments = models.ManyToManyField(
         Experiment, through="ExperimentGroupMember", related_name="experiment_groups", blank=True
     )
@@ -260,6 +273,32 @@ class Job(models.Model):
         help_text="When command, git ref and launch token were read from the task YAML; empty: "
         "not yet (a large history is read a batch per sync pass, newest first).",
     )
+    # NULL, not "": a NOT NULL column would make SQLite rebuild the table (and drop its triggers)
+    log_tail = models.TextField(  # noqa: DJ001
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="A failed job's last log lines (size-capped), read once after it ended; "
+        "empty: not read yet.",
+    )
+    log_fetched_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When log_tail was read."
+    )
+    progress = models.JSONField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The last progress parsed from the log: step, total, epoch and metrics.",
+    )
+    progress_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the log was last sampled."
+    )
+    progress_advanced_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When the log's step (or epoch) last moved forward.",
+    )
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
     raw = models.JSONField(
@@ -287,6 +326,12 @@ class Job(models.Model):
                 fields=["failure_signature", "-submitted_at"],
                 name="jobs_failure_idx",
                 condition=~models.Q(failure_signature=""),
+            ),
+            # failed jobs whose log tail is still to read, newest first
+            models.Index(
+                fields=["-id"],
+                name="jobs_log_pending_idx",
+                condition=models.Q(log_fetched_at__isnull=True) & ~models.Q(failure_signature=""),
             ),
             # the jobs whose task YAML is still to read, newest first (empty once caught up)
             models.Index(
@@ -436,6 +481,8 @@ class Operation(models.TextChoices):
     PAUSE = "pause"
     RESUME = "resume"
     PRICE = "price"
+    BUDGET = "budget"
+    NOTIFY = "notify"
 
 
 class OperationLog(models.Model):
@@ -589,3 +636,75 @@ class AcceleratorPrice(models.Model):
     def __str__(self) -> str:
         where = f" on {self.cloud}" if self.cloud else ""
         return f"{self.accelerator}{where}: ${self.usd_per_gpu_hour}/GPU-h"
+
+
+class JobSample(models.Model):
+    """One reading of a running job's log: progress and metrics at a moment. Kept bounded per
+    job (older samples thinned), so storage grows with jobs, not with how long they run."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="samples")
+    taken_at = models.DateTimeField()
+    step = models.BigIntegerField(null=True, blank=True)
+    total = models.BigIntegerField(null=True, blank=True)
+    epoch = models.BigIntegerField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        db_table = "job_samples"
+        ordering = ["job", "taken_at", "id"]
+        indexes = [models.Index(fields=["job", "taken_at"], name="job_samples_job_idx")]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} at {self.taken_at:%Y-%m-%d %H:%M}: step {self.step}"
+
+
+class BudgetPeriod(models.TextChoices):
+    MONTH = "month", "calendar month (UTC)"
+    WEEK = "week", "ISO week (UTC, from Monday)"
+    TOTAL = "total", "all time"
+
+
+class GroupBudget(models.Model):
+    """A group's GPU-hour and/or cost budget per period: a warning at 80 %, and at 100 % (if
+    ``stop_at_limit``) its experiments set to desired STOPPED through the logged Stop path."""
+
+    group = models.OneToOneField(ExperimentGroup, on_delete=models.CASCADE, related_name="budget")
+    gpu_hours = models.DecimalField(
+        "GPU-hours",
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+    )
+    usd = models.DecimalField(
+        "USD",
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+    )
+    period = models.CharField(
+        max_length=8, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH
+    )
+    stop_at_limit = models.BooleanField(
+        default=False, help_text="At 100 %, set the group's experiments to desired STOPPED."
+    )
+    warned_for = models.CharField(
+        max_length=16, blank=True, editable=False, help_text="The period last warned about."
+    )
+    exceeded_for = models.CharField(
+        max_length=16, blank=True, editable=False, help_text="The period last found exceeded."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "group_budgets"
+
+    def __str__(self) -> str:
+        return f"budget of {self.group}"
+
+    def clean(self) -> None:
+        if self.gpu_hours is None and self.usd is None:
+            raise ValidationError("Give a GPU-hour budget, a USD budget, or both.")
