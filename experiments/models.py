@@ -299,6 +299,14 @@ class Job(models.Model):
         editable=False,
         help_text="When the log's step (or epoch) last moved forward.",
     )
+    stalled = models.CharField(  # noqa: DJ001 (NULL: see log_tail)
+        max_length=200,
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Why a running job looks stuck (no log progress or no new checkpoint for "
+        "longer than the threshold), as of the last sampler pass; empty: not stalled.",
+    )
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
     raw = models.JSONField(
