@@ -514,6 +514,25 @@ SKYDECK_TASK_TEMPLATE = envstr("SKYDECK_TASK_TEMPLATE")
 # Who launches, as the SkyPilot API server records it on servers without auth.
 SKYDECK_LAUNCH_USER = envstr("SKYDECK_LAUNCH_USER", "skydeck")
 
+# --- progress from logs, stalled runs, failed jobs' log tails (README "Progress and stalled runs")
+# The sampler reads SKYDECK_SAMPLE_LINES last log lines of at most SKYDECK_SAMPLE_MAX_JOBS running
+# jobs of desired-RUNNING experiments every SKYDECK_SAMPLE_INTERVAL seconds; each job keeps at most
+# SKYDECK_SAMPLES_PER_JOB samples (older ones thinned).
+SKYDECK_SAMPLE_INTERVAL = sync_interval("SKYDECK_SAMPLE_INTERVAL", 300)
+SKYDECK_SAMPLE_LINES = envint("SKYDECK_SAMPLE_LINES", 200, minimum=10, maximum=5000)
+SKYDECK_SAMPLE_MAX_JOBS = envint("SKYDECK_SAMPLE_MAX_JOBS", 20, minimum=1, maximum=1000)
+SKYDECK_SAMPLES_PER_JOB = envint("SKYDECK_SAMPLES_PER_JOB", 500, minimum=10, maximum=100000)
+# A running job is stalled after this many minutes without log progress or, for an experiment
+# that has written checkpoints, without a new one (a group's stall_minutes overrides it; 0: off).
+SKYDECK_STALL_MINUTES = envint("SKYDECK_STALL_MINUTES", 60, minimum=0)
+# A job that recovered (spot preemption, node failure) more than this many times is flagged.
+SKYDECK_MAX_RECOVERIES = envint("SKYDECK_MAX_RECOVERIES", 3, minimum=0)
+# A failed job's last log lines, read once after it ended: how many lines and at most how many
+# characters are kept, and how many jobs a pass reads (newest first).
+SKYDECK_FAILURE_LOG_LINES = envint("SKYDECK_FAILURE_LOG_LINES", 100, minimum=10, maximum=2000)
+SKYDECK_FAILURE_LOG_MAX_CHARS = envint("SKYDECK_FAILURE_LOG_MAX_CHARS", 16000, minimum=1000)
+SKYDECK_FAILURE_LOG_BATCH = envint("SKYDECK_FAILURE_LOG_BATCH", 10, minimum=1, maximum=500)
+
 Q_CLUSTER = {
     "name": "skydeck",
     "orm": "default",  # the ORM broker: the queue lives in SkyDeck's own database
