@@ -716,3 +716,106 @@ class GroupBudget(models.Model):
     def clean(self) -> None:
         if self.gpu_hours is None and self.usd is None:
             raise ValidationError("Give a GPU-hour budget, a USD budget, or both.")
+
+
+class NotificationEvent(models.TextChoices):
+    JOB_FAILED = "job_failed", "a job of a desired-RUNNING experiment failed"
+    PARKED = "parked", "an experiment was parked"
+    COMPLETED = "completed", "an experiment completed"
+    STALLED = "stalled", "a running job stalled"
+    BUDGET_WARNING = "budget_warning", "a group reached 80 % of its budget"
+    BUDGET_EXCEEDED = "budget_exceeded", "a group reached its budget"
+    SYNC_FAILING = "sync_failing", "a sync has been failing for a while"
+
+
+class WebhookFormat(models.TextChoices):
+    SLACK = "slack", "Slack-compatible incoming webhook ({text, blocks})"
+    JSON = "json", "plain JSON (event, title, text, data)"
+
+
+def validate_events(value: object) -> None:
+    """A list of known event names, each once."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError("Events must be a list of event names.")
+    unknown = sorted(set(value) - set(NotificationEvent.values))
+    if unknown:
+        raise ValidationError(
+            f"Unknown events: {', '.join(unknown)} (known: {', '.join(NotificationEvent.values)})."
+        )
+    if len(set(value)) != len(value):
+        raise ValidationError("Each event once.")
+
+
+class WebhookDestination(models.Model):
+    """Where notifications go. The URL is a secret (Slack's carries its token): never shown
+    after it is saved, never logged."""
+
+    name = models.CharField(
+        max_length=100, unique=True, validators=[validation.validate_single_line]
+    )
+    url = models.TextField(
+        "URL", help_text="https://hooks.slack.com/services/... or any URL that takes a JSON POST."
+    )
+    format = models.CharField(
+        max_length=8, choices=WebhookFormat.choices, default=WebhookFormat.SLACK
+    )
+    events = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_events],
+        help_text="The events this destination wants; empty: none.",
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "webhook_destinations"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class Notification(models.Model):
+    """One message to one destination (the outbox): repeats of an event with the same key within
+    the collapse window add to ``count`` instead of sending again."""
+
+    destination = models.ForeignKey(
+        WebhookDestination, on_delete=models.CASCADE, related_name="notifications"
+    )
+    event = models.CharField(max_length=32, choices=NotificationEvent.choices)
+    key = models.CharField(max_length=400, help_text="What repeats collapse on (a bucket, a name).")
+    experiment_name = models.CharField(max_length=validation.NAME_MAX_LENGTH, blank=True)
+    title = models.CharField(max_length=300)
+    text = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    count = models.PositiveIntegerField(default=1, help_text="Events collapsed into this one.")
+    status = models.CharField(
+        max_length=8, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    answer = models.TextField(blank=True, help_text="The receiver's last answer or error.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "notifications"
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["destination", "event", "key", "-created_at"], name="notify_collapse_idx"
+            ),
+            models.Index(fields=["status", "next_attempt_at"], name="notify_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} to {self.destination}: {self.title} ({self.status})"
