@@ -530,6 +530,8 @@ class SyncSource(models.TextChoices):
     RECONCILER = "reconciler", "Reconciler"
     BACKUP = "backup", "Scheduled backups"
     SCHEDULER = "scheduler", "Task scheduler"  # the lease of the one `serve` running the worker
+    SAMPLER = "sampler", "Log sampler"  # progress from running jobs' logs, failed jobs' log tails
+    NOTIFY = "notify", "Notifications"  # the event checks' cursor and last pass
 
 
 class SyncState(models.Model):

@@ -30,6 +30,11 @@ class Migration(migrations.Migration):
                 'ordering': ['name'],
             },
         ),
+        migrations.AlterField(
+            model_name='syncstate',
+            name='source',
+            field=models.CharField(choices=[('skypilot', 'SkyPilot jobs'), ('s3', 'S3 checkpoints'), ('reconciler', 'Reconciler'), ('backup', 'Scheduled backups'), ('scheduler', 'Task scheduler'), ('sampler', 'Log sampler'), ('notify', 'Notifications')], max_length=32, unique=True),
+        ),
         migrations.CreateModel(
             name='Notification',
             fields=[
