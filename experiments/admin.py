@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
@@ -24,7 +26,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from experiments import services
+from experiments import budgets, services
 from experiments.forms import ExperimentAdminForm, ExperimentGroupAdminForm, GroupChoiceForm
 from experiments.models import (
     JOB_RESOURCE_FIELDS,
@@ -35,10 +37,14 @@ from experiments.models import (
     Experiment,
     ExperimentGroup,
     ExperimentGroupMember,
+    GroupBudget,
     Job,
     Launch,
+    Notification,
+    NotificationEvent,
     OperationLog,
     SyncState,
+    WebhookDestination,
 )
 from syncing import services as door
 
@@ -794,6 +800,53 @@ class LaunchAdmin(ReadOnlyAdmin):
         return truncatechars(obj.error_message, 80)
 
 
+@admin.register(GroupBudget)
+class GroupBudgetAdmin(admin.ModelAdmin):
+    """A group's GPU-hour and/or cost budget: each change through the services, logged."""
+
+    list_display = ("group", "gpu_hours", "usd", "period", "stop_at_limit", "updated_at")
+    list_filter = ("period", "stop_at_limit")
+    search_fields = ("group__name",)
+    list_select_related = ("group",)
+    readonly_fields = ("used_now", "warned_for", "exceeded_for", "updated_at")
+
+    def get_list_display(self, request: HttpRequest) -> tuple:
+        """Each row's use this period, from one roll-up per period for the whole page."""
+        cache: dict[int, budgets.BudgetStatus] = {}
+
+        @admin.display(description="used this period")
+        def used(obj: GroupBudget) -> str:
+            if not cache:
+                cache.update(budgets.statuses())
+            status = cache.get(obj.group_id)
+            return _budget_use(status) if status else "-"
+
+        return (*self.list_display[:5], used, self.list_display[5])
+
+    @admin.display(description="used this period")
+    def used_now(self, obj: GroupBudget) -> str:
+        if not obj.pk:
+            return "-"
+        status = budgets.statuses([obj]).get(obj.group_id)
+        return _budget_use(status) if status else "-"
+
+    def save_model(
+        self, request: HttpRequest, obj: GroupBudget, form: ModelForm, change: bool
+    ) -> None:
+        services.save_budget(request.user, obj)
+
+    def delete_model(self, request: HttpRequest, obj: GroupBudget) -> None:
+        services.delete_budget(request.user, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[GroupBudget]) -> None:
+        for budget in queryset.select_related("group"):
+            services.delete_budget(request.user, budget)
+
+
+def _budget_use(status: budgets.BudgetStatus) -> str:
+    return f"{', '.join(status.parts())} ({status.percent}, {status.level})"
+
+
 @admin.register(AcceleratorPrice)
 class AcceleratorPriceAdmin(admin.ModelAdmin):
     """Usage's prices per GPU-hour: each change through the services, in the operation log."""
@@ -824,3 +877,114 @@ class AcceleratorPriceAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[AcceleratorPrice]) -> None:
         services.delete_prices(request.user, queryset)
+
+
+# --- notifications: webhook destinations (the URL is write-only) and the outbox -----------------
+
+
+class WebhookDestinationForm(ModelForm):
+    """The URL is a secret: never sent back to the browser. On a change page an empty input
+    keeps the saved URL (the hint shows its scheme and host only); a new value replaces it."""
+
+    url = forms.CharField(
+        label="URL",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off", "size": 80}),
+    )
+    events = forms.MultipleChoiceField(
+        choices=NotificationEvent.choices,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text="The events this destination wants; none: it gets nothing.",
+    )
+
+    class Meta:
+        model = WebhookDestination
+        fields = ("name", "url", "format", "events", "enabled")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initial["url"] = ""  # the saved URL stays on the server
+        saved = self.instance.url if self.instance.pk else ""
+        field = self.fields["url"]
+        if saved:
+            field.help_text = (
+                f"saved ({door.mask_url(saved)}): leave empty to keep it, type a new URL to "
+                "replace it."
+            )
+        else:
+            field.help_text = WebhookDestination._meta.get_field("url").help_text
+
+    def clean_url(self) -> str:
+        value = self.cleaned_data.get("url") or ""
+        if not value:
+            if self.instance.pk and self.instance.url:
+                return self.instance.url  # not yet overwritten: the instance is filled after
+            raise ValidationError("Give the webhook URL (http:// or https://).")
+        URLValidator(schemes=["http", "https"], message="Enter an http:// or https:// URL.")(value)
+        return value
+
+
+@admin.register(WebhookDestination)
+class WebhookDestinationAdmin(admin.ModelAdmin):
+    """Where notifications go: each change through the services, logged without the URL."""
+
+    form = WebhookDestinationForm
+    list_display = ("name", "format", "events_display", "enabled", "url_hint", "updated_at")
+    list_filter = ("format", "enabled")
+    search_fields = ("name",)
+    actions = ["send_test"]
+
+    @admin.display(description="events")
+    def events_display(self, obj: WebhookDestination) -> str:
+        return ", ".join(obj.events or []) or "none"
+
+    @admin.display(description="URL")
+    def url_hint(self, obj: WebhookDestination) -> str:
+        return door.mask_url(obj.url)
+
+    def save_model(
+        self, request: HttpRequest, obj: WebhookDestination, form: ModelForm, change: bool
+    ) -> None:
+        door.save_destination(request.user, obj)
+
+    def delete_model(self, request: HttpRequest, obj: WebhookDestination) -> None:
+        door.delete_destinations(request.user, [obj])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[WebhookDestination]) -> None:
+        door.delete_destinations(request.user, queryset)
+
+    @admin.action(description="Send a test notification")
+    def send_test(self, request: HttpRequest, queryset: QuerySet[WebhookDestination]) -> None:
+        count = door.send_test_notification(request.user, queryset)
+        self.message_user(
+            request,
+            f"Queued a test notification to {_plural(count, 'destination')}: the worker sends "
+            "it; Notifications and the operation log show the answer.",
+            messages.SUCCESS,
+        )
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    """The outbox: each message, how many events it collapsed, and the receiver's last answer."""
+
+    list_display = (
+        "created_at",
+        "destination",
+        "event",
+        "title",
+        "count",
+        "status",
+        "attempts",
+        "answer_short",
+    )
+    list_filter = ("status", "event", "destination")
+    search_fields = ("title", "key", "experiment_name", "answer")
+    list_select_related = ("destination",)
+    date_hierarchy = "created_at"
+
+    @admin.display(description="answer")
+    def answer_short(self, obj: Notification) -> str:
+        return truncatechars(obj.answer, 80)

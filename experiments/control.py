@@ -329,7 +329,27 @@ def start_plan(experiments: Sequence[Experiment]) -> Plan:
         else:
             item.launches = True
         items.append(item)
+    _note_budgets([item for item in items if item.launches])
     return Plan("start", items, reconciler_mode())
+
+
+def _note_budgets(items: list[ItemPlan]) -> None:
+    """A launch into a group past 80 % of its budget says so before it spends (one query when
+    no group of theirs has a budget)."""
+    if not items:
+        return
+    from experiments import budgets  # it reads usage; control is read by the services
+
+    found = budgets.for_experiments([item.experiment.pk for item in items])
+    for item in items:
+        notes = []
+        for status in found.get(item.experiment.pk, []):
+            if status.level == budgets.OK:
+                continue
+            over = "over budget" if status.level == budgets.EXCEEDED else "budget"
+            notes.append(f"{over}: {status.describe()}")
+        if notes:
+            item.note = "; ".join(notes)
 
 
 def stop_plan(experiments: Sequence[Experiment], job_ids: Iterable[int] | None = None) -> Plan:

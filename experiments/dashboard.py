@@ -475,7 +475,7 @@ class GroupView:
 
     @property
     def colspan(self) -> int:
-        return 8 + len(self.columns)
+        return len(FIXED_COLUMNS) + 1 + len(self.columns)  # and the order column
 
     @property
     def layout(self) -> str:
@@ -530,7 +530,212 @@ def decorate(experiment: Experiment) -> Experiment:
         experiment.shape = f"{experiment.nodes}{TIMES}{experiment.gpus}{accel}"
     else:
         experiment.shape = f"{experiment.nodes}{TIMES} CPU"
+    experiment.progress_text, experiment.progress_title = progress_text(
+        getattr(experiment, "latest_job_progress", None)
+        if getattr(experiment, "latest_job_status", None) == JobStatus.RUNNING
+        else None
+    )
+    experiment.spark = None  # (metric, values): attach_sparklines, for the rows it builds
     return experiment
+
+
+# --- progress -------------------------------------------------------------------------------
+
+#: At most this many points in a deck row's sparkline (the samples are thinned in SQL).
+SPARK_POINTS = 48
+#: At most this many points in a line of the detail page's metric charts (thinned in Python).
+CHART_POINTS = 240
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _percent(step: int, total: int) -> str:
+    """11.36 -> "11", 0.42 -> "0.4" (never rounded up to a finished 100)."""
+    share = step * 100 / total
+    return f"{math.floor(share * 10) / 10:.1f}" if share < 1 else str(math.floor(share))
+
+
+def progress_text(progress: Any) -> tuple[str, str]:
+    """A job's parsed progress as the deck shows it, and its title: ``568 / 5,000 · 11 %``,
+    ``step 568`` (no total), ``epoch 3`` (no step); ("", "") when there is nothing to show."""
+    if not isinstance(progress, dict):
+        return "", ""
+    step, total = _int(progress.get("step")), _int(progress.get("total"))
+    epoch = _int(progress.get("epoch"))
+    if step is not None and total:
+        share = step * 100 / total
+        return (
+            f"{step:,} / {total:,} \u00b7 {_percent(step, total)} %",
+            f"Step {step:,} of {total:,} ({share:.2f} %)"
+            + (f", epoch {epoch:,}" if epoch is not None else ""),
+        )
+    if step is not None:
+        return f"step {step:,}", f"Step {step:,} (the log gives no total)" + (
+            f", epoch {epoch:,}" if epoch is not None else ""
+        )
+    if epoch is not None:  # the sampler keeps no epoch total (``total`` is the steps')
+        return f"epoch {epoch:,}", f"Epoch {epoch:,} (the log gives no step)"
+    return "", ""
+
+
+def spark_metric(names: Any) -> str | None:
+    """The metric a sparkline follows: ``loss``, else ``train/loss``, else the first name with
+    "loss" in it; None when there is none (no sparkline rather than some other metric)."""
+    names = [n for n in names if isinstance(n, str)]
+    for wanted in ("loss", "train/loss"):
+        if wanted in names:
+            return wanted
+    return next((n for n in names if "loss" in n.lower()), None)
+
+
+def metric_value(metrics: Any, name: str) -> float | None:
+    """A finite number from a sample's metrics (a missing, non-numeric or NaN value: None)."""
+    value = metrics.get(name) if isinstance(metrics, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def attach_sparklines(experiments: list[Experiment]) -> None:
+    """``spark`` = (metric, values) on each decorated experiment whose latest job is running
+    and has progress: ONE query for all of them (its samples thinned to ``SPARK_POINTS`` per
+    job in SQL), none when no row needs one."""
+    from django.db.models import F, Window
+    from django.db.models.functions import RowNumber
+
+    from experiments.models import JobSample
+
+    wanted: dict[int, list[Experiment]] = {}
+    for experiment in experiments:
+        if experiment.progress_text and experiment.latest_job_id is not None:
+            wanted.setdefault(experiment.latest_job_id, []).append(experiment)
+    if not wanted:
+        return
+    newest = Window(
+        RowNumber(), partition_by=[F("job_id")], order_by=[F("taken_at").desc(), F("id").desc()]
+    )
+    every = Window(Count("id"), partition_by=[F("job_id")])
+    samples = (
+        JobSample.objects.filter(job_id__in=list(wanted))
+        .annotate(newest=newest, every=every)
+        .annotate(keep=(F("newest") - 1) % ((F("every") + SPARK_POINTS - 1) / SPARK_POINTS))
+        .filter(keep=0)
+        .order_by("job_id", "taken_at", "id")
+        .values_list("job_id", "metrics")
+    )
+    series: dict[int, list[Any]] = {}
+    for job_id, metrics in samples:
+        series.setdefault(job_id, []).append(metrics)
+    for job_id, rows in series.items():
+        for experiment in wanted[job_id]:
+            latest = (experiment.latest_job_progress or {}).get("metrics") or {}
+            names = list(latest) if isinstance(latest, dict) else []
+            metric = spark_metric(names) or spark_metric(
+                dict.fromkeys(k for m in rows if isinstance(m, dict) for k in m)
+            )
+            if metric is None:
+                continue
+            values = [v for v in (metric_value(m, metric) for m in rows) if v is not None]
+            if len(values) >= 2:
+                experiment.spark = (metric, values)
+
+
+@dataclass
+class MetricChart:
+    """One parsed metric of a job over its samples, for the detail page's Progress panel."""
+
+    name: str
+    xs: list[float]  # the step (or seconds since the first sample when the log has no step)
+    ys: list[float]
+    x_label: str  # "step" | "time"
+    x_min: str
+    x_max: str
+    last: float
+    low: float
+    high: float
+    count: int  # samples with this metric (before thinning)
+
+
+@dataclass
+class JobProgress:
+    """The Progress panel: a job's parsed step / total, stalled reason and metric charts."""
+
+    job: Job | None
+    text: str = ""
+    title: str = ""
+    charts: list[MetricChart] = field(default_factory=list)
+    samples: int = 0
+
+
+def _thin(points: list[tuple[float, float]], limit: int) -> list[tuple[float, float]]:
+    """Every n-th point (the first and the last kept), at most about ``limit``."""
+    if len(points) <= limit:
+        return points
+    stride = math.ceil(len(points) / limit)
+    kept = points[::stride]
+    if kept[-1] is not points[-1]:
+        kept.append(points[-1])
+    return kept
+
+
+def job_progress(job: Job | None) -> JobProgress:
+    """A job's Progress panel: one query (its samples), none for a job never sampled."""
+    from experiments.models import JobSample
+
+    if job is None:
+        return JobProgress(None)
+    text, title = progress_text(job.progress)
+    view = JobProgress(job, text, title)
+    if job.progress is None and job.progress_at is None:
+        return view  # never sampled: no samples to read
+    rows = list(
+        JobSample.objects.filter(job_id=job.pk)
+        .order_by("taken_at", "id")
+        .values_list("taken_at", "step", "metrics")
+    )
+    view.samples = len(rows)
+    if not rows:
+        return view
+    by_step = all(step is not None for _, step, _ in rows)
+    start = rows[0][0]
+    names: dict[str, None] = {}
+    for _, _, metrics in rows:
+        if isinstance(metrics, dict):
+            names.update(dict.fromkeys(k for k in metrics if isinstance(k, str)))
+    for name in names:
+        points = []
+        for taken_at, step, metrics in rows:
+            value = metric_value(metrics, name)
+            if value is not None:
+                x = float(step) if by_step else (taken_at - start).total_seconds()
+                points.append((x, value))
+        if not points:
+            continue
+        ys = [y for _, y in points]
+        xs = [x for x, _ in points]
+        if by_step:
+            x_min, x_max = f"{int(xs[0]):,}", f"{int(xs[-1]):,}"
+        else:
+            x_min = timezone.localtime(start).strftime("%H:%M")
+            x_max = timezone.localtime(rows[-1][0]).strftime("%H:%M")
+        thinned = _thin(points, CHART_POINTS)
+        view.charts.append(
+            MetricChart(
+                name,
+                [x for x, _ in thinned],
+                [y for _, y in thinned],
+                "step" if by_step else "time",
+                x_min,
+                x_max,
+                ys[-1],
+                min(ys),
+                max(ys),
+                len(points),
+            )
+        )
+    return view
 
 
 def flag_layout(
@@ -594,9 +799,14 @@ def build_row(
     return Row(experiment, group_id, position, position == matched - 1, cells)
 
 
+#: The columns every row has before its flags: in the layout fingerprint, so a browser showing
+#: rows of an older set of columns gets its sections whole, not rows it cannot line up.
+FIXED_COLUMNS = ["select", "star", "name", "state", "progress", "epoch", "shape", "gpuh"]
+
+
 def layout_fingerprint(columns: list[Column], common: list[CommonFlag]) -> str:
     """A short hash of a section's flag columns and shared flags (what its rows line up under)."""
-    text = json.dumps([[c.key for c in columns], [[c.key, c.text] for c in common]])
+    text = json.dumps([FIXED_COLUMNS, [c.key for c in columns], [[c.key, c.text] for c in common]])
     return hashlib.blake2s(text.encode(), digest_size=6).hexdigest()
 
 
@@ -728,6 +938,7 @@ def build_sections(
         if wanted
         else {}
     )
+    attach_sparklines(list(experiments.values()))  # one query, for every running row
     views: list[GroupView] = []
     for group, key in sections:
         summary = summaries.get(key, _Summary())
@@ -822,8 +1033,9 @@ def _changed_rows(
             if pk in changed[key]:
                 wanted.setdefault(pk, []).append((view, position, columns))
     if wanted:
-        for experiment in Experiment.objects.with_latest().filter(pk__in=list(wanted)):
-            decorate(experiment)
+        found = [decorate(e) for e in Experiment.objects.with_latest().filter(pk__in=list(wanted))]
+        attach_sparklines(found)
+        for experiment in found:
             for view, position, columns in wanted[experiment.pk]:
                 matched = len(members[view.key])
                 view.rows.append(build_row(view.id, experiment, columns, position, matched))

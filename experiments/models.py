@@ -188,6 +188,10 @@ class ExperimentGroup(models.Model):
     def clean(self) -> None:
         if self.flags is None:
             raise ValidationError({"flags": "Flag columns must be a list ([] for all flags)."})
+        try:  # in clean(), not as a field validator: no migration for a rule that may move
+            validation.validate_metric_patterns(self.metric_patterns)
+        except ValidationError as exc:
+            raise ValidationError({"metric_patterns": exc.messages}) from None
 
     def ordered_experiments(self) -> list[Experiment]:
         """Members in their display order."""

@@ -32,7 +32,7 @@ class ExperimentQuerySet(models.QuerySet):
         """Annotate each experiment with its latest job and latest checkpoint epoch (no N+1).
 
         ``Experiment.objects.with_latest()`` is served from a copy built once (ExperimentManager):
-        building these eight subqueries cost ~2 ms a request, more than running them.
+        building these subqueries cost ~2 ms a request, more than running them.
         """
         Job = _job_model()
         Checkpoint = apps.get_model("experiments", "Checkpoint")
@@ -46,6 +46,10 @@ class ExperimentQuerySet(models.QuerySet):
             latest_job_started_at=Subquery(latest.values("started_at")[:1]),
             latest_job_ended_at=Subquery(latest.values("ended_at")[:1]),
             latest_job_failure_signature=Subquery(latest.values("failure_signature")[:1]),
+            # the log sampler's reading of it (the deck's progress cell, stalled badge)
+            latest_job_progress=Subquery(latest.values("progress")[:1]),
+            latest_job_stalled=Subquery(latest.values("stalled")[:1]),
+            latest_job_recovery_count=Subquery(latest.values("recovery_count")[:1]),
             # ORDER BY ... LIMIT 1, not MAX(): this form seeks checkpoints_latest_idx
             latest_epoch=Subquery(
                 Checkpoint.objects.filter(experiment_id=OuterRef("pk"), missing=False)
@@ -157,7 +161,7 @@ class JobQuerySet(models.QuerySet):
         if not buckets:
             return buckets
         examples = self.model.objects.only(
-            "id", "job_name", "experiment_id", "failure_reason"
+            "id", "job_name", "experiment_id", "failure_reason", "log_tail"
         ).in_bulk([b["example_id"] for b in buckets])
         names = self.bucket_experiments(since, signature)
         for bucket in buckets:

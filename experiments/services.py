@@ -23,6 +23,7 @@ from experiments.models import (
     Experiment,
     ExperimentGroup,
     ExperimentGroupMember,
+    GroupBudget,
     Operation,
     OperationLog,
 )
@@ -709,3 +710,54 @@ def delete_prices(actor: Actor, prices: Iterable[AcceleratorPrice]) -> int:
             record(actor, Operation.PRICE, message=f"price deleted: {text}")
             count += 1
     return count
+
+
+# --- group budgets --------------------------------------------------------------------------
+
+
+def budget_text(budget: GroupBudget) -> str:
+    from experiments import budgets  # budgets reads usage, which reads the models
+
+    """ "50 GPU-h and $500 per calendar month (UTC), stops its experiments at 100 %"."""
+    limits = []
+    if budget.gpu_hours is not None:
+        limits.append(f"{budgets.gpu_text(budget.gpu_hours)} GPU-h")
+    if budget.usd is not None:
+        limits.append(budgets.usd_text(budget.usd))
+    per = "in all" if budget.period == "total" else f"per {budget.get_period_display()}"
+    then = "stops its experiments" if budget.stop_at_limit else "warns only"
+    return f"{' and '.join(limits) or 'no limit'} {per}, {then} at 100 %"
+
+
+@writes
+def save_budget(actor: Actor, budget: GroupBudget) -> GroupBudget:
+    """Create or change a group's budget, validated; the log says the old and the new value.
+
+    A changed limit or period may be crossed again: its warning and stop are given anew."""
+    old = GroupBudget.objects.filter(pk=budget.pk).first() if budget.pk else None
+    budget.full_clean()
+    if old is not None and (
+        (old.gpu_hours, old.usd, old.period) != (budget.gpu_hours, budget.usd, budget.period)
+    ):
+        budget.warned_for = budget.exceeded_for = ""
+    with transaction.atomic():
+        budget.save()
+        group = budget.group.name
+        if old is None:
+            message = f"budget set for group {group}: {budget_text(budget)}"
+        else:
+            message = (
+                f"budget of group {group} changed: {budget_text(old)} -> {budget_text(budget)}"
+            )
+        record(actor, Operation.BUDGET, message=message)
+    return budget
+
+
+@writes
+def delete_budget(actor: Actor, budget: GroupBudget) -> None:
+    with transaction.atomic():
+        text = budget_text(budget)
+        budget.delete()
+        record(
+            actor, Operation.BUDGET, message=f"budget of group {budget.group.name} removed: {text}"
+        )

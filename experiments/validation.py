@@ -15,6 +15,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxLengthValidator, ProhibitNullCharactersValidator
 
+from experiments import progress
+
 # --- limits: the one place each is written --------------------------------------------------
 # The model fields use these (max_length, validators, ``clean()``); the UI forms, the admin's
 # ModelForms and the API serializers read them from there or from here, never as literals, so
@@ -246,6 +248,22 @@ def validate_description(value: str) -> None:
     """At most DESCRIPTION_MAX_LENGTH characters and no NUL (the API, UI and admin alike)."""
     MaxLengthValidator(DESCRIPTION_MAX_LENGTH)(value)
     ProhibitNullCharactersValidator()(value)
+
+
+def validate_metric_patterns(value: Any) -> None:
+    """A group's metric patterns: empty (None), or a list of regular expressions, each with
+    the named groups ``key`` and ``value`` (the rules: ``experiments.progress``)."""
+    if value is None:
+        return
+    if not isinstance(value, list):
+        raise ValidationError(
+            "Metric patterns must be a list of regular expressions.", code="invalid_patterns"
+        )
+    _at_most(value, progress.MAX_PATTERNS, "metric patterns", "invalid_patterns")
+    try:
+        progress.compile_patterns(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc), code="invalid_patterns") from None
 
 
 #: A JSON number token, or a string (skipped whole, so digits inside strings are left alone).

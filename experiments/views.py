@@ -33,7 +33,7 @@ from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigg
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
-from experiments import control, dashboard, services, usage
+from experiments import budgets, control, dashboard, services, usage
 from experiments.api.filters import JobFilter, OperationLogFilter
 from experiments.forms import (
     ExperimentCreateForm,
@@ -543,7 +543,17 @@ def experiment_name_check(request: HttpRequest) -> HttpResponse:
     return render(request, "experiments/_name_check.html", context)
 
 
-def _detail_context(experiment: Experiment) -> dict[str, Any]:
+#: What the Progress panel names when a job has no samples yet (the sampler's knobs).
+SAMPLER_SETTINGS = ("SKYDECK_SAMPLE_INTERVAL", "SKYDECK_SAMPLE_LINES", "SKYDECK_SAMPLE_MAX_JOBS")
+
+
+def _selected_job(request: HttpRequest) -> int | None:
+    """The ``job`` whose progress the detail page charts (``?job=<id>``; else the latest)."""
+    value = request.GET.get("job", "")
+    return int(value) if value.isdigit() else None
+
+
+def _detail_context(experiment: Experiment, job_id: int | None = None) -> dict[str, Any]:
     jobs = list(
         Job.objects.filter(experiment_id=experiment.name).annotate(owned=control.owned_exists())[
             :DETAIL_LIMIT
@@ -559,8 +569,14 @@ def _detail_context(experiment: Experiment) -> dict[str, Any]:
             :DETAIL_LIMIT
         ]
     )
+    chosen = next((job for job in jobs if job_id is not None and job.pk == job_id), None)
+    latest = next((job for job in jobs if job.pk == experiment.latest_job_id), None)
     return {
         "experiment": experiment,
+        "progress": dashboard.job_progress(chosen or latest),
+        "progress_selected": chosen is not None and chosen is not latest,
+        "progress_jobs": [job for job in jobs if job.progress is not None][:8],
+        "sampler": {name: getattr(settings, name, None) for name in SAMPLER_SETTINGS},
         "preview": launch_preview(experiment),
         "jobs": jobs,
         "checkpoints": checkpoints,
@@ -583,7 +599,7 @@ def _experiment_with_latest(pk: int) -> Experiment:
 def experiment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """The expanded row: editor, launch preview, jobs, checkpoints, operations."""
     experiment = _experiment_with_latest(pk)
-    context = _detail_context(experiment)
+    context = _detail_context(experiment, _selected_job(request))
     context["form"] = ExperimentForm(experiment=experiment)
     context["partial"] = bool(request.htmx)
     template = "experiments/_detail.html" if request.htmx else "experiments/detail.html"
@@ -598,7 +614,8 @@ def experiment_panels(request: HttpRequest, pk: int) -> HttpResponse:
     if experiment is None:
         return render(request, "experiments/_gone.html", status=STOP_POLLING)
     dashboard.decorate(experiment)
-    return render(request, "experiments/_panels.html", _detail_context(experiment))
+    context = _detail_context(experiment, _selected_job(request))
+    return render(request, "experiments/_panels.html", context)
 
 
 @ui_login_required
@@ -1135,6 +1152,17 @@ def operations_view(request: HttpRequest) -> HttpResponse:
     )
 
 
+#: The Failures page shows this many last lines of a bucket's example job's log.
+EXCERPT_LINES = 15
+
+
+def log_excerpt(log_tail: str | None, count: int = EXCERPT_LINES) -> list[str]:
+    """The last ``count`` lines of a failed job's stored log tail (trailing blank lines
+    dropped); [] when it was not read or is empty."""
+    lines = (log_tail or "").rstrip().splitlines()
+    return lines[-count:]
+
+
 @ui_login_required
 @require_GET
 def failures_view(request: HttpRequest) -> HttpResponse:
@@ -1154,6 +1182,9 @@ def failures_view(request: HttpRequest) -> HttpResponse:
         job.experiment_pk = pks.get(job.experiment_id)
     for bucket in buckets:
         key = bucket["failure_signature"]
+        lines = log_excerpt(bucket["example"].log_tail if bucket["example"] else None)
+        bucket["excerpt"] = "\n".join(lines)  # escaped by the template, like every log line
+        bucket["excerpt_lines"], bucket["excerpt_last"] = len(lines), lines[-1] if lines else ""
         bucket["jobs_query"] = urlencode({"failure_signature": key})
         bucket["act_query"] = urlencode({"signature": key, "days": days})
     return render(
@@ -1215,6 +1246,7 @@ def usage_view(request: HttpRequest) -> HttpResponse:
             "data": data,
             "report": report,
             "chart": chart,
+            "budgets": sorted(budgets.statuses().values(), key=lambda b: b.group_name),
             "csv_query": urlencode({**query, "format": "csv"}),
             "spans": [
                 (

@@ -533,6 +533,15 @@ SKYDECK_FAILURE_LOG_LINES = envint("SKYDECK_FAILURE_LOG_LINES", 100, minimum=10,
 SKYDECK_FAILURE_LOG_MAX_CHARS = envint("SKYDECK_FAILURE_LOG_MAX_CHARS", 16000, minimum=1000)
 SKYDECK_FAILURE_LOG_BATCH = envint("SKYDECK_FAILURE_LOG_BATCH", 10, minimum=1, maximum=500)
 
+# --- notifications (README "Notifications"): webhook POSTs give up after SKYDECK_NOTIFY_TIMEOUT
+# seconds and are tried SKYDECK_NOTIFY_MAX_ATTEMPTS times (1, 2, 4 ... minutes apart); repeats of
+# an event with the same key within SKYDECK_NOTIFY_COLLAPSE_MINUTES add to one message; a sync is
+# "failing" once it has had no success for SKYDECK_NOTIFY_SYNC_FAILING_MINUTES.
+SKYDECK_NOTIFY_TIMEOUT = envfloat("SKYDECK_NOTIFY_TIMEOUT", 5.0, minimum=0.1)
+SKYDECK_NOTIFY_MAX_ATTEMPTS = envint("SKYDECK_NOTIFY_MAX_ATTEMPTS", 5, minimum=1, maximum=20)
+SKYDECK_NOTIFY_COLLAPSE_MINUTES = envint("SKYDECK_NOTIFY_COLLAPSE_MINUTES", 60, minimum=0)
+SKYDECK_NOTIFY_SYNC_FAILING_MINUTES = envint("SKYDECK_NOTIFY_SYNC_FAILING_MINUTES", 15, minimum=1)
+
 Q_CLUSTER = {
     "name": "skydeck",
     "orm": "default",  # the ORM broker: the queue lives in SkyDeck's own database

@@ -19,7 +19,7 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from experiments.control import reconciler_mode
-from experiments.models import SyncSource, SyncState
+from experiments.models import Job, JobStatus, SyncSource, SyncState
 from skydeck_site import storage
 from syncing import runner
 from syncing.leases import owner_is_dead
@@ -195,6 +195,50 @@ def reconciler_entry(state: SyncState | None) -> dict[str, Any]:
     }
 
 
+#: How many stalled or often-recovered jobs a warning names (the count is always whole).
+WARNING_JOBS = 5
+
+
+def _named(jobs: list[str]) -> str:
+    more = len(jobs) - WARNING_JOBS
+    return ", ".join(jobs[:WARNING_JOBS]) + (f" and {more} more" if more > 0 else "")
+
+
+def job_warnings() -> list[str]:
+    """Running jobs the log sampler flagged stalled, and active jobs that recovered more than
+    SKYDECK_MAX_RECOVERIES times: one query over the active jobs (``jobs_status_idx``)."""
+    limit = settings.SKYDECK_MAX_RECOVERIES
+    rows = (
+        Job.objects.active()
+        .filter(
+            (Q(status=JobStatus.RUNNING) & Q(stalled__isnull=False) & ~Q(stalled=""))
+            | Q(recovery_count__gt=limit)
+        )
+        .order_by("job_name", "id")
+        .values_list("id", "job_name", "status", "stalled", "recovery_count")
+    )
+    stalled, recovered = [], []
+    for job_id, name, status, reason, count in rows:
+        label = name or f"job {job_id}"
+        if (
+            status == JobStatus.RUNNING
+            and reason
+            and not (count > limit and reason.startswith("recovered"))
+        ):
+            stalled.append(f"{label} ({reason})")  # (the recoveries have their own line)
+        if count > limit:
+            recovered.append((-count, job_id, f"{label} (job {job_id}, {count} times)"))
+    out = []
+    if stalled:
+        verb = "job looks" if len(stalled) == 1 else "jobs look"
+        out.append(f"{len(stalled)} running {verb} stalled: {_named(stalled)}")
+    if recovered:
+        what = "job has" if len(recovered) == 1 else "jobs have"
+        named = _named([text for *_, text in sorted(recovered)])
+        out.append(f"{len(recovered)} active {what} recovered more than {limit} times: {named}")
+    return out
+
+
 def _load_states() -> dict[str, SyncState]:
     return {s.source: s for s in SyncState.objects.all()}
 
@@ -258,6 +302,10 @@ def health_report() -> dict[str, Any]:
         warnings.append(
             f"the reconciler is {report['reconciler']['mode']}: {report['reconciler']['why']}"
         )
+    warnings += job_warnings()
+    sampler = states.get(SyncSource.SAMPLER)
+    if sampler is not None and sampler.last_error and not sampler.ok:
+        warnings.append(f"the log sampler's last pass failed: {sampler.last_error}")
     try:
         report["worker"] = worker_report(now)
     except DatabaseError as exc:

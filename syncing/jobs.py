@@ -423,6 +423,25 @@ def _update_sql(columns: list[str]) -> str:
     return f"UPDATE {table} SET {sets} WHERE id = %s"  # noqa: S608
 
 
+def keep_log_signatures(mapped: dict[int, dict[str, Any]], existing: dict[int, Any]) -> None:
+    """A stored job whose log tail the sampler read keeps the signature its log gives while its
+    reason stays generic (``map_job`` only sees the reason): one query for such jobs only."""
+    candidates = [
+        job_id
+        for job_id in existing
+        if mapped[job_id]["failure_signature"]
+        and triage.is_generic(mapped[job_id]["failure_reason"])
+    ]
+    if not candidates:
+        return
+    tails = Job.objects.filter(id__in=candidates, log_tail__isnull=False).exclude(log_tail="")
+    for job_id, tail in tails.values_list("id", "log_tail"):
+        fields = mapped[job_id]
+        fields["failure_signature"] = triage.signature(
+            fields["status"], fields["failure_reason"], tail.splitlines()
+        )
+
+
 def write_jobs(
     grouped: dict[int, list[dict]],
     yaml_info: dict[int, dict[str, str]],
@@ -460,6 +479,7 @@ def write_jobs(
                 if present
                 else {}
             )
+            keep_log_signatures(mapped, existing)
             create, update, unchanged = [], [], []
             names: set[str] = set()  # experiments whose jobs this chunk changes
             for job_id in chunk:

@@ -636,4 +636,20 @@ def sync_and_reconcile(*, dry_run: bool = False) -> tuple[str, ReconcileResult |
     outcome = run_sync(SyncSource.SKYPILOT)
     if not outcome.ok:
         return outcome.summary(), None
-    return outcome.summary(), reconcile(dry_run=dry_run)
+    summary = outcome.summary()
+    if not dry_run:
+        summary = "\n".join([summary, *check_budgets()])
+    return summary, reconcile(dry_run=dry_run)
+
+
+def check_budgets() -> list[str]:
+    """The group budgets on the fresh listing (``syncing.budgets``), before the reconciler acts:
+    a stop it makes is then planned on. A failing check is logged and reported, and the
+    reconciler still runs: a budget must not hold every launch and cancel hostage."""
+    from syncing import budgets
+
+    try:
+        return budgets.enforce()
+    except Exception as exc:  # reported in the task's result and the log
+        logger.exception("budget check failed")
+        return [f"budget check failed: {type(exc).__name__}: {exc}"]

@@ -18,10 +18,21 @@ TASKS = {
         "SKYDECK_SYNC_SKYPILOT_INTERVAL",
     ),
     "skydeck: sync S3 checkpoints": ("s3", "syncing.tasks.sync_s3", "SKYDECK_SYNC_S3_INTERVAL"),
+    # failed jobs' log tails, running jobs' progress, stalls: it reads logs from SkyPilot
+    "skydeck: sample job logs": (
+        "skypilot",
+        "syncing.tasks.sample_logs",
+        "SKYDECK_SAMPLE_INTERVAL",
+    ),
 }
 #: Scheduled snapshots: only while SKYDECK_BACKUP_DIR is set (removed when it is emptied).
 BACKUP_SCHEDULE = "skydeck: back up the database"
 BACKUP_TASK = "backups.tasks.backup_database"
+#: The notification checks: every minute, whatever is configured (a pass without destinations
+#: only moves its cursor).
+NOTIFY_SCHEDULE = "skydeck: notifications"
+NOTIFY_TASK = "syncing.tasks.notify"
+NOTIFY_INTERVAL = 60
 #: Schedules stored under an earlier name: renamed in place, so none runs twice.
 RENAMED = {"skydeck: sync SkyPilot jobs": "skydeck: sync SkyPilot jobs and reconcile"}
 
@@ -54,6 +65,7 @@ def ensure_schedules() -> list[str]:
         wanted[BACKUP_SCHEDULE] = (BACKUP_TASK, settings.SKYDECK_BACKUP_INTERVAL)
     else:
         Schedule.objects.filter(name=BACKUP_SCHEDULE).delete()
+    wanted[NOTIFY_SCHEDULE] = (NOTIFY_TASK, NOTIFY_INTERVAL)
     for name, (func, interval) in wanted.items():
         _ensure(Schedule, name, func, interval)
     return list(wanted)

@@ -41,10 +41,13 @@ from syncing.joblogs import open_web_stream as open_log_stream
 from syncing.joblogs import plan as log_plan
 from syncing.joblogs import streaming_response as log_response
 from syncing.joblogs import web_tail_text as log_tail_text
+from syncing.notifications import delete_destinations, mask_url, save_destination
+from syncing.notifications import send_test as send_test_notification
 from syncing.skypilot import SkyPilotClient, SkyPilotError
 
-#: Re-exported for the views: health (``syncing.health``), job logs (``syncing.joblogs``) and the
-#: one error type of SkyPilot's answers.
+#: Re-exported for the views: health (``syncing.health``), job logs (``syncing.joblogs``), the
+#: admin's webhook destinations (``syncing.notifications``) and the one error type of SkyPilot's
+#: answers.
 __all__ = [
     "DEFAULT_TAIL",
     "MAX_TAIL",
@@ -55,13 +58,17 @@ __all__ = [
     "SkyPilotError",
     "TooManyStreams",
     "UnknownJob",
+    "delete_destinations",
     "health_report",
     "log_error_message",
     "log_plan",
     "log_response",
     "log_tail_text",
+    "mask_url",
     "open_log_stream",
     "parse_follow",
+    "save_destination",
+    "send_test_notification",
     "sync_status",
 ]
 

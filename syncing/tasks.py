@@ -24,6 +24,20 @@ def sync_s3() -> str:
     return run_sync(SyncSource.S3).summary()
 
 
+def sample_logs() -> str:
+    """One log-sampler pass (``syncing.sampler``): failure logs, progress, stalled runs."""
+    from syncing.sampler import run_pass
+
+    return run_pass().summary()
+
+
+def notify() -> str:
+    """The notification checks (``syncing.notifications.check``): events in, retries queued."""
+    from syncing.notifications import check
+
+    return check()
+
+
 # --- aliases for task paths stored in schedule rows and queued tasks before they moved --------
 
 sync_skypilot = sync_jobs_and_reconcile

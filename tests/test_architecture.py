@@ -32,6 +32,9 @@ DOMAIN = {
     "experiments.choices",
     "experiments.deckchanges",
     "experiments.triage",
+    "experiments.progress",
+    "experiments.usage",
+    "experiments.budgets",
 }
 #: Layers from the bottom; a module imports its own layer or lower ones.
 LAYERS = ["base", "domain", "syncing", "backups", "web", "site"]

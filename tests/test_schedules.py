@@ -23,6 +23,12 @@ def test_migrate_creates_the_schedules_once(db, settings):
         s3 = Schedule.objects.get(func="syncing.tasks.sync_s3")
         assert (s3.schedule_type, s3.minutes) == (Schedule.MINUTES, 1)
     assert sky.repeats == -1
+    notify = Schedule.objects.get(name=schedules.NOTIFY_SCHEDULE)  # whatever is configured
+    assert (notify.func, notify.schedule_type, notify.minutes) == (
+        "syncing.tasks.notify",
+        Schedule.MINUTES,
+        1,
+    )
 
 
 def test_schedules_follow_changed_settings(db, settings):
@@ -67,3 +73,28 @@ def test_rows_stored_before_the_move_are_renamed_and_their_old_paths_still_run(d
     settings.SKYDECK_BACKUP_DIR = None
     assert locate("syncing.tasks.backup_database")() == "backup: off (SKYDECK_BACKUP_DIR is empty)"
     assert locate(schedules.BACKUP_TASK)() == "backup: off (SKYDECK_BACKUP_DIR is empty)"
+
+
+def test_the_log_sampler_runs_every_sample_interval_when_skypilot_is_a_source(
+    db, settings, monkeypatch
+):
+    from pydoc import locate
+
+    settings.SKYDECK_SAMPLE_INTERVAL = 300
+    assert "skydeck: sample job logs" in schedules.ensure_schedules()
+    sampler = Schedule.objects.get(name="skydeck: sample job logs")
+    assert (sampler.func, sampler.schedule_type, sampler.minutes) == (
+        "syncing.tasks.sample_logs",
+        Schedule.MINUTES,
+        5,
+    )
+    assert locate(sampler.func) is tasks.sample_logs
+    settings.SKYDECK_SAMPLE_INTERVAL = 45
+    schedules.ensure_schedules()
+    sampler.refresh_from_db()
+    assert (sampler.schedule_type, sampler.cron) == (Schedule.CRON, "* * * * * */45")
+    # without the SkyPilot source there is nothing to sample: no schedule is made
+    Schedule.objects.all().delete()
+    monkeypatch.setattr(schedules.runner, "available_sources", lambda: ["s3"])
+    assert "skydeck: sample job logs" not in schedules.ensure_schedules()
+    assert not Schedule.objects.filter(func="syncing.tasks.sample_logs").exists()

@@ -25,9 +25,9 @@ from experiments.models import (
 
 #: Queries for "/" whatever the number of rows: session, user, experiments (with_latest),
 #: memberships, groups, active-job count, health_report() (SELECT 1, sync states, the
-#: reconciler's mode, which the header's reconciler pill reuses, and two worker-liveness
-#: aggregates).
-DASHBOARD_QUERIES = 17  # ... of which one asks whether the user is read-only
+#: reconciler's mode, which the header's reconciler pill reuses, two worker-liveness
+#: aggregates, and the stalled / often-recovered active jobs).
+DASHBOARD_QUERIES = 18  # ... of which one asks whether the user is read-only
 HTMX_DECK = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "deck"}
 
 

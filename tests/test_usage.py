@@ -292,3 +292,27 @@ def test_the_syncer_and_a_rename_keep_gpu_hours(server, make_experiment):
 def test_query_parameters_given_empty_or_twice_are_refused(api, url, query, field, says):
     answer = api.get(f"{url}?{query}")
     assert answer.status_code == 400 and answer.json() == {field: [says]}
+
+
+@pytest.mark.parametrize("by", ["user", "group", "accelerator"])
+def test_the_csv_matches_the_api_row_for_row(web, api, make_job, make_experiment, by):
+    """The acceptance check: what the export says is what the API says, for the same query."""
+    today = datetime.now(UTC)
+    group = services.create_group("alice", "vision")
+    services.add_to_group("alice", group, [make_experiment("vis")])
+    AcceleratorPrice.objects.filter(accelerator="H100").update(usd_per_gpu_hour=Decimal("2.5"))
+    for i, (user, accel, hours) in enumerate(
+        [("alice", "H100", 1.5), ("bob", "A100", 2), ("bob", "MI300X", 0.25), ("carol", "H100", 3)]
+    ):
+        job(make_job, 10 + i, "vis" if i % 2 else "exp", user=user, accel=accel, hours=hours,
+            ended=today - timedelta(hours=i + 1))  # fmt: skip
+    query = {"by": by, "since": (today - timedelta(days=3)).date().isoformat()}
+    table = list(
+        csv.reader(io.StringIO(web.get("/usage", {**query, "format": "csv"}).content.decode()))
+    )
+    data = api.get("/api/usage/", query).json()
+    fields = table[0][1:]
+    expected = [[row["key"], *(str(row[f]) for f in fields)] for row in data["rows"]]
+    assert [r[: len(fields) + 1] for r in table[1:-1]] == expected
+    assert table[-1][: len(fields) + 1] == ["total", *(str(data["total"][f]) for f in fields)]
+    assert len(expected) >= 2

@@ -32,11 +32,18 @@ from experiments.api.common import (
 )
 from experiments.api.filters import CheckpointFilter, JobFilter, OperationLogFilter
 from experiments.api.schema import CancelResultSerializer, ErrorSerializer
-from experiments.api.serializers import CheckpointSerializer, JobSerializer, OperationLogSerializer
+from experiments.api.serializers import (
+    CheckpointSerializer,
+    JobDetailSerializer,
+    JobSampleSerializer,
+    JobSerializer,
+    OperationLogSerializer,
+)
 from experiments.models import (
     Checkpoint,
     Experiment,
     Job,
+    JobSample,
     OperationLog,
 )
 from syncing import services as door
@@ -88,9 +95,15 @@ def _json_errors(*codes: int) -> dict[Any, OpenApiResponse]:
 
 
 def list_and_get_schema(
-    serializer: type, list_summary: str, description: str, get_summary: str, noun: str
+    serializer: type,
+    list_summary: str,
+    description: str,
+    get_summary: str,
+    noun: str,
+    detail: type | None = None,
 ) -> Any:
-    """The schema of a read-only record list and its rows by id."""
+    """The schema of a read-only record list and its rows by id (``detail``: a row's own
+    serializer, when it says more than the list's)."""
     return extend_schema_view(
         list=extend_schema(
             summary=list_summary,
@@ -100,7 +113,7 @@ def list_and_get_schema(
         retrieve=extend_schema(
             summary=get_summary,
             parameters=[id_param(noun)],
-            responses={200: serializer, **errors(404)},
+            responses={200: detail or serializer, **errors(404)},
         ),
     )
 
@@ -146,6 +159,7 @@ LOG_PARAMETERS = [
     "SkyPilot managed jobs as last synced (all users), newest first.",
     "Get a job",
     "SkyPilot job",
+    detail=JobDetailSerializer,
 )
 class JobViewSet(ById, StrictQueryParams, viewsets.ReadOnlyModelViewSet):
     serializer_class = JobSerializer
@@ -153,10 +167,32 @@ class JobViewSet(ById, StrictQueryParams, viewsets.ReadOnlyModelViewSet):
     missing = "No such job."
 
     def get_queryset(self) -> QuerySet:
-        return Job.objects.annotate(
+        jobs = Job.objects.annotate(
             api_orphaned=~Exists(Experiment.objects.filter(name=OuterRef("experiment_id"))),
             api_owned=control.owned_exists(),
         )
+        # a failed job's log tail is kilobytes: only a job's own answer carries it
+        return jobs if getattr(self, "action", None) == "retrieve" else jobs.defer("log_tail")
+
+    def get_serializer_class(self) -> type:
+        return JobDetailSerializer if getattr(self, "action", None) == "retrieve" else JobSerializer
+
+    @extend_schema(
+        summary="A job's progress samples",
+        description="What the log sampler read from a running job's log over time, oldest "
+        "first: step, total, epoch and metrics at each reading. Bounded per job "
+        "(SKYDECK_SAMPLES_PER_JOB; older readings are thinned), so never paginated.",
+        parameters=[id_param("SkyPilot job")],
+        request=None,
+        responses={200: JobSampleSerializer(many=True), **errors(404)},
+    )
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
+    def samples(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        job_id = int(self.kwargs["id"])
+        if not Job.objects.filter(pk=job_id).exists():
+            raise exceptions.NotFound(self.missing)
+        rows = JobSample.objects.filter(job_id=job_id).order_by("taken_at", "id")
+        return Response(JobSampleSerializer(rows, many=True).data)
 
     @extend_schema(
         summary="Cancel a job",

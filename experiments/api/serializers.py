@@ -45,6 +45,7 @@ from experiments.models import (
     Experiment,
     ExperimentGroup,
     Job,
+    JobSample,
     JobStatus,
     OperationLog,
 )
@@ -238,7 +239,42 @@ class GroupSerializer(serializers.ModelSerializer):
         ]
 
 
+class JobProgressSerializer(serializers.Serializer):
+    """The shape of a job's ``progress`` (the schema's; the value is the stored JSON)."""
+
+    step = serializers.IntegerField(allow_null=True)
+    total = serializers.IntegerField(allow_null=True)
+    epoch = serializers.IntegerField(allow_null=True)
+    metrics = serializers.DictField(child=serializers.FloatField())
+
+
+@extend_schema_field(JobProgressSerializer(allow_null=True))
+class ProgressField(serializers.JSONField):
+    """``Job.progress`` as stored by the log sampler."""
+
+
+class JobSampleSerializer(FastRepresentation, serializers.ModelSerializer):
+    metrics = serializers.DictField(child=serializers.FloatField(), read_only=True)
+
+    class Meta:
+        model = JobSample
+        fields = ["taken_at", "step", "total", "epoch", "metrics"]
+        read_only_fields = fields
+
+
 class JobSerializer(FastRepresentation, serializers.ModelSerializer):
+    progress = ProgressField(
+        read_only=True,
+        allow_null=True,
+        help_text="The last progress read from its log (RUNNING jobs of desired-RUNNING "
+        "experiments): step, total, epoch and metrics; null: never sampled or nothing found.",
+    )
+    stalled = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="Why a RUNNING job looks stuck (no log progress or no new checkpoint for "
+        "longer than the threshold, too many recoveries); null: it does not.",
+    )
     experiment = serializers.CharField(
         source="experiment_id",
         read_only=True,
@@ -272,6 +308,9 @@ class JobSerializer(FastRepresentation, serializers.ModelSerializer):
             *(f for f in JOB_RUN_FIELDS if f != "user_hash"),
             "first_seen",
             "last_seen",
+            "progress",
+            "progress_at",
+            "stalled",
         ]
         read_only_fields = fields
 
@@ -289,6 +328,21 @@ class JobSerializer(FastRepresentation, serializers.ModelSerializer):
         if value is None:
             value = Job.objects.filter(pk=obj.pk).filter(owned_exists()).exists()
         return bool(value)
+
+
+class JobDetailSerializer(JobSerializer):
+    """One job: also its log tail (kilobytes, so not in lists)."""
+
+    log_tail = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="A failed job's last log lines (size-capped), read once after it ended; "
+        "null: not read (yet, or it ended before SkyDeck reads logs), empty: no log was left.",
+    )
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "log_tail"]
+        read_only_fields = fields
 
 
 class CheckpointSerializer(FastRepresentation, serializers.ModelSerializer):

@@ -7,6 +7,7 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import SimpleRouter
 
+from experiments.api.budgets import BudgetsView
 from experiments.api.experiments import BulkView, ExperimentViewSet
 from experiments.api.failures import FailuresView
 from experiments.api.groups import GroupViewSet
@@ -24,6 +25,7 @@ router.register("operations", OperationLogViewSet, basename="api-operation")
 
 urlpatterns = [
     *router.urls,
+    re_path(r"^budgets/?$", BudgetsView.as_view(), name="api-budgets"),
     re_path(r"^bulk/?$", BulkView.as_view(), name="api-bulk"),
     re_path(r"^failures/?$", FailuresView.as_view(), name="api-failures"),
     re_path(r"^sync/?$", SyncView.as_view(), name="api-sync"),

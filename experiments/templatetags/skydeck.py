@@ -8,6 +8,7 @@ from typing import Any
 
 from django import template
 from django.apps import apps
+from django.conf import settings
 from django.template.defaultfilters import truncatechars
 from django.utils import timezone
 from django.utils.html import format_html
@@ -161,9 +162,75 @@ def _state_cell(row: dashboard.Row, oob: bool = False) -> str:
             f'<a class="badge-link" href="{_e(dashboard.failure_bucket_url(signature))}" '
             f'aria-label="{_e(e.current_state)}: its failure bucket">{badge}</a>'
         )
+    badge += _job_flags(
+        getattr(e, "latest_job_status", None),
+        getattr(e, "latest_job_stalled", None),
+        getattr(e, "latest_job_recovery_count", None),
+        "Its latest job",
+    )
     return (
         f'<td class="c-state"{_oob_attr("c-state", e.pk, oob)}><span class="state-line">'
         f"{badge}{desired} {button}</span>{note}</td>"
+    )
+
+
+def _job_flags(status: str | None, stalled: str | None, recoveries: int | None, who: str) -> str:
+    """The stalled badge (a running job whose log stopped advancing: the sampler's reason in
+    its title and, for screen readers, in its text) and the "recovered Nx" badge (more than
+    ``SKYDECK_MAX_RECOVERIES`` recoveries), each with a leading space; "" when neither."""
+    out = ""
+    if stalled and status == "RUNNING":
+        out += (
+            f' <span class="badge tone-stall" title="Stalled: {_e(stalled)}">stalled'
+            f'<span class="sr-only">: {_e(stalled)}</span></span>'
+        )
+    limit = settings.SKYDECK_MAX_RECOVERIES
+    if recoveries and recoveries > limit:
+        out += (
+            f' <span class="badge tone-warn badge-recovered" title="{who} recovered '
+            f"{int(recoveries)} times, more than SKYDECK_MAX_RECOVERIES ({int(limit)}): "
+            f'preemptions or failing nodes">recovered {int(recoveries)}\u00d7</span>'
+        )
+    return out
+
+
+def _sparkline(spark: tuple[str, list[float]] | None) -> str:
+    """A ~60 by 14 px inline SVG line of a metric's values (oldest first), its first, last, min
+    and max in the title and the label; "" without values."""
+    if not spark:
+        return ""
+    metric, values = spark
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    width, height = 60, 14
+    step = (width - 2) / (len(values) - 1)
+    points = " ".join(
+        f"{1 + i * step:.1f},{1 + (high - v) / span * (height - 2) if high > low else height / 2:.1f}"
+        for i, v in enumerate(values)
+    )
+    label = (
+        f"{metric}: {_num(values[0])} \u2192 {_num(values[-1])} over the last {len(values)} "
+        f"samples (min {_num(low)}, max {_num(high)})"
+    )
+    return (
+        f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="{_e(label)}"><title>{_e(label)}</title>'
+        f'<polyline points="{points}"/></svg>'
+    )
+
+
+def _num(value: float) -> str:
+    """A metric value, exact enough to compare (6 significant digits)."""
+    return f"{value:.6g}"
+
+
+def _progress_cell(e: Any) -> str:
+    if not e.progress_text:
+        return f'<td class="c-progress"><span class="muted">{dashboard.MISSING}</span></td>'
+    return (
+        f'<td class="c-progress"><span class="prog-line"><span class="prog" '
+        f'title="{_e(e.progress_title)}">{_e(e.progress_text)}</span>'
+        f"{_sparkline(e.spark)}</span></td>"
     )
 
 
@@ -218,7 +285,7 @@ def exp_row(row: dashboard.Row, oob: bool = False) -> str:
         f"{_star_cell(row)}"
         f'<td class="c-name"><a class="exp-name" href="{_e(row.detail_url)}" data-expand '
         f'aria-expanded="false">{name}</a>{description}</td>'
-        f"{_state_cell(row)}"
+        f"{_state_cell(row)}{_progress_cell(e)}"
         f'<td class="c-epoch num">{epoch}</td><td class="c-shape">{_e(e.shape)}</td>'
         f'<td class="c-gpuh num">{dashboard.gpu_hours_text(e.gpu_seconds)}</td>{cells}'
         f'<td class="c-order">{order}</td></tr>\n'
@@ -346,6 +413,52 @@ def usage_chart(chart: Any) -> str:
     )
 
 
+# --- the detail page's metric charts ----------------------------------------------------------
+
+_MW, _MH, _ML, _MR, _MT, _MB = 220, 80, 46, 6, 7, 17
+
+
+@register.simple_tag
+def metric_chart(chart: dashboard.MetricChart) -> str:
+    """One parsed metric over a job's samples as a small inline SVG line: min and max on the
+    y axis, the first and last step (or time) on the x axis, the last value exact above it."""
+    plot_w, plot_h = _MW - _ML - _MR, _MH - _MT - _MB
+    x0, x1 = chart.xs[0], chart.xs[-1]
+    xspan = (x1 - x0) or 1.0
+    yspan = (chart.high - chart.low) or 1.0
+    flat = chart.high == chart.low
+
+    def y_of(value: float) -> float:
+        return _MT + (plot_h / 2 if flat else (chart.high - value) / yspan * plot_h)
+
+    points = " ".join(
+        f"{_ML + (x - x0) / xspan * plot_w:.1f},{y_of(y):.1f}"
+        for x, y in zip(chart.xs, chart.ys, strict=True)
+    )
+    if len(chart.xs) == 1:  # one sample: a dot, not a line of one point
+        points = f"{_ML:.1f},{y_of(chart.ys[0]):.1f} {_ML + plot_w:.1f},{y_of(chart.ys[0]):.1f}"
+    base, right = _MT + plot_h, _ML + plot_w
+    name, last = _e(chart.name), _e(repr(chart.last))  # the shortest exact form
+    label = (
+        f"{chart.name}: last {chart.last!r}, min {_num(chart.low)}, max "
+        f"{_num(chart.high)} over {chart.count} samples, {chart.x_label} {chart.x_min} to "
+        f"{chart.x_max}"
+    )
+    return mark_safe(  # noqa: S308 - the name is escaped by _e; the rest are numbers
+        f'<figure class="metric-chart"><figcaption><span class="metric-name" title="{name}">'
+        f'{name}</span><span class="metric-last" title="The last value">{last}</span>'
+        f'</figcaption><svg class="metric-svg" viewBox="0 0 {_MW} {_MH}" role="img" '
+        f'aria-label="{_e(label)}"><title>{_e(label)}</title>'
+        f'<line class="grid" x1="{_ML}" y1="{_MT}" x2="{right}" y2="{_MT}"/>'
+        f'<line class="axis" x1="{_ML}" y1="{base}" x2="{right}" y2="{base}"/>'
+        f'<text class="end y-max" x="{_ML - 4}" y="{_MT + 4}">{_e(_num(chart.high))}</text>'
+        f'<text class="end y-min" x="{_ML - 4}" y="{base}">{_e(_num(chart.low))}</text>'
+        f'<text class="x-min" x="{_ML}" y="{_MH - 3}">{_e(chart.x_min)}</text>'
+        f'<text class="end x-max" x="{right}" y="{_MH - 3}">{_e(chart.x_max)}</text>'
+        f'<polyline points="{points}"/></svg></figure>'
+    )
+
+
 # --- the Jobs page's rows ------------------------------------------------------------------------
 
 _FOREIGN_MARK = (
@@ -393,7 +506,7 @@ def job_row(job: Any, next_query: str) -> str:
             f'<span class="mono">{_e(job.job_name or "(unnamed)")}</span> '
             '<span class="badge tone-idle" title="No experiment has this name">orphaned</span>'
         )
-    state = _badge(job.status)
+    state = _badge(job.status) + _job_flags(job.status, job.stalled, job.recovery_count, "This job")
     if job.is_active and job.status != "CANCELLING":
         cancel = dashboard.fast_url("job_cancel", jid)
         who = _e(job.user_name or "unknown user")
