@@ -518,6 +518,10 @@ class ExperimentAdmin(MembershipFormsetMixin, admin.ModelAdmin):
 # --- groups ---------------------------------------------------------------------------------
 
 
+#: A group's settings for its experiments' runs (the log sampler's stall threshold and patterns).
+GROUP_TUNING = ("stall_minutes", "metric_patterns")
+
+
 @admin.register(ExperimentGroup)
 class ExperimentGroupAdmin(MembershipFormsetMixin, admin.ModelAdmin):
     form = ExperimentGroupAdminForm
@@ -534,8 +538,8 @@ class ExperimentGroupAdmin(MembershipFormsetMixin, admin.ModelAdmin):
     def get_fields(self, request: HttpRequest, obj: ExperimentGroup | None = None) -> list[str]:
         """A new group always goes last (``create_group``); order is set once it exists."""
         if obj is None:
-            return ["name", "flags", "collapsed"]
-        return ["name", "flags", "order", "collapsed"]
+            return ["name", "flags", "collapsed", *GROUP_TUNING]
+        return ["name", "flags", "order", "collapsed", *GROUP_TUNING]
 
     @admin.display(description="members", ordering="member_count")
     def member_count(self, obj: ExperimentGroup) -> int:
@@ -548,8 +552,9 @@ class ExperimentGroupAdmin(MembershipFormsetMixin, admin.ModelAdmin):
         data = form.cleaned_data
         if not change:
             saved = services.create_group(request.user, data["name"], flags=data.get("flags") or [])
-            if data.get("collapsed"):
-                saved = services.update_group(request.user, saved, collapsed=True)
+            later = {f: data[f] for f in ("collapsed", *GROUP_TUNING) if data.get(f)}
+            if later:
+                saved = services.update_group(request.user, saved, **later)
             obj.pk = saved.pk
             obj._state.adding = False
             obj._state.db = saved._state.db
@@ -560,7 +565,11 @@ class ExperimentGroupAdmin(MembershipFormsetMixin, admin.ModelAdmin):
             )
             return
         stored = ExperimentGroup.objects.get(pk=obj.pk)
-        changes = {f: data[f] for f in ("name", "flags", "collapsed") if f in form.changed_data}
+        changes = {
+            f: data[f]
+            for f in ("name", "flags", "collapsed", *GROUP_TUNING)
+            if f in form.changed_data
+        }
         if changes:
             services.update_group(request.user, stored, **changes)
         if "order" in form.changed_data:

@@ -95,8 +95,8 @@ class ExperimentGroupAdminForm(_EmptyJSONMixin, forms.ModelForm):
 
     class Meta:
         model = ExperimentGroup
-        fields = ("name", "flags", "order", "collapsed")
-        field_classes = {"flags": JSONTextField}
+        fields = ("name", "flags", "order", "collapsed", "stall_minutes", "metric_patterns")
+        field_classes = {"flags": JSONTextField, "metric_patterns": JSONTextField}
 
 
 class GroupChoiceForm(forms.Form):

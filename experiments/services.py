@@ -494,7 +494,7 @@ def create_group(actor: Actor, name: str, *, flags: Sequence[str] | None = ()) -
 
 @writes
 def update_group(actor: Actor, group: ExperimentGroup, **changes: Any) -> ExperimentGroup:
-    allowed = {"name", "flags", "collapsed"}
+    allowed = {"name", "flags", "collapsed", "stall_minutes", "metric_patterns"}
     unknown = sorted(set(changes) - allowed)
     if unknown:
         raise ValidationError({field: "This field cannot be set." for field in unknown})

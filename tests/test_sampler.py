@@ -611,3 +611,27 @@ def test_stalls_cost_the_same_queries_for_more_jobs(make_experiment, make_job, m
     assert queries() == few
     assert Job.objects.filter(stalled__startswith="no log progress").count() == 10
     assert not Job.objects.filter(status=JobStatus.FAILED, stalled__isnull=False).exists()
+
+
+def test_the_group_admin_sets_the_stall_threshold_and_patterns_through_the_services(
+    admin_client,
+):
+    from experiments import services
+    from experiments.models import ExperimentGroup, OperationLog
+
+    group = services.create_group("alice", "sweep")
+    url = f"/admin/experiments/experimentgroup/{group.pk}/change/"
+    form = {"name": "sweep", "flags": "[]", "order": "0", "stall_minutes": "30",
+            "metric_patterns": '["(?P<key>reward) is (?P<value>[-\\\\d.]+)"]',
+            "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0"}  # fmt: skip
+    response = admin_client.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    group.refresh_from_db()
+    assert group.stall_minutes == 30
+    assert group.metric_patterns == [r"(?P<key>reward) is (?P<value>[-\d.]+)"]
+    assert OperationLog.objects.filter(
+        operation="group_update", message__contains="metric_patterns, stall_minutes"
+    ).exists()
+    bad = admin_client.post(url, {**form, "metric_patterns": '["(broken"]'})
+    assert bad.status_code == 200 and "is not a regular expression" in bad.content.decode()
+    assert ExperimentGroup.objects.get(pk=group.pk).metric_patterns == group.metric_patterns
