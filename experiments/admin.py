@@ -809,9 +809,29 @@ class LaunchAdmin(ReadOnlyAdmin):
         return truncatechars(obj.error_message, 80)
 
 
+class ThroughServices:
+    """An admin whose saves and deletes go through logged services (``save_with(actor, obj)``,
+    ``delete_with(actor, objects)``), never ``Model.save`` and ``QuerySet.delete``."""
+
+    save_with: Callable[..., Any]
+    delete_with: Callable[..., Any]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+        self.save_with(request.user, obj)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        self.delete_with(request.user, [obj])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self.delete_with(request.user, queryset)
+
+
 @admin.register(GroupBudget)
-class GroupBudgetAdmin(admin.ModelAdmin):
+class GroupBudgetAdmin(ThroughServices, admin.ModelAdmin):
     """A group's GPU-hour and/or cost budget: each change through the services, logged."""
+
+    save_with = staticmethod(services.save_budget)
+    delete_with = staticmethod(services.delete_budgets)
 
     list_display = ("group", "gpu_hours", "usd", "period", "stop_at_limit", "updated_at")
     list_filter = ("period", "stop_at_limit")
@@ -839,26 +859,17 @@ class GroupBudgetAdmin(admin.ModelAdmin):
         status = budgets.statuses([obj]).get(obj.group_id)
         return _budget_use(status) if status else "-"
 
-    def save_model(
-        self, request: HttpRequest, obj: GroupBudget, form: ModelForm, change: bool
-    ) -> None:
-        services.save_budget(request.user, obj)
-
-    def delete_model(self, request: HttpRequest, obj: GroupBudget) -> None:
-        services.delete_budget(request.user, obj)
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[GroupBudget]) -> None:
-        for budget in queryset.select_related("group"):
-            services.delete_budget(request.user, budget)
-
 
 def _budget_use(status: budgets.BudgetStatus) -> str:
     return f"{', '.join(status.parts())} ({status.percent}, {status.level})"
 
 
 @admin.register(AcceleratorPrice)
-class AcceleratorPriceAdmin(admin.ModelAdmin):
+class AcceleratorPriceAdmin(ThroughServices, admin.ModelAdmin):
     """Usage's prices per GPU-hour: each change through the services, in the operation log."""
+
+    save_with = staticmethod(services.save_price)
+    delete_with = staticmethod(services.delete_prices)
 
     list_display = (
         "accelerator",
@@ -875,17 +886,6 @@ class AcceleratorPriceAdmin(admin.ModelAdmin):
     @admin.display(description="cloud", ordering="cloud")
     def cloud_label(self, obj: AcceleratorPrice) -> str:
         return obj.cloud or "any"
-
-    def save_model(
-        self, request: HttpRequest, obj: AcceleratorPrice, form: ModelForm, change: bool
-    ) -> None:
-        services.save_price(request.user, obj)
-
-    def delete_model(self, request: HttpRequest, obj: AcceleratorPrice) -> None:
-        services.delete_prices(request.user, [obj])
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[AcceleratorPrice]) -> None:
-        services.delete_prices(request.user, queryset)
 
 
 # --- notifications: webhook destinations (the URL is write-only) and the outbox -----------------
@@ -936,8 +936,11 @@ class WebhookDestinationForm(ModelForm):
 
 
 @admin.register(WebhookDestination)
-class WebhookDestinationAdmin(admin.ModelAdmin):
+class WebhookDestinationAdmin(ThroughServices, admin.ModelAdmin):
     """Where notifications go: each change through the services, logged without the URL."""
+
+    save_with = staticmethod(door.save_destination)
+    delete_with = staticmethod(door.delete_destinations)
 
     form = WebhookDestinationForm
     list_display = ("name", "format", "events_display", "enabled", "url_hint", "updated_at")
@@ -952,17 +955,6 @@ class WebhookDestinationAdmin(admin.ModelAdmin):
     @admin.display(description="URL")
     def url_hint(self, obj: WebhookDestination) -> str:
         return door.mask_url(obj.url)
-
-    def save_model(
-        self, request: HttpRequest, obj: WebhookDestination, form: ModelForm, change: bool
-    ) -> None:
-        door.save_destination(request.user, obj)
-
-    def delete_model(self, request: HttpRequest, obj: WebhookDestination) -> None:
-        door.delete_destinations(request.user, [obj])
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[WebhookDestination]) -> None:
-        door.delete_destinations(request.user, queryset)
 
     @admin.action(description="Send a test notification")
     def send_test(self, request: HttpRequest, queryset: QuerySet[WebhookDestination]) -> None:

@@ -754,10 +754,13 @@ def save_budget(actor: Actor, budget: GroupBudget) -> GroupBudget:
 
 
 @writes
-def delete_budget(actor: Actor, budget: GroupBudget) -> None:
+def delete_budgets(actor: Actor, budgets: Iterable[GroupBudget]) -> int:
+    """Remove budgets: their groups are not watched any more."""
+    count = 0
     with transaction.atomic():
-        text = budget_text(budget)
-        budget.delete()
-        record(
-            actor, Operation.BUDGET, message=f"budget of group {budget.group.name} removed: {text}"
-        )
+        for budget in list(budgets):
+            text, group = budget_text(budget), budget.group.name
+            budget.delete()
+            record(actor, Operation.BUDGET, message=f"budget of group {group} removed: {text}")
+            count += 1
+    return count

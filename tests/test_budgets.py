@@ -122,7 +122,7 @@ def test_changes_are_logged_with_old_and_new_values_and_rearm_the_period(group):
         "budget of group vision changed: 50 GPU-h per calendar month (UTC), warns only at "
         "100 % -> 80 GPU-h per calendar month (UTC), stops its experiments at 100 %",
     ]
-    services.delete_budget("alice", b)
+    services.delete_budgets("alice", [b])
     assert OperationLog.objects.filter(
         message__startswith="budget of group vision removed"
     ).exists()
