@@ -406,12 +406,15 @@ def test_the_deck_rows_use_their_indexes(db, make_experiment, make_checkpoint, m
     make_checkpoint(exp, 3)
     make_job(name="indexed", status=JobStatus.RUNNING)
     plan = plan_text(Experiment.objects.with_latest())
-    assert "checkpoints_latest_idx" in plan  # latest epoch: ORDER BY epoch DESC LIMIT 1
     if connection.vendor == "sqlite":
+        assert "checkpoints_latest_idx" in plan  # latest epoch: ORDER BY epoch DESC LIMIT 1
         assert "jobs_experiment_status_idx" in plan  # has an active job
         assert "jobs_experiment_latest_idx" in plan  # the latest job
-    else:  # PostgreSQL picks among the (experiment, ...) indexes by its statistics
+    else:  # PostgreSQL picks among the (experiment, ...) indexes by its statistics: on tiny
+        # tables the foreign key's index serves the latest epoch as well as the (experiment,
+        # epoch) one, depending on what the tests before left in pg_statistic
         assert "jobs_experiment_" in plan and "Seq Scan on checkpoints" not in plan
+        assert re.search(r"Index Scan using checkpoints_(latest_idx|experiment_id)", plan)
     assert exp.pk in {e.pk for e in Experiment.objects.with_latest().filter(latest_epoch=3)}
 
 
