@@ -339,6 +339,17 @@ class Job(models.Model):
                 name="jobs_failure_idx",
                 condition=~models.Q(failure_signature=""),
             ),
+            # health's stalled and often-recovered jobs: a few rows, however many run
+            models.Index(
+                fields=["status"],
+                name="jobs_stalled_idx",
+                condition=models.Q(stalled__isnull=False),
+            ),
+            models.Index(
+                fields=["status", "recovery_count"],
+                name="jobs_recovered_idx",
+                condition=models.Q(recovery_count__gt=0),
+            ),
             # failed jobs whose log tail is still to read, newest first
             models.Index(
                 fields=["-id"],

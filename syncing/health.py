@@ -206,13 +206,18 @@ def _named(jobs: list[str]) -> str:
 
 def job_warnings() -> list[str]:
     """Running jobs the log sampler flagged stalled, and active jobs that recovered more than
-    SKYDECK_MAX_RECOVERIES times: one query over the active jobs (``jobs_status_idx``)."""
+    SKYDECK_MAX_RECOVERIES times: one query over two partial indexes."""
     limit = settings.SKYDECK_MAX_RECOVERIES
     rows = (
-        Job.objects.active()
-        .filter(
-            (Q(status=JobStatus.RUNNING) & Q(stalled__isnull=False) & ~Q(stalled=""))
-            | Q(recovery_count__gt=limit)
+        Job.objects.filter(
+            # each side matches a partial index's condition (jobs_stalled_idx,
+            # jobs_recovered_idx), so this reads the flagged jobs only
+            (Q(stalled__isnull=False) & Q(status=JobStatus.RUNNING) & ~Q(stalled=""))
+            | (
+                Q(recovery_count__gt=0)
+                & Q(recovery_count__gt=limit)
+                & Q(status__in=JobStatus.active())
+            )
         )
         .order_by("job_name", "id")
         .values_list("id", "job_name", "status", "stalled", "recovery_count")
