@@ -36,7 +36,7 @@ from experiments.models import (
     Job,
     JobStatus,
 )
-from syncing.services import SCHEDULER_WAKE_SECONDS, health_report
+from syncing.services import SCHEDULER_WAKE_SECONDS, health_report, recent_health_report
 
 MISSING = "\u2013"  # en dash
 
@@ -1129,7 +1129,7 @@ def build_status(query: str = "") -> Dashboard:
     counts = shown_qs.aggregate(
         shown=Count("id"), running=Count("id", filter=Q(desired_state=DesiredState.RUNNING))
     )
-    report = health_report()
+    report = recent_health_report()
     return Dashboard(
         groups=[],
         query=query,

@@ -532,6 +532,9 @@ SKYDECK_MAX_RECOVERIES = envint("SKYDECK_MAX_RECOVERIES", 3, minimum=0)
 SKYDECK_FAILURE_LOG_LINES = envint("SKYDECK_FAILURE_LOG_LINES", 100, minimum=10, maximum=2000)
 SKYDECK_FAILURE_LOG_MAX_CHARS = envint("SKYDECK_FAILURE_LOG_MAX_CHARS", 16000, minimum=1000)
 SKYDECK_FAILURE_LOG_BATCH = envint("SKYDECK_FAILURE_LOG_BATCH", 10, minimum=1, maximum=500)
+# The page header's health pills reuse one process's health report this many seconds (0: ask on
+# every page; /api/health always asks).
+SKYDECK_HEALTH_CACHE_SECONDS = envfloat("SKYDECK_HEALTH_CACHE_SECONDS", 2.0, minimum=0)
 
 # --- notifications (README "Notifications"): webhook POSTs give up after SKYDECK_NOTIFY_TIMEOUT
 # seconds and are tried SKYDECK_NOTIFY_MAX_ATTEMPTS times (1, 2, 4 ... minutes apart); repeats of

@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from typing import Any
 
 from django.conf import settings
@@ -246,6 +248,33 @@ def job_warnings() -> list[str]:
 
 def _load_states() -> dict[str, SyncState]:
     return {s.source: s for s in SyncState.objects.all()}
+
+
+_recent: tuple[float, dict[str, Any]] | None = None
+_recent_lock = threading.Lock()
+
+
+def recent_health_report() -> dict[str, Any]:
+    """``health_report()``, reused for SKYDECK_HEALTH_CACHE_SECONDS by this process: every page
+    and deck poll shows the header's pills, and the report's seven queries cost more than an
+    unchanged poll's own work. Sync states change every 30 s or so, so a report a second or two
+    old shows the same pills; ``/api/health`` always asks afresh. Treat the dict as read-only."""
+    global _recent
+    ttl = settings.SKYDECK_HEALTH_CACHE_SECONDS
+    if ttl <= 0:
+        return health_report()
+    now = time.monotonic()
+    cached = _recent
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
+    with _recent_lock:  # one thread asks; the others wait for its answer
+        cached = _recent
+        if cached is not None and time.monotonic() - cached[0] < ttl:
+            return cached[1]
+        report = health_report()
+        if report["database"] == "ok":  # an unreachable database is asked again next time
+            _recent = (time.monotonic(), report)
+        return report
 
 
 def health_report() -> dict[str, Any]:

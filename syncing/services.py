@@ -25,7 +25,12 @@ from experiments import control, services
 from experiments.control import JobRef, Plan
 from experiments.models import DesiredState, Experiment, Job, Operation, SyncSource, SyncState
 from syncing import runner
-from syncing.health import SCHEDULER_WAKE_SECONDS, health_report, sync_status
+from syncing.health import (
+    SCHEDULER_WAKE_SECONDS,
+    health_report,
+    recent_health_report,
+    sync_status,
+)
 from syncing.joblogs import (
     DEFAULT_TAIL,
     MAX_TAIL,
@@ -67,6 +72,7 @@ __all__ = [
     "mask_url",
     "open_log_stream",
     "parse_follow",
+    "recent_health_report",
     "save_destination",
     "send_test_notification",
     "sync_status",

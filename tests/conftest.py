@@ -49,6 +49,13 @@ def _fast_password_hasher() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_health(settings) -> None:
+    """Each page asks health afresh (tests change sync states and look at the pills at once);
+    tests/test_sampler.py proves the reuse with its own TTL."""
+    settings.SKYDECK_HEALTH_CACHE_SECONDS = 0
+
+
+@pytest.fixture(autouse=True)
 def _no_throttle_leaks() -> None:
     """Each test starts with no API throttle counts (the cache); login lockouts (django-axes) live
     in the test database and go with it. (axes needs a request in ``authenticate()``: tests log in

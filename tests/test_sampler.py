@@ -652,3 +652,19 @@ def test_health_job_warnings_read_two_partial_indexes_not_the_active_jobs(db):
             plan = " ".join(row[0] for row in cursor.fetchall())
     assert "jobs_stalled_idx" in plan and "jobs_recovered_idx" in plan, plan
     assert "jobs_status_idx" not in plan
+
+
+def test_the_page_header_reuses_a_recent_health_report(db, settings, monkeypatch):
+    settings.SKYDECK_HEALTH_CACHE_SECONDS = 5
+    monkeypatch.setattr(health, "_recent", None)
+    clock = [1000.0]
+    monkeypatch.setattr(health.time, "monotonic", lambda: clock[0])
+    first = health.recent_health_report()
+    with CaptureQueriesContext(connection) as queries:
+        assert health.recent_health_report() is first
+    assert len(queries) == 0
+    clock[0] += 5.5
+    fresh = health.recent_health_report()
+    assert fresh is not first and fresh["database"] == "ok"
+    settings.SKYDECK_HEALTH_CACHE_SECONDS = 0
+    assert health.recent_health_report() is not health.recent_health_report()
