@@ -33,6 +33,31 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
 
+def _triage_fields(status: str, j: int) -> dict:
+    """What the job syncer and the log sampler keep for a job of this status (issue 16)."""
+    from experiments import triage
+    from experiments.models import JobStatus
+
+    if status in triage.FAILED:
+        reason = [
+            f"CUDA out of memory. Tried to allocate {j % 7}.50 GiB on node 10.0.{j % 8}.{j % 250}",
+            f"NCCL watchdog caught collective operation timeout after {j} ms on rank {j % 16}",
+            "Job failed with return code list: [1]",
+        ][j % 3]
+        return {"failure_reason": reason, "failure_signature": triage.signature(status, reason)}
+    if status == JobStatus.RUNNING:
+        return {
+            "progress": {
+                "step": 1900,
+                "total": 10_000,
+                "epoch": None,
+                "metrics": {"loss": 0.1, "tok/s": 400_019},
+            },
+            "stalled": "no log progress for 1 h 5 min" if j % 97 == 0 else None,
+        }
+    return {}
+
+
 def seed(args: argparse.Namespace) -> None:
     from django.db import transaction
 
@@ -42,7 +67,9 @@ def seed(args: argparse.Namespace) -> None:
         Experiment,
         ExperimentGroup,
         ExperimentGroupMember,
+        GroupBudget,
         Job,
+        JobSample,
         JobStatus,
     )
 
@@ -111,11 +138,31 @@ def seed(args: argparse.Namespace) -> None:
                     duration=600.0,
                     first_seen=now,
                     last_seen=now,
+                    # issue 16: failed jobs carry a reason and its signature, running ones their
+                    # last progress (a few of them stalled)
+                    **_triage_fields(statuses[j % len(statuses)], j),
                 )
                 for j in range(args.jobs)
             ),
             batch_size=1000,
         )
+        running = list(Job.objects.filter(status=JobStatus.RUNNING).values_list("id", flat=True))
+        JobSample.objects.bulk_create(
+            (
+                JobSample(
+                    job_id=job_id,
+                    taken_at=now - timedelta(minutes=5 * (20 - k)),
+                    step=100 * k,
+                    total=10_000,
+                    metrics={"loss": round(2.0 / (1 + k), 4), "tok/s": 400_000 + k},
+                )
+                for job_id in running
+                for k in range(20)
+            ),
+            batch_size=2000,
+        )
+        for group in groups[:10]:
+            GroupBudget.objects.create(group=group, gpu_hours=500 + 100 * group.order)
         per_experiment = max(1, args.checkpoints // len(experiments))
         Checkpoint.objects.bulk_create(
             (
@@ -288,7 +335,7 @@ def main() -> None:
     from django.core.management import call_command
     from django.test import Client
 
-    from experiments.models import Experiment
+    from experiments.models import Experiment, Job
 
     call_command("migrate", verbosity=0)
     started = time.perf_counter()
@@ -329,6 +376,11 @@ def main() -> None:
         since = (datetime.now(UTC) - timedelta(days=29)).date().isoformat()
         cases.append(("/usage (30 days, by user)", f"/usage?since={since}", {}))
         cases.append(("/usage (30 days, by group)", f"/usage?since={since}&by=group", {}))
+        cases.append(("/failures (30 days)", "/failures?days=30", {}))
+        cases.append(("API /api/failures/ (30 days)", "/api/failures/?days=30", {}))
+        cases.append(("API /api/budgets/ (10 groups)", "/api/budgets/", {}))
+        sampled = Job.objects.filter(status="RUNNING").order_by("-id").first()
+        cases.append(("API /api/jobs/<id>/samples/", f"/api/jobs/{sampled.id}/samples/", {}))
         cases.append(
             ("API /api/usage/ (by experiment)", f"/api/usage/?since={since}&by=experiment", {})
         )
