@@ -414,7 +414,8 @@ def test_the_deck_rows_use_their_indexes(db, make_experiment, make_checkpoint, m
         # tables the foreign key's index serves the latest epoch as well as the (experiment,
         # epoch) one, depending on what the tests before left in pg_statistic
         assert "jobs_experiment_" in plan and "Seq Scan on checkpoints" not in plan
-        assert re.search(r"Index Scan using checkpoints_(latest_idx|experiment_id)", plan)
+        # an index of checkpoints, whichever (Index / Index Only / Bitmap Index Scan)
+        assert re.search(r"(using|on) checkpoints_\w+", plan), plan
     assert exp.pk in {e.pk for e in Experiment.objects.with_latest().filter(latest_epoch=3)}
 
 
