@@ -101,6 +101,41 @@ class Experiment(models.Model):
     reconcile_note = models.CharField(
         max_length=500, blank=True, editable=False, help_text="The reconciler's last decision."
     )
+    # Lineage (fork from a checkpoint). The parent's name, epoch and URI are copied, so the
+    # child still says where it came from after the parent or its checkpoint row is deleted.
+    parent = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="forks",
+        editable=False,
+        help_text="The experiment this one was forked from.",
+    )
+    # NULL, not "": a NOT NULL column would rebuild the table (and drop its deck triggers)
+    parent_name = models.CharField(  # noqa: DJ001
+        max_length=validation.NAME_MAX_LENGTH,
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The parent's name when forked (kept after the parent is deleted).",
+    )
+    parent_checkpoint = models.ForeignKey(
+        "Checkpoint",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="forks",
+        editable=False,
+    )
+    parent_epoch = models.BigIntegerField(null=True, blank=True, editable=False)
+    parent_uri = models.CharField(  # noqa: DJ001 (NULL: see parent_name)
+        max_length=1024,
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The checkpoint it started from.",
+    )
 
     objects = ExperimentManager()
 
@@ -464,6 +499,14 @@ class Launch(models.Model):
     requested_by = models.CharField(
         max_length=150, blank=True, help_text="Who adopted the job (adoptions only)."
     )
+    revision = models.ForeignKey(
+        "ExperimentRevision",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="launches",
+        help_text="The configuration revision this launch ran.",
+    )
 
     class Meta:
         db_table = "launches"
@@ -506,6 +549,60 @@ class Operation(models.TextChoices):
     PRICE = "price"
     BUDGET = "budget"
     NOTIFY = "notify"
+    SWEEP = "sweep"
+    FORK = "fork"
+    REVERT = "revert"
+
+
+class RevisionSource(models.TextChoices):
+    UI = "ui"
+    API = "api"
+    BULK = "bulk"
+    ADMIN = "admin"
+    SWEEP = "sweep"
+    FORK = "fork"
+    DUPLICATE = "duplicate"
+    RESTORE = "restore"
+    COMMAND = "command"
+
+
+class ExperimentRevision(models.Model):
+    """One saved state of an experiment's configuration: what changed, from what, by whom.
+
+    ``number`` counts from 1 per experiment; ``config`` is the whole configuration after the
+    change (so any two revisions diff without replaying), ``changes`` maps each changed field
+    to ``[old, new]`` (``old`` is None for the first revision). The experiment's name is kept
+    after it is deleted, as the operation log does.
+    """
+
+    experiment = models.ForeignKey(
+        Experiment, null=True, blank=True, on_delete=models.SET_NULL, related_name="revisions"
+    )
+    experiment_name = models.CharField(max_length=validation.NAME_MAX_LENGTH)
+    number = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    actor = models.CharField(max_length=150)
+    source = models.CharField(max_length=16, choices=RevisionSource.choices)
+    config = models.JSONField(default=dict, encoder=validation.FlagsEncoder)
+    changes = models.JSONField(default=dict, blank=True, encoder=validation.FlagsEncoder)
+    restored_from = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The revision number this one restored."
+    )
+
+    class Meta:
+        db_table = "experiment_revisions"
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["experiment", "number"], name="experiment_revisions_number_uniq"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["experiment_name", "-number"], name="revisions_name_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment_name} r{self.number}"
 
 
 class OperationLog(models.Model):

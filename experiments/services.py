@@ -26,6 +26,7 @@ from experiments.models import (
     GroupBudget,
     Operation,
     OperationLog,
+    RevisionSource,
 )
 from experiments.validation import NAME_MAX_LENGTH
 
@@ -184,7 +185,9 @@ def _check_rename(experiment: Experiment, old_name: str) -> None:
 
 
 @writes
-def create_experiment(actor: Actor, **fields: Any) -> Experiment:
+def create_experiment(
+    actor: Actor, *, source: str = RevisionSource.UI, **fields: Any
+) -> Experiment:
     """Validate and create an experiment: desired STOPPED, so creating never launches or cancels.
 
     Active jobs that already carry its name stay untouched (they are not SkyDeck's); the
@@ -280,6 +283,7 @@ def update_experiment(
     *,
     expected_updated_at: Any = None,
     base: dict[str, Any] | None = None,
+    source: str = RevisionSource.UI,
     **changes: Any,
 ) -> Experiment:
     """Apply changes, validate the whole experiment, save, and log what changed.
@@ -294,7 +298,7 @@ def update_experiment(
         with transaction.atomic():
             experiment.refresh_from_db(from_queryset=Experiment.objects.select_for_update())
             merged = _merge_changes(experiment, changes, expected_updated_at, base)
-            return update_experiment(actor, experiment, **merged)
+            return update_experiment(actor, experiment, source=source, **merged)
     before = {field: getattr(experiment, field) for field in changes}
     for field, value in changes.items():
         setattr(experiment, field, value)
@@ -444,7 +448,11 @@ def _open_slot(group_id: int, after_order: int) -> int:
 
 @writes
 def duplicate_experiment(
-    actor: Actor, experiment: Experiment, *, name: str | None = None
+    actor: Actor,
+    experiment: Experiment,
+    *,
+    name: str | None = None,
+    source: str = RevisionSource.UI,
 ) -> Experiment:
     """Copy an experiment's configuration under a new name, placed right after it in its groups.
 
