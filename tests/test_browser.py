@@ -99,15 +99,17 @@ def test_dashboard_workflow(page, live_server, alice):
     expect(group_section).to_be_visible()
     row(page, "bt-one").locator('input[name="ids"]').check()
     row(page, "bt-one.copy").locator('input[name="ids"]').check()
-    expect(page.locator("#selection-count")).to_have_text("2 selected")
+    expect(page.locator("#selection-count")).to_have_text("2 selected: bt-one, bt-one.copy")
     page.select_option("#bulk-group-select", label="bt-group")
     page.click("#bulk-form button:has-text('Move to')")
     expect(group_section.locator("tr.exp-row")).to_have_count(2)
     group = ExperimentGroup.objects.get(name="bt-group")
     assert [e.name for e in group.ordered_experiments()] == ["bt-one", "bt-one.copy"]
 
-    # --- bulk-stop the two (the selection survived the re-render) ------------------------------
-    expect(page.locator("#selection-count")).to_have_text("2 selected")
+    # --- bulk-stop the two (the move cleared the selection: tick them again) -------------------
+    expect(page.locator("#selection-count")).to_have_text("No experiments selected")
+    row(page, "bt-one").locator('input[name="ids"]').check()
+    row(page, "bt-one.copy").locator('input[name="ids"]').check()
     page.click("#bulk-form button:has-text('Stop')")
     expect(confirm).to_contain_text("Stop 2 experiments: no active job to cancel")
     confirm.locator("button:has-text('Stop')").click()
@@ -192,13 +194,13 @@ def test_selection_survives_deck_refresh(page, live_server, alice):
     services.create_experiment("t", name="sel-b")
     login(page, live_server)
     row(page, "sel-a").locator('input[name="ids"]').check()
-    expect(page.locator("#selection-count")).to_have_text("1 selected")
+    expect(page.locator("#selection-count")).to_have_text("1 selected: sel-a")
     services.set_desired_state("bob", [a], "RUNNING")
     page.evaluate("htmx.trigger(document.body, 'refresh-deck')")
     expect(row(page, "sel-a").locator(".desired")).to_have_text("→ RUNNING")
     expect(row(page, "sel-a").locator('input[name="ids"]')).to_be_checked()
     expect(row(page, "sel-b").locator('input[name="ids"]')).not_to_be_checked()
-    expect(page.locator("#selection-count")).to_have_text("1 selected")
+    expect(page.locator("#selection-count")).to_have_text("1 selected: sel-a")
 
 
 def test_bulk_delete_asks_for_confirmation(page, live_server, alice):
@@ -253,12 +255,12 @@ def test_group_header_tools_and_shift_click_ranges(page, live_server, alice):
     boxes = [row(page, f"sw-{i}").locator('input[name="ids"]') for i in range(1, 5)]
     boxes[0].click()
     boxes[2].click(modifiers=["Shift"])
-    expect(page.locator("#selection-count")).to_have_text("3 selected")
+    expect(page.locator("#selection-count")).to_have_text("3 selected: sw-1, sw-2, sw-3")
     for box, ticked in zip(boxes, (True, True, True, False), strict=True):
         (expect(box).to_be_checked if ticked else expect(box).not_to_be_checked)()
     boxes[3].click()
     boxes[1].click(modifiers=["Shift"])
-    expect(page.locator("#selection-count")).to_have_text("1 selected")
+    expect(page.locator("#selection-count")).to_have_text("1 selected: sw-1")
     expect(boxes[0]).to_be_checked()
     for box in boxes[1:]:
         expect(box).not_to_be_checked()

@@ -51,7 +51,7 @@ def test_a_long_group_loads_its_rest_and_keeps_it_across_polls(page, live_server
     expect(rows_of(page, group)).to_have_count(120)
     expect(page.locator("#deck tr.detail-row #id_description")).to_have_value("typed, not saved")
     expect(late.locator("a.exp-name")).to_have_attribute("aria-expanded", "true")
-    expect(page.locator("#selection-count")).to_have_text("1 selected")
+    expect(page.locator("#selection-count")).to_have_text("1 selected: long-0090")
     # only the row came: the section is the same element (its rows alone changed)
     expect(page.locator(f"#group-{group.pk}[data-marker='kept']")).to_have_count(1)
     assert page.js_errors == []

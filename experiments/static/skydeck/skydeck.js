@@ -66,7 +66,20 @@
     });
     var count = selected.size;
     var label = document.getElementById("selection-count");
-    if (label) label.textContent = count ? count + " selected" : "No experiments selected";
+    if (label) {
+      // say which ones: a bulk action must never act on rows the user forgot are ticked
+      var names = boxes().filter(function (b) { return b.checked; }).map(function (b) {
+        var link = b.closest("tr") && b.closest("tr").querySelector("a.exp-name");
+        return link ? link.textContent.trim() : b.value;
+      });
+      var text = "No experiments selected";
+      if (count) {
+        text = count + " selected: " + names.slice(0, 3).join(", ");
+        if (count > 3) text += " and " + (count - 3) + " more";
+      }
+      label.textContent = text;
+      label.title = names.join("\n");
+    }
     var bar = document.getElementById("bulk-form");
     if (bar) {
       bar.classList.toggle("has-selection", count > 0);
@@ -156,6 +169,18 @@
     if (confirmer && !(e.metaKey || e.ctrlKey || e.shiftKey || e.altKey || e.button > 0)) {
       e.preventDefault();
       openConfirm(confirmer);
+      return;
+    }
+    // Duplicate / Delete in an expanded row: posted from #af (outside the deck), since the deck's
+    // swap takes the detail rows out of the page first and htmx then looks for the out-of-band
+    // targets (header, pickers) in the detached row instead of the page
+    var deckAction = e.target.closest && e.target.closest("[data-deck-action]");
+    if (deckAction) {
+      e.preventDefault();
+      if (deckAction.dataset.confirm && !window.confirm(deckAction.dataset.confirm)) return;
+      htmx.ajax("POST", deckAction.dataset.deckAction, {
+        source: document.getElementById("af"), target: "#deck", swap: "outerHTML"
+      });
       return;
     }
     var clear = e.target.closest && e.target.closest("[data-clear-selection]");
@@ -364,6 +389,15 @@
     e.detail.xhr.skydeckAction = e.detail.requestConfig.verb !== "get";
     if (e.detail.xhr.skydeckAction) pendingDeckActions++;
   });
+  // a bulk action done (from the bar, or its confirmation): the selection has served
+  document.addEventListener("htmx:afterRequest", function (e) {
+    var bar = document.getElementById("bulk-form");
+    var config = e.detail.requestConfig;
+    if (!bar || !config || config.verb !== "post" || !e.detail.successful) return;
+    if (config.path.split("?")[0] !== bar.getAttribute("hx-post")) return;
+    selected.clear();
+    renderSelection();
+  });
   document.addEventListener("htmx:afterRequest", function (e) {
     if (e.detail.xhr && e.detail.xhr.skydeckAction) {
       e.detail.xhr.skydeckAction = false;
@@ -421,20 +455,25 @@
     // the header, or the sections that changed: swapped out of band (see htmx:oobBeforeSwap)
     if (xhr.getResponseHeader("HX-Reswap") === "none") return;
     stashDetails(document.getElementById("deck"));
-    // the group pickers outside the deck are refreshed out of band: keep their choice
-    pickerValues = {};
-    GROUP_PICKERS.forEach(function (id) {
-      var el = document.getElementById(id);
-      if (el) pickerValues[id] = el.value;
-    });
   });
 
   // a poll's changed section replaces the old one: its open detail rows move to the new rows
   document.addEventListener("htmx:oobBeforeSwap", function (e) {
     var target = e.detail.target;
     if (target && target.matches && target.matches("#deck section.group")) stashDetails(target);
+    // the group pickers outside the deck get fresh options out of band (after every action and
+    // changed poll): new options must never change what the user chose
+    if (target && GROUP_PICKERS.indexOf(target.id) >= 0) pickerValues[target.id] = target.value;
   });
   document.addEventListener("htmx:oobAfterSwap", function (e) {
+    // (htmx fires this on the elements of the main swap, once each: detail.target is the picker)
+    var picker = e.detail && e.detail.target;
+    if (picker && GROUP_PICKERS.indexOf(picker.id) >= 0 && picker.id in pickerValues) {
+      var kept = pickerValues[picker.id];
+      var still = $all("option", picker).some(function (o) { return o.value === kept; });
+      picker.value = still ? kept : "";
+      return;
+    }
     if (e.target && e.target.matches && e.target.matches("section.group")) {
       restoreDetails();
       renderSelection();
@@ -457,12 +496,6 @@
 
   document.addEventListener("htmx:afterSwap", function (e) {
     if (!isDeckTarget(e.target)) return;
-    GROUP_PICKERS.forEach(function (id) {
-      var el = document.getElementById(id);
-      if (el && pickerValues[id] && el.querySelector('option[value="' + pickerValues[id] + '"]')) {
-        el.value = pickerValues[id];
-      }
-    });
     restoreDetails();
     renderSelection();
   });
