@@ -496,14 +496,17 @@ def experiment_create(request: HttpRequest) -> HttpResponse:
             if group is not None:
                 services.add_to_group(request.user, group, [created])
     if created is None:
-        return render(request, template, {"form": form}, status=BAD_REQUEST)
+        return render(request, template, {"form": form, "groups": groups}, status=BAD_REQUEST)
     jobs = control.active_jobs([created.name]).get(created.name, [])
     notice = control.users_notice(jobs) if jobs else ""
     if request.htmx:
+        # the next one goes to the same group: a run of creates into a group is the usual case
+        group = form.cleaned_data.get("group")
+        again = ExperimentCreateForm(initial={"group": group.pk} if group is not None else {})
         response = render(
             request,
             template,
-            {"form": ExperimentCreateForm(), "created": created, "created_notice": notice},
+            {"form": again, "groups": groups, "created": created, "created_notice": notice},
         )
         return trigger_client_event(response, "refresh-deck")
     text = f"Created {created.name}. It starts stopped: press Start when it is ready."
