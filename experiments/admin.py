@@ -43,6 +43,7 @@ from experiments.models import (
     Notification,
     NotificationEvent,
     OperationLog,
+    RevisionSource,
     SyncState,
     WebhookDestination,
 )
@@ -301,9 +302,11 @@ class ExperimentAdmin(MembershipFormsetMixin, admin.ModelAdmin):
         }
         if change:
             stored = Experiment.objects.get(pk=obj.pk)
-            saved = services.update_experiment(request.user, stored, **fields)
+            saved = services.update_experiment(
+                request.user, stored, source=RevisionSource.ADMIN, **fields
+            )
         else:
-            saved = services.create_experiment(request.user, **fields)
+            saved = services.create_experiment(request.user, source=RevisionSource.ADMIN, **fields)
             obj.pk = saved.pk
             obj._state.adding = False
             obj._state.db = saved._state.db

@@ -440,6 +440,7 @@ def adopt(actor: services.Actor, experiment: Experiment) -> Plan:
                 status=LaunchStatus.ADOPTED,
                 job_id=job.id,
                 requested_by=name[:150],
+                node=settings.SKYDECK_NODE_ID,
             )
             services.record(
                 actor,

@@ -20,15 +20,16 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from experiments import deckchanges, triage
+from experiments import deckchanges, deckquery, triage
 from experiments.control import Plan
 from experiments.models import (
     NO_JOB,
+    Checkpoint,
     DesiredState,
     Experiment,
     ExperimentGroup,
@@ -77,30 +78,23 @@ def state_label(state: str | None) -> str:
 # --- values ---------------------------------------------------------------------------------
 
 
-def abbreviate_number(value: float | int) -> str:
-    """1500 -> 1.5K, 2000000 -> 2M, 0.0003 -> 0.0003; the exact value belongs in a title."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    magnitude = abs(value)
-    if magnitude < 1000:
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-    units = ["", "K", "M", "B", "T"]
-    index = min(int(math.log10(magnitude) // 3), len(units) - 1)
-    text = f"{value / 1000**index:.1f}".rstrip("0").rstrip(".")
-    if abs(float(text)) >= 1000 and index < len(units) - 1:
-        index += 1
-        text = f"{value / 1000**index:.1f}".rstrip("0").rstrip(".")
-    return f"{text}{units[index]}"
+def exact_number(value: float | int) -> str:
+    """A number exactly as stored: an int in full (131072, never "131.1K": 1000 and 1024 differ),
+    a float in its shortest form that reads back the same (``repr``: 0.0003, 1e-05, 3.0)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def format_flag(value: Any) -> str:
-    """Short text for a flag cell: ✓/✗ for booleans, abbreviated numbers, missing as a dash."""
+    """A flag cell's text: ✓/✗ for booleans, numbers exact, missing as a dash (the row markup
+    groups the digits of a wide integer with thin spaces that copy as nothing)."""
     if value is _ABSENT or value is None:
         return MISSING
     if isinstance(value, bool):
         return "✓" if value else "✗"
     if isinstance(value, int | float):
-        return abbreviate_number(value)
+        return exact_number(value)
     return str(value)
 
 
@@ -262,6 +256,26 @@ def health_pills(report: dict[str, Any] | None = None) -> list[HealthPill]:
         else:
             why = "No background task has ever finished: start SkyDeck with its worker."
         pills.append(HealthPill("worker", "Worker", "bad", "down", why))
+    pills += node_pills(report.get("nodes") or [])
+    return pills
+
+
+def node_pills(nodes: list[dict[str, Any]]) -> list[HealthPill]:
+    """With several nodes on one database, a pill per node that is running or gone (a cleanly
+    stopped one is left out): amber when gone, never red (the other nodes still serve)."""
+    if len(nodes) < 2:
+        return []  # one machine: the worker pill says it all
+    pills = []
+    for node in nodes:
+        if node["state"] == "stopped":
+            continue
+        roles = " + ".join(node["roles"]) or "no role"
+        seen = f"last seen {node['seconds_since_seen']:.0f} s ago"
+        title = f"Node {node['node']} ({roles}, version {node['version'] or 'unknown'}): {seen}."
+        if node["state"] == "gone":
+            pills.append(HealthPill(f"node:{node['node']}", node["node"], "late", "gone", title))
+        else:
+            pills.append(HealthPill(f"node:{node['node']}", node["node"], "ok", roles, title))
     return pills
 
 
@@ -310,6 +324,7 @@ class FlagCell:
     text: str
     title: str
     missing: bool
+    integer: bool = False  # a wide one is shown with its digits grouped
 
 
 _SENTINELS = (987654321, 987654322)
@@ -338,6 +353,7 @@ class Row:
     position: int = 0
     last: bool = False
     cells: list[FlagCell] = field(default_factory=list)
+    sorted_by: str = ""  # the filter box's sort (then ↑/↓ cannot say where a row goes)
 
     @property
     def id(self) -> int:
@@ -364,6 +380,10 @@ class Row:
         return fast_url("experiment_desired", self.experiment.pk)
 
     @property
+    def place_url(self) -> str:
+        return fast_url("member_place", self.group_id, self.experiment.pk)
+
+    @property
     def move_url(self) -> str:
         return fast_url("member_move", self.group_id, self.experiment.pk) if self.group_id else ""
 
@@ -372,6 +392,10 @@ class Row:
 class Column:
     key: str
     label: str
+
+    @property
+    def sort_column(self) -> str:
+        return deckquery.FLAG_PREFIX + self.key
 
 
 @dataclass
@@ -382,6 +406,10 @@ class HeaderBand:
     title: str
     span: int  # columns under a parent band; 1 for a plain flag (which spans both rows)
     parent: bool
+
+    @property
+    def sort_column(self) -> str:
+        return deckquery.FLAG_PREFIX + self.title  # a plain flag's title is its key
 
 
 def header_bands(columns: list[Column]) -> list[HeaderBand]:
@@ -743,14 +771,14 @@ def flag_layout(
 ) -> tuple[list[Column], list[CommonFlag]]:
     """A section's flag columns and its shared flags, from the flags of *every* matching member
     (not only the rows built), so rows loaded later line up under the same columns."""
-    if group is not None and group.flags:
-        keys = list(group.flags)
-    else:
-        seen: dict[str, None] = {}
-        for flags in all_flags:
-            for key in flags:
-                seen.setdefault(key, None)
-        keys = sorted(seen)
+    if group is not None and group.flags:  # chosen: every one a column, in the chosen order
+        columns = [Column(key, key.rpartition(".")[2]) for key in order_by_parent(group.flags)]
+        return columns, []
+    seen: dict[str, None] = {}
+    for flags in all_flags:
+        for key in flags:
+            seen.setdefault(key, None)
+    keys = sorted(seen)
     common: list[CommonFlag] = []
     columns_keys: list[str] = []
     for key in keys:
@@ -767,6 +795,39 @@ def flag_layout(
             columns_keys.append(key)
     columns = [Column(key, key.rpartition(".")[2]) for key in order_by_parent(columns_keys)]
     return columns, common
+
+
+@dataclass
+class ColumnChoice:
+    key: str
+    shown: bool
+    common: bool = False  # the same in every member (shown as a pill when automatic)
+
+
+def column_choices(group: ExperimentGroup) -> tuple[list[ColumnChoice], bool]:
+    """A group's column chooser: its flag columns in order (chosen, or the automatic ones: every
+    flag whose value differs), then every other flag key of its members; and whether the columns
+    are automatic. Two queries (the group's members' flags, in one)."""
+    all_flags = list(
+        ExperimentGroupMember.objects.filter(group=group)
+        .order_by("order", "id")
+        .values_list("experiment__flags", flat=True)
+    )
+    automatic = not group.flags
+    columns, common = flag_layout(group, all_flags)
+    shown = [c.key for c in columns]
+    if not automatic:
+        shown = list(group.flags)
+    known: dict[str, None] = {}
+    for flags in all_flags:
+        for key in flags:
+            known.setdefault(key, None)
+    common_keys = {c.key for c in common}
+    choices = [ColumnChoice(key, True, key in common_keys) for key in shown]
+    choices += [
+        ColumnChoice(key, False, key in common_keys) for key in sorted(known) if key not in shown
+    ]
+    return choices, automatic
 
 
 def build_rows(
@@ -794,6 +855,7 @@ def build_row(
                 format_flag(value),
                 f"{column.key} = {full_flag(value)}",
                 value is _ABSENT,
+                isinstance(value, int) and not isinstance(value, bool),
             )
         )
     return Row(experiment, group_id, position, position == matched - 1, cells)
@@ -825,6 +887,23 @@ class Dashboard:
     partial: bool = False  # ``groups`` are only the sections that changed (out-of-band swaps)
     reconciler: ReconcilerPill | None = None
 
+    @cached_property
+    def parsed(self) -> deckquery.DeckQuery:
+        return deckquery.parse(self.query)
+
+    @property
+    def filters(self) -> bool:
+        return self.parsed.filters
+
+    @property
+    def sort(self) -> deckquery.Sort | None:
+        return self.parsed.sort
+
+    @property
+    def unsorted_query(self) -> str:
+        """The filter box without its sort (the "clear sort" link)."""
+        return deckquery.without_sort(self.query)
+
 
 @dataclass
 class _Summary:
@@ -853,6 +932,8 @@ def section_summaries(
     members = ExperimentGroupMember.objects.all()
     if keys is not None:
         members = members.filter(group_id__in=[int(k) for k in keys if k != UNGROUPED])
+    filters = deckquery.parse(query).filters
+    query = query if filters else ""  # a sort alone hides nothing
     if query:
         members = members.filter(experiment_id__in=_search_ids(query))
     summaries = {str(g.pk): _Summary() for g in groups}
@@ -888,24 +969,79 @@ def section_summaries(
     return summaries
 
 
+def _sort_expression(sort: deckquery.Sort, prefix: str) -> Any:
+    """What a fixed column sorts by, read in the members' query (``prefix``: the path to the
+    experiment from the queried model)."""
+    column = sort.column
+    if column == "epoch":  # the deck's own form: ORDER BY epoch DESC LIMIT 1 on the index
+        return Subquery(
+            Checkpoint.objects.filter(experiment_id=OuterRef(f"{prefix}id"), missing=False)
+            .order_by("-epoch")
+            .values("epoch")[:1]
+        )
+    if column == "shape":
+        return F(f"{prefix}nodes") * F(f"{prefix}gpus")
+    field_name = {"name": "name", "state": "current_state", "gpuh": "gpu_seconds"}[column]
+    return F(prefix + field_name)
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    """Numbers (and booleans) before text before anything else; each kind in its own order."""
+    if isinstance(value, bool | int | float):
+        return (0, value)
+    if isinstance(value, str):
+        return (1, value.lower())
+    return (2, json.dumps(value, sort_keys=True))
+
+
+def sort_members(
+    members: list[tuple[int, dict[str, Any]]], values: list[Any], sort: deckquery.Sort
+) -> list[tuple[int, dict[str, Any]]]:
+    """``members`` (in the deck's order) sorted by ``values`` (one each; a flag sort reads the
+    flags instead): ties keep the deck's order, and rows without a value come last either way."""
+    if sort.flag is not None:
+        values = [flags.get(sort.flag) for _, flags in members]
+    present = [(v, m) for v, m in zip(values, members, strict=True) if v is not None]
+    missing = [m for v, m in zip(values, members, strict=True) if v is None]
+    # (reverse=True keeps equal values in their original order: the deck's)
+    present.sort(key=lambda item: _sort_key(item[0]), reverse=sort.descending)
+    return [m for _, m in present] + missing
+
+
 def _members(query: str, keys: set[str]) -> dict[str, list[tuple[int, dict[str, Any]]]]:
-    """(experiment id, flags) of every matching member of the ``keys`` sections, in order."""
+    """(experiment id, flags) of every matching member of the ``keys`` sections, in order: the
+    group's order (the ungrouped by name), or the filter box's ``sort:``."""
+    parsed = deckquery.parse(query)
+    sort = parsed.sort
+    query = query if parsed.filters else ""
+    fixed = sort is not None and sort.flag is None
     out: dict[str, list[tuple[int, dict[str, Any]]]] = {key: [] for key in keys}
+    values: dict[str, list[Any]] = {key: [] for key in keys}
     group_ids = [int(k) for k in keys if k != UNGROUPED]
     if group_ids:
         members = ExperimentGroupMember.objects.filter(group_id__in=group_ids)
         if query:
             members = members.filter(experiment_id__in=_search_ids(query))
-        rows = members.order_by("group_id", "order", "id").values_list(
-            "group_id", "experiment_id", "experiment__flags"
-        )
-        for group_id, experiment_id, flags in rows:
-            out[str(group_id)].append((experiment_id, flags))
+        fields = ["group_id", "experiment_id", "experiment__flags"]
+        if fixed:
+            members = members.annotate(sort_value=_sort_expression(sort, "experiment__"))
+            fields.append("sort_value")
+        for row in members.order_by("group_id", "order", "id").values_list(*fields):
+            out[str(row[0])].append((row[1], row[2]))
+            values[str(row[0])].append(row[3] if fixed else None)
     if UNGROUPED in keys:
         ungrouped = Experiment.objects.ungrouped()
         if query:
             ungrouped = ungrouped.search(query)
-        out[UNGROUPED] = list(ungrouped.order_by("name").values_list("id", "flags"))
+        fields = ["id", "flags"]
+        if fixed:
+            ungrouped = ungrouped.annotate(sort_value=_sort_expression(sort, ""))
+            fields.append("sort_value")
+        for row in ungrouped.order_by("name").values_list(*fields):
+            out[UNGROUPED].append((row[0], row[1]))
+            values[UNGROUPED].append(row[2] if fixed else None)
+    if sort is not None:
+        out = {key: sort_members(rows, values[key], sort) for key, rows in out.items()}
     return out
 
 
@@ -928,6 +1064,8 @@ def build_sections(
     sections.append((None, UNGROUPED))
     if only is not None:
         sections = [(g, k) for g, k in sections if k in only]
+    parsed = deckquery.parse(query)
+    filters, sort = parsed.filters, parsed.sort
     built_keys = {k for _, k in sections if k in plan}
     members = _members(query, built_keys) if built_keys else {}
     wanted: list[int] = []
@@ -942,7 +1080,7 @@ def build_sections(
     views: list[GroupView] = []
     for group, key in sections:
         summary = summaries.get(key, _Summary())
-        if query and not summary.matched and only is None:
+        if filters and not summary.matched and only is None:
             continue  # a search hides the groups it does not match
         view = GroupView(
             group, [], [], [], summary.total, summary.matched, summary.running, summary.failed
@@ -956,6 +1094,9 @@ def build_sections(
             view.rows = build_rows(
                 group.pk if group else None, chosen, view.columns, offset, len(flags)
             )
+            if sort is not None:
+                for row in view.rows:
+                    row.sorted_by = sort.label
             view.matched = len(flags)
             view.offset = offset
         else:
@@ -1069,9 +1210,13 @@ def build_dashboard(
     if not unchanged:
         groups = list(ExperimentGroup.objects.all())  # ordered by order, id
         delta = deckchanges.changes_since(known_version, version) if known_version else None
-        partial = delta is not None and not delta.full and not query
+        parsed = deckquery.parse(query)
+        partial = delta is not None and not delta.full and not parsed.filters
         if partial:
             whole, changed = _affected(delta)
+            if parsed.sort is not None:  # a changed row may have moved: its section whole
+                whole |= set(changed)
+                changed = {}
             only = (whole | set(changed)) & ({str(g.pk) for g in groups} | {UNGROUPED})
             if shown is None:  # not said (no skydeck.js): as on a first load
                 plan = {k: GROUP_ROWS for k in only}
@@ -1125,7 +1270,8 @@ def build_section(
 def build_status(query: str = "") -> Dashboard:
     """Only the header's figures (no groups): for answers that update a few rows in place."""
     query = (query or "").strip()
-    shown_qs = Experiment.objects.search(query) if query else Experiment.objects.all()
+    filters = deckquery.parse(query).filters
+    shown_qs = Experiment.objects.search(query) if filters else Experiment.objects.all()
     counts = shown_qs.aggregate(
         shown=Count("id"), running=Count("id", filter=Q(desired_state=DesiredState.RUNNING))
     )
@@ -1133,7 +1279,7 @@ def build_status(query: str = "") -> Dashboard:
     return Dashboard(
         groups=[],
         query=query,
-        total_experiments=Experiment.objects.count() if query else counts["shown"],
+        total_experiments=Experiment.objects.count() if filters else counts["shown"],
         shown_experiments=counts["shown"],
         active_jobs=Job.objects.active().count(),
         desired_running=counts["running"],

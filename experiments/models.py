@@ -499,6 +499,9 @@ class Launch(models.Model):
     requested_by = models.CharField(
         max_length=150, blank=True, help_text="Who adopted the job (adoptions only)."
     )
+    node = models.CharField(  # noqa: DJ001 (NULL: an added column, no table rebuild)
+        max_length=64, null=True, blank=True, help_text="SKYDECK_NODE_ID of the node that sent it."
+    )
     revision = models.ForeignKey(
         "ExperimentRevision",
         null=True,
@@ -618,6 +621,9 @@ class OperationLog(models.Model):
     job_id = models.BigIntegerField(null=True, blank=True)
     success = models.BooleanField(default=True)
     message = models.TextField(blank=True)
+    node = models.CharField(  # noqa: DJ001 (NULL: an added column, no table rebuild)
+        max_length=64, null=True, blank=True, help_text="SKYDECK_NODE_ID of the node that did it."
+    )
 
     objects = OperationLogQuerySet.as_manager()
 
@@ -646,6 +652,33 @@ class SyncSource(models.TextChoices):
     NOTIFY = "notify", "Notifications"  # the event checks' cursor and last pass
 
 
+class NodeRole(models.TextChoices):
+    WEB = "web"
+    WORKER = "worker"
+
+
+class Node(models.Model):
+    """A SkyDeck process group sharing this database: ``skydeck serve`` (web and worker),
+    ``serve --no-worker`` (web) or ``skydeck worker``. Its supervisor writes ``last_seen`` every
+    heartbeat, so health can tell a node that stopped (``stopped_at``) from one that is gone."""
+
+    node_id = models.CharField(max_length=64, unique=True)
+    roles = models.JSONField(default=list, help_text='"web" and/or "worker".')
+    version = models.CharField(max_length=32, blank=True)
+    host = models.CharField(max_length=255, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "nodes"
+        ordering = ["node_id"]
+
+    def __str__(self) -> str:
+        return self.node_id
+
+
 class SyncState(models.Model):
     """One row per source: what the health view shows, and the lease that stops double runs."""
 
@@ -659,6 +692,9 @@ class SyncState(models.Model):
     cursor = models.JSONField(default=dict, blank=True, help_text="Syncer-specific resume data.")
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    lease_node = models.CharField(  # noqa: DJ001 (NULL: an added column, no table rebuild)
+        max_length=64, null=True, blank=True, help_text="SKYDECK_NODE_ID of the lease's holder."
+    )
 
     class Meta:
         db_table = "sync_states"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from django.apps import apps
@@ -9,6 +10,7 @@ from django.db import models
 from django.db.models import Exists, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 
+from experiments import deckquery
 from experiments.choices import NO_JOB, JobStatus
 
 
@@ -92,17 +94,29 @@ class ExperimentQuerySet(models.QuerySet):
         return self.filter(group_memberships__isnull=True)
 
     def search(self, text: str) -> ExperimentQuerySet:
-        """Case-insensitive match on name, description, states, or flag names and values."""
-        text = text.strip()
-        if not text:
-            return self
-        return self.filter(
+        """The deck's filter box (experiments.deckquery): every ``tag:NAME`` must be one of its
+        tags; the rest matches name, description, states, or flag names and values, case-
+        insensitively; a ``sort:`` token sorts, it does not filter."""
+        query = deckquery.parse(text)
+        found = self
+        for tag in query.tags:
+            found = found.with_tag(tag)
+        if not query.text:
+            return found
+        text = query.text
+        return found.filter(
             Q(name__icontains=text)
             | Q(description__icontains=text)
             | Q(current_state__iexact=text)
             | Q(desired_state__iexact=text)
             | Q(flags__icontains=text)
         )
+
+    def with_tag(self, tag: str) -> ExperimentQuerySet:
+        """Experiments carrying ``tag`` (exactly, ignoring case). Tags are a JSON list of
+        validated names (no quotes), so the quoted name in the stored text is that element, on
+        SQLite and PostgreSQL alike (``contains`` on a JSON list is not available on SQLite)."""
+        return self.filter(tags__icontains=json.dumps(tag))
 
 
 class ExperimentManager(models.Manager.from_queryset(ExperimentQuerySet)):

@@ -12,11 +12,13 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
+from experiments import revisions
 from experiments.models import (
     AcceleratorPrice,
     DesiredState,
@@ -127,6 +129,7 @@ def record(
         job_id=job_id,
         success=success,
         message=message,
+        node=settings.SKYDECK_NODE_ID,
     )
 
 
@@ -202,6 +205,10 @@ def create_experiment(
         # jobs already synced under this name attach now
         Experiment.objects.filter(pk=experiment.pk).refresh_current_state()
         record(actor, Operation.CREATE, experiment=experiment)
+        config = revisions.snapshot(experiment)
+        revisions.record_revision(
+            experiment, actor_name(actor), source, {f: [None, v] for f, v in config.items()}
+        )
         # read back inside the transaction: a restore that lands between the commit and a
         # later read would otherwise leave this caller with a row that no longer exists
         experiment.refresh_from_db(fields=["current_state"])
@@ -284,6 +291,7 @@ def update_experiment(
     expected_updated_at: Any = None,
     base: dict[str, Any] | None = None,
     source: str = RevisionSource.UI,
+    restored_from: int | None = None,
     **changes: Any,
 ) -> Experiment:
     """Apply changes, validate the whole experiment, save, and log what changed.
@@ -298,8 +306,11 @@ def update_experiment(
         with transaction.atomic():
             experiment.refresh_from_db(from_queryset=Experiment.objects.select_for_update())
             merged = _merge_changes(experiment, changes, expected_updated_at, base)
-            return update_experiment(actor, experiment, source=source, **merged)
+            return update_experiment(
+                actor, experiment, source=source, restored_from=restored_from, **merged
+            )
     before = {field: getattr(experiment, field) for field in changes}
+    old_config = revisions.snapshot(experiment)
     for field, value in changes.items():
         setattr(experiment, field, value)
     experiment.full_clean()
@@ -318,16 +329,54 @@ def update_experiment(
         if "name" in changed:
             Experiment.objects.filter(pk=experiment.pk).refresh_current_state()
             experiment.refresh_from_db(fields=["current_state"])
-        parts = []
-        for field in changed:
-            if field == "name":
-                parts.append(f"renamed from {before['name']!r}")
-            else:
-                parts.append(field)
+        config_changes = revisions.changed_fields(old_config, revisions.snapshot(experiment))
+        if config_changes:  # starring alone is no configuration change: no revision
+            revisions.record_revision(
+                experiment,
+                actor_name(actor),
+                source,
+                config_changes,
+                restored_from,
+                before=old_config,
+            )
+            message = revisions.change_text(config_changes)
+            if "starred" in changed:
+                message += f", {'starred' if experiment.starred else 'unstarred'}"
+        else:
+            message = "starred" if experiment.starred else "unstarred"
         record(
-            actor, Operation.UPDATE, experiment=experiment, message="changed " + ", ".join(parts)
+            actor,
+            Operation.REVERT if restored_from else Operation.UPDATE,
+            experiment=experiment,
+            message=f"restored r{restored_from}: {message}" if restored_from else message,
         )
     return experiment
+
+
+@writes
+def restore_revision(actor: Actor, experiment: Experiment, number: int) -> Any:
+    """Make revision ``number``'s configuration the experiment's again, as a new revision.
+
+    Every configuration field but the name is applied (the name is the SkyPilot job and S3
+    folder: a restore never renames) through ``update_experiment``, so it is validated like any
+    edit, logged as REVERT with the values and stored with ``restored_from``. It never launches
+    or touches the desired state. Returns the new revision, or None when nothing differs.
+    """
+    from experiments.models import ExperimentRevision
+
+    revision = ExperimentRevision.objects.filter(experiment=experiment, number=number).first()
+    if revision is None:
+        raise ValidationError({"number": f"{experiment.name} has no revision {number}."})
+    restore = {f: revision.config[f] for f in revisions.RESTORE_FIELDS if f in revision.config}
+    with transaction.atomic():
+        experiment.refresh_from_db(from_queryset=Experiment.objects.select_for_update())
+        latest = revisions.latest_number(experiment)
+        update_experiment(
+            actor, experiment, source=RevisionSource.RESTORE, restored_from=number, **restore
+        )
+        if revisions.latest_number(experiment) == latest:
+            return None
+        return ExperimentRevision.objects.filter(experiment=experiment).order_by("-number").first()
 
 
 @writes
@@ -452,7 +501,7 @@ def duplicate_experiment(
     experiment: Experiment,
     *,
     name: str | None = None,
-    source: str = RevisionSource.UI,
+    source: str = RevisionSource.DUPLICATE,
 ) -> Experiment:
     """Copy an experiment's configuration under a new name, placed right after it in its groups.
 
@@ -481,7 +530,153 @@ def duplicate_experiment(
             experiment=copy,
             message=f"duplicated from {experiment.name}",
         )
+        config = revisions.snapshot(copy)
+        revisions.record_revision(
+            copy, actor_name(actor), source, {f: [None, v] for f, v in config.items()}
+        )
     return copy
+
+
+# --- fork from a checkpoint (lineage) -------------------------------------------------------
+
+#: What a fork may change of the parent's configuration (besides its name): starring is a
+#: person's bookmark, not configuration, so a fork starts unstarred.
+FORK_CHANGE_FIELDS = tuple(f for f in EDITABLE_FIELDS if f not in {"name", "starred"})
+FORK_FLAG_REQUIRED = (
+    "Name the flag that receives the checkpoint's URI (e.g. trainer.initial_policy.uri): "
+    "the SKYDECK_FORK_FLAG setting is not set."
+)
+
+
+def next_fork_name(name: str, epoch: int, taken: set[str] | None = None) -> str:
+    """``name.from120``, then ``name.from120-2``, ... — valid, unique and at most 128 characters.
+
+    Like ``next_copy_name``: the stem loses trailing separators after a cut, so every candidate
+    of a valid name is valid.
+    """
+    first = f".from{epoch}"
+    base = name[: NAME_MAX_LENGTH - len(first) - 4].rstrip("-_.")
+    if taken is None:
+        taken = set(Experiment.objects.filter(name__startswith=base).values_list("name", flat=True))
+    number = 1
+    while True:
+        suffix = first if number == 1 else f"{first}-{number}"
+        candidate = name[: NAME_MAX_LENGTH - len(suffix)].rstrip("-_.") + suffix
+        if candidate not in taken:
+            return candidate
+        number += 1
+
+
+def fork_flag_key(flag_key: str | None) -> str:
+    """The flag that receives a fork's checkpoint URI: the one given, else SKYDECK_FORK_FLAG.
+
+    Validated with the flag-name rule every flag obeys; missing is a ValidationError on
+    ``flag_key`` (the form and the API then ask for it).
+    """
+    from django.conf import settings
+
+    key = (flag_key or "").strip() or getattr(settings, "SKYDECK_FORK_FLAG", "") or ""
+    if not key:
+        raise ValidationError({"flag_key": FORK_FLAG_REQUIRED})
+    from experiments.validation import validate_flag_key
+
+    try:
+        validate_flag_key(key)
+    except ValidationError as exc:
+        raise ValidationError({"flag_key": exc.messages}) from None
+    return key
+
+
+def _place_after(experiment: Experiment, copy: Experiment) -> None:
+    """Put ``copy`` right after ``experiment`` in each of its groups."""
+    memberships = list(experiment.group_memberships.all())
+    for membership in memberships:
+        position = _open_slot(membership.group_id, membership.order)
+        ExperimentGroupMember.objects.create(
+            group_id=membership.group_id, experiment=copy, order=position
+        )
+    _touch_groups(m.group_id for m in memberships)
+
+
+@writes
+def fork_experiment(
+    actor: Actor,
+    checkpoint: Any,
+    *,
+    name: str | None = None,
+    flag_key: str | None = None,
+    changes: dict[str, Any] | None = None,
+) -> Experiment:
+    """A new experiment that continues from ``checkpoint``: clone, modify, point at the file.
+
+    The parent's configuration is copied, ``changes`` applied, and the checkpoint's URI set in
+    the flag ``flag_key`` (default: SKYDECK_FORK_FLAG). The lineage (parent, its name, the
+    checkpoint, epoch and URI) is recorded in the same transaction; the names and the URI are
+    copies, so the child keeps them after the parent is deleted. The child starts STOPPED
+    (creating never launches) and sits right after the parent in its groups. A checkpoint
+    marked missing is refused: its file is gone, a run started from it would fail.
+    """
+    changes = dict(changes or {})
+    refused = sorted(set(changes) - set(FORK_CHANGE_FIELDS))
+    if refused:
+        _check_fields({f: v for f, v in changes.items() if f not in EDITABLE_FIELDS})
+        raise ValidationError(
+            {
+                field: "Give the fork's name apart from its changes."
+                if field == "name"
+                else "A fork starts unstarred: star it afterwards."
+                for field in refused
+            }
+        )
+    key = fork_flag_key(flag_key)
+    if checkpoint.missing:
+        raise ValidationError(
+            {
+                "checkpoint": f"Epoch {checkpoint.epoch} of {checkpoint.experiment.name} is "
+                f"marked missing (not found in S3 at the last sync): {checkpoint.model_path} "
+                "cannot be forked."
+            }
+        )
+    parent = checkpoint.experiment
+    fields: dict[str, Any] = {field: getattr(parent, field) for field in COPY_FIELDS}
+    fields["flags"] = dict(parent.flags or {})
+    fields["tags"] = list(parent.tags or [])
+    fields.update(changes)
+    flags = fields["flags"]
+    if not isinstance(flags, dict):
+        raise ValidationError({"flags": "Flags must be an object of name: value pairs."})
+    fields["flags"] = {**flags, key: checkpoint.model_path}
+    with transaction.atomic():
+        child = create_experiment(
+            actor,
+            source=RevisionSource.FORK,
+            name=name or next_fork_name(parent.name, checkpoint.epoch),
+            **fields,
+        )
+        child.parent = parent
+        child.parent_name = parent.name
+        child.parent_checkpoint = checkpoint
+        child.parent_epoch = checkpoint.epoch
+        child.parent_uri = checkpoint.model_path
+        child.save(
+            update_fields=[
+                "parent",
+                "parent_name",
+                "parent_checkpoint",
+                "parent_epoch",
+                "parent_uri",
+                "updated_at",
+            ]
+        )
+        _place_after(parent, child)
+        record(
+            actor,
+            Operation.FORK,
+            experiment=child,
+            message=f"forked from {parent.name} @ epoch {checkpoint.epoch} "
+            f"({checkpoint.model_path}); {key} set to it",
+        )
+    return child
 
 
 # --- groups ---------------------------------------------------------------------------------
@@ -513,7 +708,12 @@ def update_group(actor: Actor, group: ExperimentGroup, **changes: Any) -> Experi
     with transaction.atomic():
         group.save()
         if set(changes) - {"collapsed"}:
-            what = ", ".join(sorted(changes))
+            what = ", ".join(
+                f"flag columns {', '.join(group.flags) or 'automatic'}"
+                if field == "flags"
+                else field
+                for field in sorted(changes)
+            )
             label = group.name if old_name == group.name else f"{old_name} -> {group.name}"
             record(actor, Operation.GROUP_UPDATE, message=f"group {label}: {what}")
     return group
@@ -662,6 +862,64 @@ def move_member(actor: Actor, group: ExperimentGroup, experiment: Experiment, de
             experiment=experiment,
             message=f"moved to position {target + 1} in group {group.name}",
         )
+
+
+def _placed(ids: list[int], moving: int, before: int | None, after: int | None) -> list[int]:
+    """``ids`` with ``moving`` put right before ``before`` or right after ``after``."""
+    target = before if before is not None else after
+    if target is None or target == moving or target not in ids or moving not in ids:
+        raise ValueError("no such place")
+    rest = [i for i in ids if i != moving]
+    index = rest.index(target) + (0 if before is not None else 1)
+    return [*rest[:index], moving, *rest[index:]]
+
+
+@writes
+def place_member(
+    actor: Actor,
+    group: ExperimentGroup,
+    experiment: Experiment,
+    *,
+    before: int | None = None,
+    after: int | None = None,
+) -> None:
+    """Put a member right before (or after) another member of its group: a drag and drop."""
+    with transaction.atomic():
+        members = list(group.memberships.order_by("order", "id"))
+        by_id = {m.experiment_id: m for m in members}
+        try:
+            order = _placed([m.experiment_id for m in members], experiment.pk, before, after)
+        except ValueError:
+            raise ValidationError(
+                {
+                    "order": f"{experiment.name} and the row it was dropped on must both be in "
+                    f"group {group.name}."
+                }
+            ) from None
+        if order == [m.experiment_id for m in members]:
+            return
+        _renumber(group, [by_id[i] for i in order])
+        _touch_groups([group.pk], loaded=group)
+        record(
+            actor,
+            Operation.GROUP_REORDER,
+            experiment=experiment,
+            message=f"moved to position {order.index(experiment.pk) + 1} in group {group.name}",
+        )
+
+
+@writes
+def place_group(
+    actor: Actor, group: ExperimentGroup, *, before: int | None = None, after: int | None = None
+) -> None:
+    """Put a group right before (or after) another one: a drag and drop of its header."""
+    ids = list(ExperimentGroup.objects.values_list("pk", flat=True))
+    try:
+        order = _placed(ids, group.pk, before, after)
+    except ValueError:
+        raise ValidationError({"order": "The group it was dropped on does not exist."}) from None
+    if order != ids:
+        reorder_groups(actor, order)
 
 
 @writes

@@ -22,6 +22,7 @@ from django.core.paginator import Paginator
 from django.db import IntegrityError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render, resolve_url
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import patch_vary_headers
@@ -33,8 +34,14 @@ from django_htmx.http import HttpResponseClientRedirect, reswap, retarget, trigg
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
-from experiments import budgets, control, dashboard, services, usage
-from experiments.api.filters import JobFilter, OperationLogFilter
+from experiments import budgets, control, dashboard, revisions, services, usage
+from experiments import views_lists as lists
+from experiments.api.filters import (
+    JOB_SORT_COLUMNS,
+    OPERATION_SORT_COLUMNS,
+    JobFilter,
+    OperationLogFilter,
+)
 from experiments.forms import (
     ExperimentCreateForm,
     ExperimentForm,
@@ -49,6 +56,7 @@ from experiments.models import (
     DesiredState,
     Experiment,
     ExperimentGroup,
+    ExperimentRevision,
     Job,
     JobStatus,
     Operation,
@@ -558,9 +566,9 @@ def _selected_job(request: HttpRequest) -> int | None:
 
 def _detail_context(experiment: Experiment, job_id: int | None = None) -> dict[str, Any]:
     jobs = list(
-        Job.objects.filter(experiment_id=experiment.name).annotate(owned=control.owned_exists())[
-            :DETAIL_LIMIT
-        ]
+        Job.objects.filter(experiment_id=experiment.name).annotate(
+            owned=control.owned_exists(), revision_number=revisions.launch_revision_number()
+        )[:DETAIL_LIMIT]
     )
     for job in jobs:
         job.tone = dashboard.state_tone(job.status)
@@ -1063,12 +1071,18 @@ class ListFilters:
     shown above the list, which then lists nothing (the page answers 400), as the API refuses it.
     """
 
-    def __init__(self, request: HttpRequest, filterset_class: Any, queryset: Any) -> None:
+    def __init__(
+        self,
+        request: HttpRequest,
+        filterset_class: Any,
+        queryset: Any,
+        ordering: str | None = None,
+    ) -> None:
         known = set(filterset_class.base_filters)
         self.values = QueryDict(mutable=True)
         self.ignored: list[str] = []
         for name, values in request.GET.lists():
-            if name == "page":
+            if name in lists.PAGE_OWN_PARAMS:  # page, sort (as ``ordering``), the poll's v
                 continue
             if name not in known:
                 self.ignored.append(name)
@@ -1076,6 +1090,8 @@ class ListFilters:
             given = [value for value in values if value.strip()]
             if given:
                 self.values.setlist(name, given)
+        if ordering:
+            self.values["ordering"] = ordering
         filterset = filterset_class(self.values, queryset=queryset, request=request)
         self.errors = (
             []
@@ -1100,13 +1116,19 @@ class ListFilters:
 @ui_login_required
 @require_GET
 def jobs_view(request: HttpRequest) -> HttpResponse:
-    """All synced jobs, newest first, with filters kept in the URL (JobFilter, as /api/jobs/)."""
+    """All synced jobs, newest first or as ``?sort=`` says, with filters kept in the URL
+    (JobFilter, as /api/jobs/). The page polls itself: an htmx GET with ``v`` (the version of
+    the table it shows) gets 204 when the table is unchanged, else the new table."""
+    sorting = lists.Sorting.from_request(
+        request, JOB_SORT_COLUMNS, "-submitted_at", "submitted, newest first"
+    )
     listed = ListFilters(
         request,
         JobFilter,
         Job.objects.order_by("-submitted_at", "-id")
         .defer("raw", "details")
         .annotate(owned=control.owned_exists()),
+        ordering=sorting.value,
     )
     page = _page(request, listed.queryset, JOBS_PER_PAGE)
     rows = list(page.object_list)
@@ -1123,18 +1145,29 @@ def jobs_view(request: HttpRequest) -> HttpResponse:
         job.logs_link = dashboard.build_link(
             "logs", name=job.job_name or job.experiment_id or "", job_id=job.id
         )
-    return render(
-        request,
-        "experiments/jobs.html",
-        {
-            "page": page,
-            "jobs": rows,
-            "next_query": f"next={quote(request.get_full_path(), safe='/')}",
-            "statuses": JobStatus.values,
-            **listed.context(),
-        },
-        status=listed.status,
-    )
+    here = lists.page_path(request)
+    context = {
+        "page": page,
+        "jobs": rows,
+        "next_query": f"next={quote(here, safe='/')}",
+        "statuses": JobStatus.values,
+        "heads": sorting.heads(request, lists.JOB_COLUMNS),
+        "sort_notice": sorting.notice,
+        "sort_value": sorting.value,
+        "poll_url": here,
+        "refresh_seconds": lists.refresh_seconds(),
+        **listed.context(),
+    }
+    table = render_to_string("experiments/_jobs_table.html", context, request)
+    context["table"] = table
+    context["version"] = lists.table_version(f"{page.paginator.count}:{table}")
+    if request.htmx and lists.VERSION_PARAM in request.GET:
+        if request.GET[lists.VERSION_PARAM] == context["version"]:
+            return HttpResponse(status=204)  # unchanged: htmx swaps nothing
+        return render(
+            request, "experiments/_jobs_live.html", {**context, "oob": True}, status=listed.status
+        )
+    return render(request, "experiments/jobs.html", context, status=listed.status)
 
 
 @ui_login_required
@@ -1142,15 +1175,29 @@ def jobs_view(request: HttpRequest) -> HttpResponse:
 def operations_view(request: HttpRequest) -> HttpResponse:
     """The operation log, newest first, with filters kept in the URL (OperationLogFilter, as
     /api/operations/)."""
+    sorting = lists.Sorting.from_request(
+        request, OPERATION_SORT_COLUMNS, "-created_at", "time, newest first"
+    )
     listed = ListFilters(
-        request, OperationLogFilter, OperationLog.objects.order_by("-created_at", "-id")
+        request,
+        OperationLogFilter,
+        OperationLog.objects.order_by("-created_at", "-id"),
+        ordering=sorting.value,
     )
     page = _page(request, listed.queryset, OPERATIONS_PER_PAGE)
     rows = list(page.object_list)
     return render(
         request,
         "experiments/operations.html",
-        {"page": page, "operations": rows, "kinds": Operation.values, **listed.context()},
+        {
+            "page": page,
+            "operations": rows,
+            "kinds": Operation.values,
+            "heads": sorting.heads(request, lists.OPERATION_COLUMNS),
+            "sort_notice": sorting.notice,
+            "sort_value": sorting.value,
+            **listed.context(),
+        },
         status=listed.status,
     )
 
@@ -1429,11 +1476,13 @@ def _job_log_context(job: Job, tail: int, error: str = "") -> dict[str, Any]:
     return {
         "job": job,
         "experiment": experiment,
+        "config_revision": revisions.job_revision(job.id),
         "tail": tail,
         "tail_choices": sorted({*actions.TAIL_CHOICES, tail}),
         "active": job.is_active,
         "stream_url": f"{reverse('job_log_stream', args=[job.id])}?{query}",
         "text_url": f"{reverse('job_log', args=[job.id])}?{query}&format=text",
+        "download_url": reverse("job_log_download", args=[job.id]),
         "error": error,
     }
 
@@ -1461,6 +1510,130 @@ def job_log_stream(request: HttpRequest, pk: int) -> HttpResponse:
     return actions.log_response(stream, request.META, events=True)
 
 
+@ui_login_required
+@require_GET
+def job_log_download(request: HttpRequest, pk: int) -> HttpResponse:
+    """The job's whole log as a file, streamed from SkyPilot as it comes (never held in memory).
+
+    It takes a log-read slot like every log read (503 with Retry-After when none is free); a
+    SkyPilot that cannot be reached is a 502 with the reason, before the file starts. If the
+    log breaks off midway the file's last line says so (``# skydeck: ...``).
+    """
+    job = Job.objects.filter(pk=pk).only("id", "job_name", "experiment_id").first()
+    if job is None:
+        raise Http404(f"No job {pk} in SkyDeck (only synced jobs have logs here).")
+    try:
+        stream = actions.open_full_log(pk)
+    except actions.UnknownJob as exc:
+        raise Http404(str(exc)) from None
+    except actions.TooManyStreams as exc:
+        return _busy(exc)
+    stream.wait_settled(
+        float(settings.SKYDECK_LOG_CONNECT_TIMEOUT) + float(settings.SKYDECK_LOG_READ_TIMEOUT)
+    )
+    if stream.error is not None:
+        error = stream.error
+        stream.close()
+        return _text(actions.log_error_message(error) + "\n", 502)
+    response = actions.log_response(stream, request.META, events=False)
+    response["Content-Disposition"] = f'attachment; filename="{lists.log_filename(job)}"'
+    return response
+
+
 def _busy(exc: actions.TooManyStreams) -> HttpResponse:
     """Every log-read slot is taken: 503, and when to try again."""
     return _text(f"{exc}\n", 503, **{"Retry-After": str(exc.retry_after)})
+
+
+# --- config history (revisions) ---------------------------------------------------------------
+
+HISTORY_PER_PAGE = 50
+HISTORY_PARAMS = {"a", "b", "page"}
+
+
+def _history_pair(experiment: Experiment, data: QueryDict) -> tuple[int, int, int, str]:
+    """The latest revision number, the two to diff (``?a=&b=``; default the latest against
+    the one before) and an error text for bad input (then the two are the defaults)."""
+    latest = revisions.latest_number(experiment)
+    default = (latest, max(latest - 1, 0), latest)
+    unknown = sorted(set(data) - HISTORY_PARAMS)
+    if unknown:
+        return *default, f"Unknown parameter {', '.join(unknown)}: only a, b and page."
+    chosen: dict[str, int] = {}
+    for name in ("a", "b"):
+        raw = data.get(name, "").strip()
+        if not raw:
+            continue
+        if not raw.isdigit() or not 1 <= int(raw) <= latest:
+            return *default, f"{name}: {experiment.name} has no revision {raw[:20]!r}."
+        chosen[name] = int(raw)
+    b = chosen.get("b", latest)
+    a = chosen.get("a", max(b - 1, 0))
+    return latest, a, b, ""
+
+
+def _history_context(request: HttpRequest, experiment: Experiment) -> dict[str, Any]:
+    latest, a, b, error = _history_pair(experiment, request.GET)
+    listed = ExperimentRevision.objects.filter(experiment=experiment).order_by("-number")
+    page = Paginator(listed, HISTORY_PER_PAGE).get_page(request.GET.get("page"))
+    pair = {
+        r.number: r
+        for r in ExperimentRevision.objects.filter(experiment=experiment, number__in=[a, b])
+    }
+    old, new = pair.get(a), pair.get(b)
+    return {
+        "experiment": experiment,
+        "page": page,
+        "rows": [(r, revisions.revision_text(r)) for r in page],
+        "latest": latest,
+        "a": a,
+        "b": b,
+        "old": old,
+        "new": new,
+        "differences": revisions.diff(old.config if old else {}, new.config if new else {})
+        if new
+        else [],
+        "error": error,
+    }
+
+
+def _history_response(
+    request: HttpRequest, experiment: Experiment, status: int = 200
+) -> HttpResponse:
+    context = _history_context(request, experiment)
+    if context["error"]:
+        status = BAD_REQUEST
+    template = "experiments/_history.html" if request.htmx else "experiments/history.html"
+    return render(request, template, context, status=status)
+
+
+@ui_login_required
+@require_GET
+def experiment_history(request: HttpRequest, pk: int) -> HttpResponse:
+    """The experiment's config history: every revision newest first, and a diff of any two."""
+    experiment = get_object_or_404(Experiment, pk=pk)
+    return _history_response(request, experiment)
+
+
+@ui_login_required
+@require_POST
+def experiment_restore(request: HttpRequest, pk: int, number: int) -> HttpResponse:
+    """Restore revision ``number`` (a new revision; never renames, launches or stops)."""
+    experiment = get_object_or_404(Experiment, pk=pk)
+    status = 200
+    try:
+        revision = services.restore_revision(request.user, experiment, number)
+    except ValidationError as exc:
+        messages.error(request, f"Nothing restored: {error_text(exc)}")
+        status = BAD_REQUEST
+    else:
+        if revision is None:
+            messages.info(request, f"Nothing restored: r{number} is what is saved already.")
+        else:
+            messages.success(
+                request, f"Restored r{number} of {experiment.name} as r{revision.number}."
+            )
+    if not request.htmx:
+        return redirect("experiment_history", pk=experiment.pk)
+    request.GET = QueryDict()  # the fresh history: the latest against the one before
+    return _history_response(request, experiment, status)

@@ -383,11 +383,33 @@ else:
     )
 # --- end REST API ---------------------------------------------------------------------------
 
+
+# --- This node (several SkyDeck nodes may share one PostgreSQL): recorded on leases, launches
+# and the operation log, and shown per node in the health report. Default: the host name.
+def _node_id() -> str:
+    import socket
+
+    value = envstr("SKYDECK_NODE_ID") or socket.gethostname() or "skydeck"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", value):
+        raise ImproperlyConfigured(
+            f"SKYDECK_NODE_ID {value!r} is not valid: up to 64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+SKYDECK_NODE_ID = _node_id()
+# A node whose worker has not been heard from for this long shows as gone (amber), in seconds.
+SKYDECK_NODE_GONE_SECONDS = envint("SKYDECK_NODE_GONE_SECONDS", 60, minimum=15)
+
 # --- Links shown in the UI (empty = not shown). Placeholders: {name}, {job_id}, {epoch} --------
 SKYDECK_LINK_WANDB = envstr("SKYDECK_LINK_WANDB", "")
 SKYDECK_LINK_SKYPILOT_JOB = envstr("SKYDECK_LINK_SKYPILOT_JOB", "")
 SKYDECK_LINK_LOGS = envstr("SKYDECK_LINK_LOGS", "")
 SKYDECK_LINK_CHECKPOINT_VIEWER = envstr("SKYDECK_LINK_CHECKPOINT_VIEWER", "")
+
+# --- Fork from a checkpoint: the flag that receives the checkpoint's URI (empty = the form asks) --
+SKYDECK_FORK_FLAG = envstr("SKYDECK_FORK_FLAG", "")
 
 LOGGING = {
     "version": 1,

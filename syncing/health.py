@@ -23,7 +23,7 @@ from django.utils import timezone
 from experiments.control import reconciler_mode
 from experiments.models import Job, JobStatus, SyncSource, SyncState
 from skydeck_site import storage
-from syncing import runner
+from syncing import nodes, runner
 from syncing.leases import owner_is_dead
 
 INTERVAL_SETTINGS = {
@@ -346,6 +346,13 @@ def health_report() -> dict[str, Any]:
         report["worker"] = {"alive": False, "error": type(exc).__name__}
     if not report["worker"]["alive"]:
         warnings.append("no background worker has finished a task recently")
+    report["nodes"] = nodes.report(now)
+    warnings += [
+        f"node {node['node']} ({', '.join(node['roles'])}) has not been seen for "
+        f"{node['seconds_since_seen']:.0f} s"
+        for node in report["nodes"]
+        if node["state"] == "gone"
+    ]
     report["warnings"] = warnings
     return report
 

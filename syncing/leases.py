@@ -25,6 +25,7 @@ from datetime import timedelta
 from functools import cache
 from pathlib import Path
 
+from django.conf import settings
 from django.db import connections
 from django.db.models import Q
 from django.utils import timezone
@@ -102,7 +103,7 @@ def acquire(source: str, owner: str, ttl: float) -> bool:
     taken = (
         SyncState.objects.filter(source=source)
         .filter(Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=owner))
-        .update(lease_owner=owner, lease_expires_at=expires)
+        .update(lease_owner=owner, lease_expires_at=expires, lease_node=settings.SKYDECK_NODE_ID)
     )
     if taken == 1:
         return True
@@ -111,7 +112,7 @@ def acquire(source: str, owner: str, ttl: float) -> bool:
         return False
     # compare-and-swap on the dead owner's name: of several contenders exactly one wins
     taken = SyncState.objects.filter(source=source, lease_owner=holder).update(
-        lease_owner=owner, lease_expires_at=expires
+        lease_owner=owner, lease_expires_at=expires, lease_node=settings.SKYDECK_NODE_ID
     )
     if taken == 1:
         logger.warning(
@@ -122,7 +123,7 @@ def acquire(source: str, owner: str, ttl: float) -> bool:
 
 def release(source: str, owner: str) -> None:
     SyncState.objects.filter(source=source, lease_owner=owner).update(
-        lease_owner="", lease_expires_at=None
+        lease_owner="", lease_expires_at=None, lease_node=None
     )
 
 
@@ -200,6 +201,15 @@ class SchedulerLease:
             .first()
         )
         return describe_owner(owner or "")
+
+    def holder_node(self) -> str:
+        """The SKYDECK_NODE_ID of the holder ("" before nodes were recorded)."""
+        node = (
+            SyncState.objects.filter(source=SCHEDULER_SOURCE)
+            .values_list("lease_node", flat=True)
+            .first()
+        )
+        return node or ""
 
     def release(self) -> None:
         release(SCHEDULER_SOURCE, self.owner)

@@ -36,7 +36,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from experiments import control, services
+from experiments import control, revisions, services
 from experiments.control import JobRef
 from experiments.launching import LaunchConfigError, build_task_yaml
 from experiments.models import (
@@ -423,6 +423,7 @@ def _do_launch(client: SkyPilotClient, action: Action) -> str:
                 token=token,
                 error_type=type(exc).__name__,
                 error_message=str(exc),
+                node=settings.SKYDECK_NODE_ID,
             )
             services.record(
                 ACTOR, Operation.LAUNCH, experiment=experiment, success=False, message=str(exc)
@@ -435,6 +436,8 @@ def _do_launch(client: SkyPilotClient, action: Action) -> str:
             status=LaunchStatus.SUBMITTING,
             task_yaml=task_yaml,
             token=token,
+            revision=revisions.latest_revision(experiment),  # the config this job runs
+            node=settings.SKYDECK_NODE_ID,
         )
     try:
         job_id = client.launch(task_yaml, env_vars=_launch_env())

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from experiments import control, services
 from experiments.control import JobRef, Plan
 from experiments.models import DesiredState, Experiment, Job, Operation, SyncSource, SyncState
-from syncing import runner
+from syncing import joblogs, runner
 from syncing.health import (
     SCHEDULER_WAKE_SECONDS,
     health_report,
@@ -70,6 +70,7 @@ __all__ = [
     "log_response",
     "log_tail_text",
     "mask_url",
+    "open_full_log",
     "open_log_stream",
     "parse_follow",
     "recent_health_report",
@@ -79,6 +80,18 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def open_full_log(job_id: int) -> joblogs.LogStream:
+    """A job's whole log, not followed and with no tail limit, for /jobs/<id>/logs/download.
+
+    Like every web log read it takes one of SKYDECK_LOG_STREAMS_MAX slots (TooManyStreams
+    when none is free; ``close()`` gives it back) and reads with the web client's short
+    timeouts. UnknownJob for a job SkyDeck has not synced. SkyPilot takes ``tail: null`` as
+    "the whole log" (/work/shared/docs/skypilot-api.md, ``POST /jobs/logs``).
+    """
+    log_plan = replace(joblogs.plan(job_id, follow=False), tail=None)
+    return joblogs.open_web_stream(log_plan)
 
 
 class CancelFailed(SkyPilotError):

@@ -235,6 +235,11 @@ class Supervisor:
         self.out = out or (lambda line: logger.warning("%s", line))
         self.signal: int | None = None
 
+    def add(self, name: str, command: list[str]) -> None:
+        """Start one more child now (from the heartbeat: a standby worker whose turn came)."""
+        child = self.children[name] = Child(name, command, delay=self.backoff_initial)
+        self.start(child)
+
     def guard_command(self, child: Child) -> list[str]:
         return [
             sys.executable, "-m", "syncing.supervisor", "guard",
@@ -261,7 +266,7 @@ class Supervisor:
             next_beat = time.monotonic() + self.heartbeat_every
             while self.signal is None:
                 now = time.monotonic()
-                for child in self.children.values():
+                for child in list(self.children.values()):
                     self._check(child, now)
                 if self.heartbeat and now >= next_beat:
                     next_beat = now + self.heartbeat_every

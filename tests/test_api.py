@@ -302,7 +302,8 @@ def test_patch_flags_patch_sets_and_removes(api, make_experiment):
     assert response.json()["flags"] == {"lr": 0.2, "new.key": True, "opt": "adam"}
     assert Experiment.objects.get(name="e").flags == {"lr": 0.2, "new.key": True, "opt": "adam"}
     op = last_op()
-    assert op.operation == Operation.UPDATE and "flags" in op.message
+    assert op.operation == Operation.UPDATE
+    assert op.message == "lr 0.1 → 0.2, +new.key true, \u2212warmup"
 
 
 @pytest.mark.parametrize(

@@ -31,10 +31,12 @@ DOMAIN = {
     "experiments.launching",
     "experiments.choices",
     "experiments.deckchanges",
+    "experiments.deckquery",
     "experiments.triage",
     "experiments.progress",
     "experiments.usage",
     "experiments.budgets",
+    "experiments.revisions",
 }
 #: Layers from the bottom; a module imports its own layer or lower ones.
 LAYERS = ["base", "domain", "syncing", "backups", "web", "site"]

@@ -311,8 +311,8 @@ def test_a_malformed_shown_is_refused(web):
 def test_the_unchanged_poll_costs_the_same_at_any_size(web, django_assert_num_queries, count):
     Experiment.objects.bulk_create(Experiment(name=f"p-{i:05d}") for i in range(count))
     v = version_of(web.get("/", **HTMX_DECK))
-    # session, user, version, two header counts, health (5), read-only check
-    with django_assert_num_queries(11):
+    # session, user, version, two header counts, health (5), the nodes, read-only check
+    with django_assert_num_queries(12):
         response = poll(web, v, shown="u:50")
     assert response["HX-Reswap"] == "none" and "exp-row" not in response.content.decode()
 

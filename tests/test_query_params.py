@@ -85,6 +85,7 @@ LISTS = {
         *PAGINATION,
         "name",
         "q",
+        "tag",
         "state",
         "desired_state",
         "group",
@@ -129,11 +130,12 @@ LISTS = {
         "job_id",
         "since",
         "until",
+        "ordering",
     ],
 }
 #: Known parameters with a value each list takes (the answer must be a 200).
 KNOWN_QUERIES = {
-    "/api/experiments/": "name=tra&q=train&state=NO_JOB&desired_state=STOPPED&ungrouped=false"
+    "/api/experiments/": "name=tra&q=train&tag=x&state=NO_JOB&desired_state=STOPPED&ungrouped=false"
     "&starred=false&has_active_job=false&ordering=-name&page=1&page_size=5&format=json",
     "/api/groups/": "name=te&page=1&page_size=5&format=json",
     "/api/jobs/": "experiment=train&name=tr&q=a&status=FAILED&failed=true&failure_signature=x&active=false"
@@ -142,7 +144,8 @@ KNOWN_QUERIES = {
     "/api/checkpoints/": "experiment=train&epoch_min=0&epoch_max=10&latest=true&missing=false"
     "&ordering=epoch&page=1&page_size=5&format=json",
     "/api/operations/": "experiment=train&actor=alice&q=ren&operation=update&success=true"
-    "&since=2020-01-01T00:00:00Z&until=2100-01-01T00:00:00Z&page=1&page_size=5&format=json",
+    "&since=2020-01-01T00:00:00Z&until=2100-01-01T00:00:00Z&ordering=-created_at"
+    "&page=1&page_size=5&format=json",
 }
 
 

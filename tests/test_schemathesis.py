@@ -86,6 +86,7 @@ _GPUS = (
 )
 _EXPERIMENT_RULES = {"name": _TAKEN, "gpus": _GPUS}
 _NO_SUCH = r"^No such experiment: .+\.$"  # an id or name in the body that names no experiment
+_NO_REVISION = r"^\S+ has no revision [0-9]+\.$"
 MODEL_RULES: dict[str, dict[str, str]] = {
     "POST /api/experiments/": _EXPERIMENT_RULES,
     # also: the stored row takes part in the cross-field rules; a name its jobs carry stays
@@ -99,6 +100,15 @@ MODEL_RULES: dict[str, dict[str, str]] = {
     },
     "POST /api/experiments/{id_or_name}/duplicate/": {"name": _TAKEN},
     "POST /api/experiments/{id_or_name}/adopt/": {"experiment": r"^Nothing to adopt: "},
+    # config history: a revision number the experiment does not have (yet)
+    "GET /api/experiments/{id_or_name}/revisions/diff/": {"a": _NO_REVISION, "b": _NO_REVISION},
+    "POST /api/experiments/{id_or_name}/revisions/{number}/restore/": {"number": _NO_REVISION},
+    # fork: no flag for the URI given while SKYDECK_FORK_FLAG is unset; a checkpoint gone from S3
+    "POST /api/checkpoints/{id}/fork/": {
+        **_EXPERIMENT_RULES,
+        "flag_key": r"^Name the flag that receives the checkpoint's URI ",
+        "checkpoint": r"^Epoch [0-9]+ of \S+ is marked missing ",
+    },
     "POST /api/groups/": {"name": _TAKEN},
     "PUT /api/groups/{id}/": {"name": _TAKEN},
     "PATCH /api/groups/{id}/": {"name": _TAKEN},

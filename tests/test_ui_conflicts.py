@@ -112,7 +112,8 @@ def test_different_fields_merge(alice, bob, exp):
     assert exp.nodes == 4  # alice's change is not reverted by bob's stale "2"
     assert exp.description == "second" and exp.flags == {"lr": 0.2}
     assert updates(exp) == 2
-    assert "changed description, flags" in OperationLog.objects.order_by("-id").first().message
+    message = OperationLog.objects.order_by("-id").first().message
+    assert message == "lr 0.1 → 0.2, description first → second"
 
 
 def test_same_field_is_a_conflict(alice, bob, exp):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -26,8 +27,8 @@ from experiments.models import (
 #: Queries for "/" whatever the number of rows: session, user, experiments (with_latest),
 #: memberships, groups, active-job count, health_report() (SELECT 1, sync states, the
 #: reconciler's mode, which the header's reconciler pill reuses, two worker-liveness
-#: aggregates, and the stalled / often-recovered active jobs).
-DASHBOARD_QUERIES = 18  # ... of which one asks whether the user is read-only
+#: aggregates, the stalled / often-recovered active jobs, and the nodes).
+DASHBOARD_QUERIES = 19  # ... of which one asks whether the user is read-only
 HTMX_DECK = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "deck"}
 
 
@@ -179,9 +180,11 @@ def test_flag_columns_common_pills_and_formatting(client, make_experiment):
     assert [c.key for c in view.columns] == ["lr", "spot", "steps"]
     assert [f.text for f in view.common] == ["env=arena"]
     cells = {r.experiment.name: [c.text for c in r.cells] for r in view.rows}
-    assert cells == {"a1": ["0.001", "✓", "1.5K"], "b1": ["0.002", dashboard.MISSING, "2M"]}
+    assert cells == {"a1": ["0.001", "✓", "1500"], "b1": ["0.002", dashboard.MISSING, "2000000"]}
     html = client.get("/").content.decode()
-    assert "env=arena" in html and "1.5K" in html and "2M" in html
+    # exact, the digits of a wide one grouped by CSS (a copy gives 2000000)
+    assert "env=arena" in html and ">1500<" in html
+    assert '>2<span class="dg">000</span><span class="dg">000</span><' in html
 
 
 def test_group_flags_choose_columns(client, make_experiment):
@@ -195,11 +198,21 @@ def test_group_flags_choose_columns(client, make_experiment):
 
 def test_boolean_false_and_formatting_helpers():
     assert dashboard.format_flag(False) == "✗"
-    assert dashboard.format_flag(1500) == "1.5K"
-    assert dashboard.format_flag(2_000_000) == "2M"
-    assert dashboard.format_flag(999_999) == "1M"
+    # exact numbers: 1000 and 1024 differ, floats in their shortest round-trip form
+    assert dashboard.format_flag(131072) == "131072"
+    assert dashboard.format_flag(1000) != dashboard.format_flag(1024)
+    assert dashboard.format_flag(999_999) == "999999"
     assert dashboard.format_flag(0.0003) == "0.0003"
+    assert dashboard.format_flag(1e-05) == "1e-05"
+    assert dashboard.format_flag(0.1 + 0.2) == "0.30000000000000004"
+    assert dashboard.format_flag(3.0) == "3.0"
+    assert dashboard.format_flag(-1234567) == "-1234567"
     assert dashboard.format_flag("text") == "text"
+    from experiments.templatetags.skydeck import grouped_digits
+
+    assert grouped_digits("131072") == '131<span class="dg">072</span>'
+    assert grouped_digits("-1234567") == '-1<span class="dg">234</span><span class="dg">567</span>'
+    assert grouped_digits("1024") == "1024"
 
 
 def test_dotted_flags_get_grouped_two_level_headers(client, make_experiment):
@@ -221,15 +234,13 @@ def test_dotted_flags_get_grouped_two_level_headers(client, make_experiment):
     ]
     html = client.get("/").content.decode()
     assert 'scope="colgroup" colspan="2" title="trainer.*">trainer</th>' in html
-    assert 'rowspan="2" title="seed">seed</th>' in html
+    # a plain flag spans both header rows; every flag head sorts (a link setting sort: in q)
+    assert re.search(r'rowspan="2" title="seed"><a class="sort-link" href="/\?q=sort:seed"', html)
     leaf_row = html[
         html.index('<tr class="leaf-row">') : html.index("</tr>", html.index("leaf-row"))
     ]
-    assert [part.split("</th>")[0].rsplit(">", 1)[1] for part in leaf_row.split("<th")[1:]] == [
-        "name",
-        "batch",
-        "lr",
-    ]
+    assert re.findall(r'class="sort-link"[^>]*>([^<]+)</a>', leaf_row) == ["name", "batch", "lr"]
+    assert 'href="/?q=sort:env.name"' in leaf_row and 'href="/?q=sort:trainer.lr"' in leaf_row
     # cells follow the same column order as the headers
     row = next(r for r in view.rows if r.experiment.name == "n2")
     assert [c.text for c in row.cells] == ["b", "2", "16", "0.2"]
@@ -253,7 +264,12 @@ def test_flat_flags_keep_one_header_row(client, make_experiment):
     html = client.get("/").content.decode()
     assert "leaf-row" not in html and "colgroup" not in html
     # the flag is still a column, in the one header row
-    assert html.count('<th class="c-flag" scope="col" title="lr">lr</th>') == 1
+    assert (
+        html.count(
+            '<th class="c-flag" scope="col" title="lr"><a class="sort-link" href="/?q=sort:lr"'
+        )
+        == 1
+    )
     assert 'rowspan="1"' in html and 'rowspan="2"' not in html
 
 

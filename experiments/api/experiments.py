@@ -6,7 +6,8 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
@@ -38,6 +39,7 @@ from experiments.api.serializers import (
     DuplicateSerializer,
     ExperimentActionSerializer,
     ExperimentCreateSerializer,
+    ExperimentDetailSerializer,
     ExperimentSerializer,
     ExperimentUpdateSerializer,
     LatestCheckpointSerializer,
@@ -51,6 +53,7 @@ from experiments.models import (
     Experiment,
     ExperimentGroup,
     ExperimentGroupMember,
+    RevisionSource,
 )
 from experiments.validation import is_experiment_name
 from syncing import services as door
@@ -69,7 +72,12 @@ def name_notices(experiment: Experiment) -> list[str]:
     ]
 
 
-def apply_experiment_changes(actor: Any, experiment: Experiment, data: dict[str, Any]) -> None:
+def apply_experiment_changes(
+    actor: Any,
+    experiment: Experiment,
+    data: dict[str, Any],
+    source: str = RevisionSource.API,
+) -> None:
     """Apply validated API input through ``services.update_experiment``.
 
     ``flags_patch`` (the services know only whole ``flags``) is resolved here against the
@@ -85,7 +93,7 @@ def apply_experiment_changes(actor: Any, experiment: Experiment, data: dict[str,
         flags.update(patch.get("set", {}))
         changes["flags"] = flags
     if changes:
-        services.update_experiment(actor, experiment, **changes)
+        services.update_experiment(actor, experiment, source=source, **changes)
 
 
 def check_values(changes: dict[str, Any]) -> None:
@@ -118,7 +126,17 @@ def locked_experiment(pk: int) -> Experiment:
 
 def experiment_queryset() -> QuerySet:
     """Experiments with their latest job, latest checkpoint and groups: a fixed query count."""
-    return Experiment.objects.with_latest().prefetch_related(
+    forks = (  # how many were forked from each: a subquery of the same SELECT, no query more
+        Experiment.objects.filter(parent_id=OuterRef("pk"))
+        .order_by()
+        .values("parent_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    queryset = Experiment.objects.with_latest().annotate(
+        forks_count=Coalesce(Subquery(forks[:1]), 0)
+    )
+    return queryset.prefetch_related(
         Prefetch(
             "group_memberships",
             queryset=ExperimentGroupMember.objects.select_related("group").order_by(
@@ -143,7 +161,7 @@ def _change_schema(summary: str, description: str) -> Any:
         description=f"{description} Precondition: If-Match or updated_at.",
         parameters=[ID_OR_NAME, IF_MATCH],
         request=ExperimentUpdateSerializer,
-        responses={200: ExperimentSerializer, **errors(*WRITE_ERRORS)},
+        responses={200: ExperimentDetailSerializer, **errors(*WRITE_ERRORS)},
     )
 
 
@@ -158,7 +176,7 @@ def _change_schema(summary: str, description: str) -> Any:
         description="With its latest job and latest checkpoint. The ETag header holds "
         "updated_at for If-Match.",
         parameters=[ID_OR_NAME],
-        responses={200: ExperimentSerializer, **errors(404)},
+        responses={200: ExperimentDetailSerializer, **errors(404)},
     ),
     create=extend_schema(
         summary="Create an experiment",
@@ -197,6 +215,10 @@ class ExperimentViewSet(
     def get_queryset(self) -> QuerySet:
         return experiment_queryset()
 
+    def get_serializer_class(self) -> type:
+        # one experiment also lists its forks (one query); the list says how many
+        return ExperimentDetailSerializer if self.action == "retrieve" else ExperimentSerializer
+
     def get_object(self) -> Experiment:
         experiment = (
             self.get_queryset().filter(**experiment_filter(self.kwargs["id_or_name"])).first()
@@ -215,7 +237,7 @@ class ExperimentViewSet(
 
     def _answer(self, pk: int, code: int = status.HTTP_200_OK) -> Response:
         experiment = experiment_queryset().get(pk=pk)
-        response = Response(ExperimentSerializer(experiment).data, status=code)
+        response = Response(ExperimentDetailSerializer(experiment).data, status=code)
         response["ETag"] = etag(experiment)
         return response
 
@@ -231,7 +253,7 @@ class ExperimentViewSet(
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         data = self._validated(ExperimentCreateSerializer, request)
-        experiment = services.create_experiment(request.user, **data)
+        experiment = services.create_experiment(request.user, source=RevisionSource.API, **data)
         return self._action_answer(experiment.pk, None, status.HTTP_201_CREATED)
 
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -338,7 +360,7 @@ class ExperimentViewSet(
         "The copy is STOPPED.",
         parameters=[ID_OR_NAME],
         request=DuplicateSerializer,
-        responses={201: ExperimentSerializer, **errors(400, 403, 404, 409, 415)},
+        responses={201: ExperimentDetailSerializer, **errors(400, 403, 404, 409, 415)},
     )
     @action(detail=True, methods=["post"])
     def duplicate(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -495,5 +517,5 @@ class BulkView(StrictQueryParams, APIView):
             return "ok"
         # update
         before = experiment.updated_at
-        apply_experiment_changes(user, experiment, data["changes"])
+        apply_experiment_changes(user, experiment, data["changes"], RevisionSource.BULK)
         return "ok" if experiment.updated_at != before else "unchanged"

@@ -158,14 +158,73 @@ class StableOrderingFilter(df.OrderingFilter):
         return qs
 
 
+class ColumnOrderingFilter(df.OrderingFilter):
+    """Ordering by a list's column names (the /jobs and /operations headers and the API alike).
+
+    ``columns`` maps each name to the fields it sorts by. Ties are broken by id in the direction
+    of the last key, so ``-submitted_at`` reads the index (submitted_at DESC, id DESC) with no
+    sort step, and pages never overlap.
+    """
+
+    def __init__(self, *args: Any, columns: dict[str, tuple[str, ...]], **kwargs: Any) -> None:
+        self.columns = columns
+        kwargs["fields"] = tuple((name, name) for name in columns)
+        super().__init__(*args, **kwargs)
+
+    def order_by(self, value: list[str]) -> list[str]:
+        """The ``order_by`` fields of validated sort keys (``-`` in front: descending)."""
+        ordering: list[str] = []
+        for param in value:
+            descending = param.startswith("-")
+            for field in self.columns[param.removeprefix("-")]:
+                ordering.append(f"-{field}" if descending else field)
+        if ordering and not {"id", "-id", "pk", "-pk"} & set(ordering):
+            ordering.append("-id" if value[-1].startswith("-") else "id")
+        return ordering
+
+    def filter(self, qs: QuerySet, value: Any) -> QuerySet:
+        if not value:
+            return qs
+        return qs.order_by(*self.order_by([v for v in value if v]))
+
+
+#: The columns /jobs and /api/jobs/?ordering= sort by (the page's headers use these names).
+JOB_SORT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "id": ("id",),
+    "name": ("job_name",),
+    "status": ("status",),
+    "user": ("user_name",),
+    "submitted_at": ("submitted_at",),
+    "started_at": ("started_at",),
+    "ended_at": ("ended_at",),
+    "duration": ("duration",),
+    "resources": ("nodes", "gpus", "accelerator"),
+    "recoveries": ("recovery_count",),
+    "failure": ("failure_reason",),
+}
+#: The columns /operations and /api/operations/?ordering= sort by.
+OPERATION_SORT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "created_at": ("created_at",),
+    "actor": ("actor",),
+    "operation": ("operation",),
+    "experiment": ("experiment_name",),
+    "job_id": ("job_id",),
+    "success": ("success",),
+    "id": ("id",),
+}
+
+
 class ExperimentFilter(StrictFilterSet):
     name = TextFilter(
         field_name="name", lookup_expr="icontains", help_text="Part of the name (any case)."
     )
     q = TextFilter(
         method="filter_search",
-        help_text="Search name, description, states, flag names and values.",
+        help_text="The deck's filter box: search name, description, states, flag names and "
+        "values; tag:NAME tokens must all be tags of it (a sort: token is ignored here: use "
+        "ordering).",
     )
+    tag = TextFilter(method="filter_tag", help_text="Only experiments with this tag (exact).")
     state = df.MultipleChoiceFilter(
         field_name="current_state",
         choices=CURRENT_STATE_CHOICES,
@@ -197,6 +256,9 @@ class ExperimentFilter(StrictFilterSet):
 
     def filter_search(self, qs: QuerySet, name: str, value: str) -> QuerySet:
         return qs.search(value)
+
+    def filter_tag(self, qs: QuerySet, name: str, value: str) -> QuerySet:
+        return qs.with_tag(value) if value else qs
 
     def filter_ungrouped(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
         if value is None:
@@ -236,15 +298,10 @@ class JobFilter(StrictFilterSet):
     submitted_before = UtcDateTimeFilter(
         field_name="submitted_at", lookup_expr="lt", help_text="Submitted before (ISO 8601)."
     )
-    ordering = StableOrderingFilter(
-        fields=(
-            ("submitted_at", "submitted_at"),
-            ("started_at", "started_at"),
-            ("ended_at", "ended_at"),
-            ("status", "status"),
-            ("id", "id"),
-        ),
-        help_text="Sort key; prefix with - for descending. Default: newest submitted first.",
+    ordering = ColumnOrderingFilter(
+        columns=JOB_SORT_COLUMNS,
+        help_text="Sort key (a column of /jobs); prefix with - for descending; ties by id. "
+        "Default: newest submitted first.",
     )
 
     class Meta:
@@ -309,6 +366,11 @@ class OperationLogFilter(StrictFilterSet):
     job_id = IdFilter(field_name="job_id")
     since = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
     until = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    ordering = ColumnOrderingFilter(
+        columns=OPERATION_SORT_COLUMNS,
+        help_text="Sort key (a column of /operations); prefix with - for descending; ties by "
+        "id. Default: newest first.",
+    )
 
     class Meta:
         model = OperationLog

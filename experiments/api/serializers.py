@@ -104,6 +104,16 @@ class LatestCheckpointSerializer(FastRepresentation, serializers.ModelSerializer
         read_only_fields = fields
 
 
+#: Where a fork came from (``services.fork_experiment`` sets them; never editable).
+LINEAGE_FIELDS = ("parent", "parent_name", "parent_epoch", "parent_uri")
+
+
+class ForkRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    parent_epoch = serializers.IntegerField(read_only=True, allow_null=True)
+
+
 class ExperimentListSerializer(serializers.ListSerializer):
     """Loads the latest job of every experiment on the page in one query."""
 
@@ -125,6 +135,13 @@ class ExperimentSerializer(FastRepresentation, serializers.ModelSerializer):
     groups = serializers.SerializerMethodField()
     latest_job = serializers.SerializerMethodField()
     latest_checkpoint = serializers.SerializerMethodField()
+    parent_name = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="Forked from: the parent's name, kept after the parent is deleted (parent "
+        "null then); null when not a fork.",
+    )
+    forks_count = serializers.SerializerMethodField()
 
     class Meta:
         model = Experiment
@@ -144,8 +161,15 @@ class ExperimentSerializer(FastRepresentation, serializers.ModelSerializer):
             "groups",
             "latest_job",
             "latest_checkpoint",
+            *LINEAGE_FIELDS,
+            "forks_count",
         ]
         read_only_fields = fields
+
+    def get_forks_count(self, obj: Experiment) -> int:
+        """Experiments forked from this one (annotated by ``experiment_queryset``)."""
+        value = getattr(obj, "forks_count", None)
+        return obj.forks.count() if value is None else int(value)
 
     def get_has_active_job(self, obj: Experiment) -> bool:
         value = getattr(obj, "has_active_job", None)
@@ -190,6 +214,21 @@ class ExperimentSerializer(FastRepresentation, serializers.ModelSerializer):
         if serializer_class not in cache:
             cache[serializer_class] = serializer_class(context=self.context)
         return cache[serializer_class]
+
+
+class ExperimentDetailSerializer(ExperimentSerializer):
+    """One experiment (GET, and the answer of every write to one): also its forks."""
+
+    forks = serializers.SerializerMethodField()
+
+    class Meta(ExperimentSerializer.Meta):
+        fields = [*ExperimentSerializer.Meta.fields, "forks"]
+        read_only_fields = fields
+
+    @extend_schema_field(ForkRefSerializer(many=True))
+    def get_forks(self, obj: Experiment) -> list[dict[str, Any]]:
+        forks = obj.forks.order_by("name").values("id", "name", "parent_epoch")
+        return [dict(fork) for fork in forks]
 
 
 class GroupMemberSerializer(serializers.Serializer):
@@ -562,7 +601,7 @@ class PlanSerializer(serializers.Serializer):
     )
 
 
-class ExperimentActionSerializer(ExperimentSerializer):
+class ExperimentActionSerializer(ExperimentDetailSerializer):
     """The answer of create, start, stop and adopt: the experiment, plus what was planned."""
 
     plan = PlanSerializer(read_only=True, allow_null=True)
@@ -573,8 +612,8 @@ class ExperimentActionSerializer(ExperimentSerializer):
         "them alone; adopt them to make them this experiment's run.",
     )
 
-    class Meta(ExperimentSerializer.Meta):
-        fields = [*ExperimentSerializer.Meta.fields, "plan", "notices"]
+    class Meta(ExperimentDetailSerializer.Meta):
+        fields = [*ExperimentDetailSerializer.Meta.fields, "plan", "notices"]
         read_only_fields = fields
 
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from experiments import dashboard, triage
+from experiments import dashboard, deckquery, triage
 
 register = template.Library()
 
@@ -222,6 +222,25 @@ def _sparkline(spark: tuple[str, list[float]] | None) -> str:
     )
 
 
+def _tag_chip(tag: str) -> str:
+    """A tag as a chip: a link to the deck filtered by it (``tag:NAME`` in the filter box)."""
+    href = dashboard.fast_url("dashboard") + "?q=" + quote(f"tag:{tag}", safe=":")
+    return f'<a class="tag-chip" href="{_e(href)}" title="Show the experiments tagged {_e(tag)}">{_e(tag)}</a>'
+
+
+def grouped_digits(text: str) -> str:
+    """A wide integer's digits in groups of three, set apart by CSS (``.dg``) rather than by a
+    character, so a copy gives the number as stored: 131072, shown as 131 072."""
+    sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
+    if len(digits) < 5 or not digits.isdigit():
+        return _e(text)
+    head = len(digits) % 3 or 3
+    rest = "".join(
+        f'<span class="dg">{digits[i : i + 3]}</span>' for i in range(head, len(digits), 3)
+    )
+    return f"{sign}{digits[:head]}{rest}"
+
+
 def _num(value: float) -> str:
     """A metric value, exact enough to compare (6 significant digits)."""
     return f"{value:.6g}"
@@ -259,19 +278,33 @@ def exp_row(row: dashboard.Row, oob: bool = False) -> str:
             f'<span class="desc" title="{_e(e.description)}">'
             f"{_e(truncatechars(e.description, 70))}</span>"
         )
+    tags = ""
+    if e.tags:
+        tags = '<span class="tags">' + "".join(_tag_chip(tag) for tag in e.tags) + "</span>"
     if e.latest_epoch is not None:
         epoch = _e(e.latest_epoch)
     else:
         epoch = f'<span class="muted">{dashboard.MISSING}</span>'
     cells = "".join(
-        f'<td class="c-flag{" missing" if c.missing else ""}" title="{_e(c.title)}">'
-        f"{_e(c.text)}</td>"
+        f'<td class="c-flag{" missing" if c.missing else ""}{" num" if c.integer else ""}" '
+        f'title="{_e(c.title)}">{grouped_digits(c.text) if c.integer else _e(c.text)}</td>'
         for c in row.cells
     )
     order = ""
-    if row.group_id:
+    if row.group_id and row.sorted_by:
+        why = _e(f"Sorted by {row.sorted_by}: clear the sort to move rows")
+        order = (
+            f'<button type="button" class="icon-btn" disabled title="{why}" '
+            f'aria-label="Move {name} up ({why})">\u2191</button>'
+            f'<button type="button" class="icon-btn" disabled title="{why}" '
+            f'aria-label="Move {name} down ({why})">\u2193</button>'
+        )
+    elif row.group_id:
         url = _e(row.move_url)
         order = (
+            f'<span class="drag-handle" draggable="true" data-place-url="{_e(row.place_url)}" '
+            f'title="Drag to reorder (or use the arrows)" aria-hidden="true">\u283f</span>'
+        ) + (
             f'<button type="submit" form="af" formaction="{url}" name="direction" value="up" '
             f'class="icon-btn" aria-label="Move {name} up"'
             f"{' disabled' if row.position == 0 else ''}>\u2191</button>"
@@ -287,7 +320,7 @@ def exp_row(row: dashboard.Row, oob: bool = False) -> str:
         f'form="bulk-form" aria-label="Select {name}"></td>'
         f"{_star_cell(row)}"
         f'<td class="c-name"><a class="exp-name" href="{_e(row.detail_url)}" data-expand '
-        f'aria-expanded="false">{name}</a>{description}</td>'
+        f'aria-expanded="false">{name}</a>{tags}{description}</td>'
         f"{_state_cell(row)}{_progress_cell(e)}"
         f'<td class="c-epoch num">{epoch}</td><td class="c-shape">{_e(e.shape)}</td>'
         f'<td class="c-gpuh num">{dashboard.gpu_hours_text(e.gpu_seconds)}</td>{cells}'
@@ -324,13 +357,55 @@ def section_start(view: dashboard.GroupView, oob: bool = False) -> str:
             f' title="{verb} {name}"><span aria-hidden="true">{"▸" if view.collapsed else "▾"}'
             f'</span><span class="sr-only">{verb} {name}</span></button>'
         )
+    handle = ""
+    if view.group:
+        handle = (
+            f'<span class="drag-handle group-handle" draggable="true" '
+            f'data-place-url="{dashboard.fast_url("group_place", view.id)}" '
+            f'title="Drag to reorder the groups (or use the arrows)" aria-hidden="true">\u283f</span>'
+        )
     return mark_safe(  # noqa: S308 - every value is escaped by _e or is a number
-        f'<section {attrs}>\n  <header class="group-head">{toggle}'
+        f'<section {attrs}>\n  <header class="group-head">{handle}{toggle}'
         f'<h2 id="{dom}-title" class="group-name">{name}</h2>{_figures(view)}'
     )
 
 
 _OOB = ' hx-swap-oob="true"'
+
+
+@register.simple_tag
+def sort_th(
+    query: str,
+    column: str,
+    label: str,
+    css: str = "",
+    title: str = "",
+    rowspan: int | str = 1,
+) -> str:
+    """A deck column head that sorts: a link to the deck with ``sort:`` set in the filter box
+    (ascending, descending, then the deck's own order again), ``aria-sort`` when it is the one."""
+    current = deckquery.parse(query).sort
+    active = current is not None and current.column == column
+    aria = ""
+    arrow = ""
+    if active:
+        aria = f' aria-sort="{"descending" if current.descending else "ascending"}"'
+        arrow = f'<span class="sort-arrow" aria-hidden="true">{"▼" if current.descending else "▲"}</span>'
+    q = deckquery.with_sort(query, column)
+    href = dashboard.fast_url("dashboard") + (f"?q={quote(q, safe='/:')}" if q else "")
+    span = f' rowspan="{_e(rowspan)}"' if str(rowspan) != "1" else ""
+    hint = title or label
+    verb = (
+        "sort descending"
+        if active and not current.descending
+        else ("the deck's own order" if active else "sort ascending")
+    )
+    return mark_safe(  # noqa: S308 - every value is escaped by _e
+        f'<th class="{_e(css)}" scope="col"{span}{aria} title="{_e(hint)}">'
+        f'<a class="sort-link" href="{_e(href)}" rel="nofollow" '
+        f'aria-label="{_e(label)}: {verb}">{_e(label)}{arrow}</a></th>'
+    )
+
 
 _BLANK_FIELDS: dict[tuple[type, str], str] = {}
 

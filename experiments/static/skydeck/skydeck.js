@@ -85,7 +85,40 @@
       bar.classList.toggle("has-selection", count > 0);
       $all('button[name="action"]', bar).forEach(function (b) { b.disabled = count === 0; });
     }
+    renderCompare();
   }
+
+  // --- compare: the bulk bar's Compare button opens /compare?e=<the ticked rows' names> -------
+  var COMPARE_MIN = 2, COMPARE_MAX = 20;
+  function compareNames() {
+    var names = [];
+    boxes().forEach(function (b) {
+      if (!b.checked) return;
+      var link = b.closest("tr") && b.closest("tr").querySelector("a.exp-name");
+      var name = link ? link.textContent.trim() : "";
+      if (name && names.indexOf(name) < 0) names.push(name); // a row shown in two groups is one
+    });
+    return names;
+  }
+  function renderCompare() {
+    var button = document.querySelector("#bulk-form [data-compare-url]");
+    if (!button) return;
+    var n = compareNames().length;
+    var ok = n >= COMPARE_MIN && n <= COMPARE_MAX;
+    button.disabled = !ok;
+    button.title = ok ? "Compare the " + n + " selected experiments side by side"
+      : n > COMPARE_MAX ? "Compare at most " + COMPARE_MAX + " experiments (" + n + " selected)"
+      : "Select " + COMPARE_MIN + " to " + COMPARE_MAX + " experiments to compare";
+  }
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest && e.target.closest("#bulk-form [data-compare-url]");
+    if (!button || button.disabled) return;
+    e.preventDefault();
+    var names = compareNames();
+    if (names.length < COMPARE_MIN || names.length > COMPARE_MAX) return;
+    window.location.assign(button.dataset.compareUrl + "?e=" + names.map(encodeURIComponent).join(","));
+  });
+  // --- end compare ---------------------------------------------------------------------------
 
   // shift-click ticks (or clears) every box between the last one clicked and this one, in one table
   var anchor = null; // {value, table} of the last box clicked without shift
@@ -181,6 +214,17 @@
       htmx.ajax("POST", deckAction.dataset.deckAction, {
         source: document.getElementById("af"), target: "#deck", swap: "outerHTML"
       });
+      return;
+    }
+    // a group's column chooser: ↑/↓ move a flag within the list (its order is the columns')
+    var mover = e.target.closest && e.target.closest("[data-move-column]");
+    if (mover) {
+      var item = mover.closest("[data-column]");
+      var sibling = mover.dataset.moveColumn === "up" ? item.previousElementSibling : item.nextElementSibling;
+      if (sibling) {
+        if (mover.dataset.moveColumn === "up") sibling.before(item); else sibling.after(item);
+        mover.focus();
+      }
       return;
     }
     var clear = e.target.closest && e.target.closest("[data-clear-selection]");
@@ -534,6 +578,57 @@
   }, 10000);
 
   document.addEventListener("DOMContentLoaded", renderSelection);
+  // --- drag and drop: rows within their group, groups by their header (issue 17) ---------------
+  // The ↑/↓ buttons stay the keyboard's way; a drop posts "before" or "after" the row (or group)
+  // it lands on, from #af, and the deck comes back in its new order.
+  var dragging = null; // {handle, kind: "row"|"group", el}
+  function dropTarget(e) {
+    if (!dragging) return null;
+    var el = dragging.kind === "row"
+      ? e.target.closest && e.target.closest("#deck tr.exp-row")
+      : e.target.closest && e.target.closest("#deck section.group[data-group-id]:not([data-group-id=''])");
+    if (!el || el === dragging.el) return null;
+    if (dragging.kind === "row" && el.closest("section") !== dragging.el.closest("section")) return null;
+    return el;
+  }
+  function clearDropMarks() {
+    $all(".drop-before, .drop-after").forEach(function (x) { x.classList.remove("drop-before", "drop-after"); });
+  }
+  document.addEventListener("dragstart", function (e) {
+    var handle = e.target.closest && e.target.closest("#deck .drag-handle");
+    if (!handle) return;
+    var isGroup = handle.classList.contains("group-handle");
+    dragging = { handle: handle, kind: isGroup ? "group" : "row", el: handle.closest(isGroup ? "section.group" : "tr.exp-row") };
+    dragging.el.classList.add("is-dragging");
+    e.dataTransfer.effectAllowed = "move";
+    e.dataTransfer.setData("text/plain", dragging.el.id);
+  });
+  document.addEventListener("dragover", function (e) {
+    var el = dropTarget(e);
+    if (!el) return;
+    e.preventDefault();
+    var box = el.getBoundingClientRect();
+    var after = e.clientY > box.top + box.height / 2;
+    clearDropMarks();
+    el.classList.add(after ? "drop-after" : "drop-before");
+  });
+  document.addEventListener("drop", function (e) {
+    var el = dropTarget(e);
+    if (!el) return;
+    e.preventDefault();
+    var side = el.classList.contains("drop-after") ? "after" : "before";
+    var id = dragging.kind === "row" ? el.dataset.expId : el.dataset.groupId;
+    var values = {};
+    values[side] = id;
+    htmx.ajax("POST", dragging.handle.dataset.placeUrl, {
+      source: document.getElementById("af"), values: values, target: "#deck", swap: "outerHTML"
+    });
+  });
+  document.addEventListener("dragend", function () {
+    if (dragging) dragging.el.classList.remove("is-dragging");
+    dragging = null;
+    clearDropMarks();
+  });
 })();
 
 /* --- job log viewer (templates/experiments/job_log.html) ----------------------------------------
@@ -684,3 +779,279 @@
     });
   });
 })();
+
+/* --- live lists: /jobs re-reads its table (templates/experiments/_jobs_live.html) -------------
+   The poll (#jobs-poll, data-poll-gate="live-list") asks for the same URL with the version it
+   shows; 204 means unchanged. It holds back while auto-refresh is off (remembered in
+   localStorage), the tab is hidden, focus is in the filter form, text is selected or a dialog
+   is open, and says so. A swap keeps focus (the same link in the new table) and scroll. */
+(function () {
+  "use strict";
+
+  var STORE_KEY = "skydeck.jobs.autorefresh";
+  var lastState = null;
+
+  function box() { return document.querySelector("[data-live-refresh]"); }
+  function toggle() { var b = box(); return b && b.querySelector("[data-live-toggle]"); }
+  function stamp() {
+    var d = new Date();
+    function two(n) { return (n < 10 ? "0" : "") + n; }
+    return two(d.getHours()) + ":" + two(d.getMinutes()) + ":" + two(d.getSeconds());
+  }
+  function say(text, state) {
+    var b = box();
+    if (!b) return;
+    b.querySelector("[data-live-status]").textContent = text;
+    b.setAttribute("data-state", state);
+    lastState = state;
+  }
+  function stored() {
+    try { return window.localStorage.getItem(STORE_KEY) !== "off"; } catch (err) { return true; }
+  }
+
+  /** Why the table must not change now ("" when it may). */
+  function busy() {
+    var t = toggle();
+    if (t && !t.checked) return "off";
+    var active = document.activeElement;
+    if (active && active.closest && active.closest("form.filters")) return "editing the filters";
+    var sel = window.getSelection && window.getSelection();
+    if (sel && !sel.isCollapsed && String(sel).length) return "text is selected";
+    if (document.querySelector("dialog[open]")) return "a dialog is open";
+    return "";
+  }
+
+  document.addEventListener("htmx:confirm", function (e) {
+    var elt = e.detail.elt;
+    if (!elt.getAttribute || elt.getAttribute("data-poll-gate") !== "live-list") return;
+    if (e.detail.triggeringEvent) return; // asked for (refresh-jobs): not a poll
+    var why = busy();
+    if (why === "off") {
+      e.preventDefault();
+      say("auto-refresh off", "off");
+    } else if (why) {
+      e.preventDefault();
+      say("paused: " + why, "paused");
+    }
+  });
+
+  var kept = null; // what the swap must give back: focus and the table's scroll
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    var target = e.detail.target;
+    if (!target || target.id !== "jobs-live" || !e.detail.shouldSwap) return;
+    var why = busy();
+    if (why && why !== "off" && why !== "editing the filters") {
+      e.detail.shouldSwap = false; // something started meanwhile: the next poll tries again
+      say("paused: " + why, "paused");
+      return;
+    }
+    var active = document.activeElement;
+    var wrap = target.querySelector(".table-wrap");
+    kept = {
+      focus: active && active !== document.body && target.contains(active)
+        ? { tag: active.tagName, href: active.getAttribute("href"), text: active.textContent }
+        : null,
+      left: wrap ? wrap.scrollLeft : 0,
+      top: wrap ? wrap.scrollTop : 0,
+      x: window.scrollX,
+      y: window.scrollY
+    };
+  });
+  document.addEventListener("htmx:afterSwap", function (e) {
+    var live = document.getElementById("jobs-live");
+    if (!kept || !live || (e.detail.target && e.detail.target.id !== "jobs-live" && e.detail.target !== live)) return;
+    var wrap = live.querySelector(".table-wrap");
+    if (wrap) { wrap.scrollLeft = kept.left; wrap.scrollTop = kept.top; }
+    if (kept.focus) {
+      var f = kept.focus;
+      var same = Array.prototype.filter.call(live.querySelectorAll(f.tag), function (el) {
+        return el.getAttribute("href") === f.href && el.textContent === f.text;
+      })[0];
+      if (same) same.focus({ preventScroll: true });
+    }
+    if (window.scrollX !== kept.x || window.scrollY !== kept.y) window.scrollTo(kept.x, kept.y);
+    kept = null;
+  });
+  document.addEventListener("htmx:afterRequest", function (e) {
+    var elt = e.detail.elt;
+    if (!elt || elt.id !== "jobs-poll") return;
+    var xhr = e.detail.xhr;
+    if (e.detail.successful || (xhr && xhr.status === 204)) say("updated " + stamp(), "live");
+    else say("refresh failed " + stamp() + ": retrying", "error");
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var b = box();
+    if (!b || !document.getElementById("jobs-poll")) return;
+    b.hidden = false;
+    var t = toggle();
+    t.checked = stored();
+    say(t.checked ? "updated " + stamp() : "auto-refresh off", t.checked ? "live" : "off");
+    t.addEventListener("change", function () {
+      try { window.localStorage.setItem(STORE_KEY, t.checked ? "on" : "off"); } catch (err) { /* private mode */ }
+      if (t.checked) {
+        say("refreshing…", "live");
+        htmx.trigger(document.body, "refresh-jobs");
+      } else {
+        say("auto-refresh off", "off");
+      }
+    });
+    // a pause ends by itself once its reason does: say so at once, not at the next poll
+    function recheck() {
+      if (lastState !== "paused" || !box()) return;
+      if (!busy()) say("resuming…", "live");
+    }
+    document.addEventListener("focusout", function () { window.setTimeout(recheck, 0); });
+    document.addEventListener("selectionchange", recheck);
+  });
+})();
+/* --- end live lists ----------------------------------------------------------------------- */
+
+/* --- log find and wrap (templates/experiments/job_log.html [data-log-find]) -----------------
+   Finds text in the lines shown, case-insensitively, without touching the log's DOM: matches
+   are Ranges painted with the CSS Custom Highlight API (the lines stay plain text nodes, which
+   the viewer appends to and trims). Enter / Shift+Enter in the box, or n / N elsewhere, go to
+   the next / previous match ("3/17"); "/" focuses the box; Esc clears it. New lines are
+   searched as they arrive. Wrap is remembered in localStorage. */
+(function () {
+  "use strict";
+
+  var MAX_MATCHES = 10000;
+  var WRAP_KEY = "skydeck.log.wrap";
+
+  function isTyping(el) {
+    if (!el) return false;
+    var tag = el.tagName;
+    if (tag === "TEXTAREA" || tag === "SELECT" || el.isContentEditable) return true;
+    return tag === "INPUT" && !/^(checkbox|radio|button|submit|reset)$/i.test(el.type);
+  }
+
+  function LogFind(root) {
+    var self = this;
+    this.out = root.querySelector("[data-log-output]");
+    this.box = root.querySelector("[data-log-find]");
+    this.input = root.querySelector("[data-log-search]");
+    this.countEl = root.querySelector("[data-log-count]");
+    this.wrapBox = root.querySelector("[data-log-wrap]");
+    this.matches = [];
+    this.current = -1;
+    this.query = "";
+    this.timer = 0;
+    this.painted = !!(window.CSS && CSS.highlights && typeof window.Highlight === "function");
+    this.box.hidden = false;
+    this.input.addEventListener("input", function () { self.search(true); });
+    this.input.addEventListener("keydown", function (e) {
+      if (e.key === "Enter") { e.preventDefault(); self.go(e.shiftKey ? -1 : 1); }
+      else if (e.key === "Escape" && self.input.value) { e.preventDefault(); self.input.value = ""; self.search(true); }
+    });
+    root.querySelector("[data-log-next]").addEventListener("click", function () { self.go(1); });
+    root.querySelector("[data-log-prev]").addEventListener("click", function () { self.go(-1); });
+    var wrap = true;
+    try { wrap = window.localStorage.getItem(WRAP_KEY) !== "off"; } catch (err) { /* private mode */ }
+    this.wrapBox.checked = wrap;
+    this.out.classList.toggle("log-nowrap", !wrap);
+    this.wrapBox.addEventListener("change", function () {
+      self.out.classList.toggle("log-nowrap", !self.wrapBox.checked);
+      try { window.localStorage.setItem(WRAP_KEY, self.wrapBox.checked ? "on" : "off"); } catch (err) { /* private mode */ }
+      if (self.current >= 0) self.reveal(self.matches[self.current]);
+    });
+    // lines arrive (and old ones are trimmed) while a search is open: search them too
+    new MutationObserver(function () {
+      if (!self.query) return;
+      window.clearTimeout(self.timer);
+      self.timer = window.setTimeout(function () { self.search(false); }, 150);
+    }).observe(this.out, { childList: true });
+    document.addEventListener("keydown", function (e) {
+      if (e.metaKey || e.ctrlKey || e.altKey || isTyping(e.target)) return;
+      if (e.key === "/") { e.preventDefault(); self.input.focus(); self.input.select(); }
+      else if ((e.key === "n" || e.key === "N") && self.matches.length) {
+        e.preventDefault();
+        self.go(e.key === "N" ? -1 : 1);
+      }
+    });
+  }
+
+  /** Find the box's text again; ``fresh``: a new query (go to the first match). */
+  LogFind.prototype.search = function (fresh) {
+    var q = this.input.value.toLowerCase();
+    this.query = q;
+    var matches = [];
+    var truncated = false;
+    if (q) {
+      var nodes = this.out.childNodes;
+      for (var i = 0; i < nodes.length && !truncated; i++) {
+        var node = nodes[i];
+        if (node.nodeType !== 3) continue;
+        var text = node.data.toLowerCase();
+        var at = text.indexOf(q);
+        while (at >= 0) {
+          if (matches.length >= MAX_MATCHES) { truncated = true; break; }
+          var range = document.createRange();
+          range.setStart(node, at);
+          range.setEnd(node, at + q.length);
+          matches.push(range);
+          at = text.indexOf(q, at + q.length);
+        }
+      }
+    }
+    this.matches = matches;
+    this.truncated = truncated;
+    if (!matches.length) this.current = -1;
+    else if (fresh || this.current < 0) this.current = 0;
+    else this.current = Math.min(this.current, matches.length - 1);
+    this.paint();
+    if (fresh && this.current >= 0) this.reveal(matches[this.current]);
+  };
+
+  LogFind.prototype.go = function (delta) {
+    if (this.query !== this.input.value.toLowerCase()) this.search(true);
+    var n = this.matches.length;
+    if (!n) return;
+    this.current = ((this.current < 0 ? 0 : this.current + delta) % n + n) % n;
+    this.paint();
+    this.reveal(this.matches[this.current]);
+  };
+
+  LogFind.prototype.paint = function () {
+    var n = this.matches.length;
+    if (!this.query) this.countEl.textContent = "";
+    else if (!n) this.countEl.textContent = "0/0";
+    else this.countEl.textContent = (this.current + 1) + "/" + n + (this.truncated ? "+" : "");
+    this.box.setAttribute("data-found", !this.query ? "" : (n ? "some" : "none"));
+    this.countEl.setAttribute("aria-label", !this.query ? "" :
+      (n ? "match " + (this.current + 1) + " of " + n : "no match"));
+    if (!this.painted) return;
+    CSS.highlights.delete("log-match");
+    CSS.highlights.delete("log-current");
+    if (!n) return;
+    var all = new window.Highlight();
+    this.matches.forEach(function (range) { all.add(range); });
+    CSS.highlights.set("log-match", all);
+    CSS.highlights.set("log-current", new window.Highlight(this.matches[this.current]));
+  };
+
+  /** Scroll the log (never the page) so the match is in view, a third from the top. */
+  LogFind.prototype.reveal = function (range) {
+    if (!range) return;
+    var rect = range.getBoundingClientRect();
+    var box = this.out.getBoundingClientRect();
+    if (rect.top < box.top || rect.bottom > box.bottom) {
+      this.out.scrollTop += rect.top - box.top - this.out.clientHeight / 3;
+    }
+    if (rect.left < box.left || rect.right > box.right) {
+      this.out.scrollLeft += rect.left - box.left - this.out.clientWidth / 3;
+    }
+    if (!this.painted) {
+      var sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+    }
+  };
+
+  document.addEventListener("DOMContentLoaded", function () {
+    Array.prototype.forEach.call(document.querySelectorAll("[data-log-viewer]"), function (root) {
+      if (root.querySelector("[data-log-find]")) root.skydeckFind = new LogFind(root);
+    });
+  });
+})();
+/* --- end log find and wrap ---------------------------------------------------------------- */

@@ -22,7 +22,7 @@ from django.db import DatabaseError, close_old_connections
 from django_q.cluster import Cluster
 from django_q.management.commands import qcluster
 
-from syncing import leases
+from syncing import leases, nodes
 
 logger = logging.getLogger("skydeck.worker")
 
@@ -55,6 +55,11 @@ class Command(qcluster.Command):
                 lease.take(hint=QCLUSTER_HINT)
             except leases.SchedulerLeaseHeld as exc:
                 raise CommandError(str(exc)) from None
+        if lease is not None:
+            try:
+                nodes.heartbeat(["worker"], starting=True)
+            except DatabaseError as exc:
+                logger.warning("could not record this node's heartbeat: %s", exc)
         try:
             cluster = Cluster()
             cluster.start()
@@ -65,6 +70,7 @@ class Command(qcluster.Command):
         finally:
             if lease is not None:
                 try:
+                    nodes.stopped()
                     lease.release()
                 except DatabaseError:  # it expires by itself
                     logger.warning("could not release the scheduler lease")
@@ -78,6 +84,10 @@ class Command(qcluster.Command):
                 continue
             next_beat = time.monotonic() + leases.SCHEDULER_HEARTBEAT
             close_old_connections()
+            try:  # a worker on its own is a node of its own (under serve, serve beats)
+                nodes.heartbeat(["worker"])
+            except DatabaseError as exc:
+                logger.warning("could not record this node's heartbeat: %s", exc)
             try:
                 renewed = lease.renew()
             except DatabaseError as exc:  # the lease outlasts a few missed beats

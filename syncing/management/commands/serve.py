@@ -26,16 +26,17 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connection
 
 from skydeck_site.env import envint
-from syncing import leases
+from syncing import leases, nodes
 from syncing.supervisor import Fatal, Supervisor
 
 logger = logging.getLogger("skydeck.supervisor")
 
 STOP_GRACE_SECONDS = 15
 WEB_THREADS = 8
+WORKER_COMMAND = [sys.executable, "-m", "skydeck_site.cli", "qcluster"]
 
 
 class Command(BaseCommand):
@@ -59,18 +60,29 @@ class Command(BaseCommand):
             call_command("migrate", interactive=False, verbosity=0)
             self.stdout.write("database is up to date")
         lease = None
+        standby = False
         if not options["no_worker"]:
             lease = leases.SchedulerLease()
             try:
                 lease.take()
             except leases.SchedulerLeaseHeld as exc:
-                raise CommandError(str(exc)) from None
-            # the qcluster child runs under this lease (syncing/management/commands/qcluster.py)
-            os.environ[leases.SUPERVISED_ENV] = lease.owner
+                if connection.vendor != "postgresql":
+                    raise CommandError(str(exc)) from None
+                # several nodes on one PostgreSQL: serve the web now, run the worker when the
+                # other node's lease is free (README: "Running several nodes")
+                standby = True
+                self.stdout.write(
+                    f"node {lease.holder_node() or '(unknown)'} ({lease.holder()}) runs the worker: "
+                    f"this node ({nodes.node_id()}) serves the web and takes the worker over when "
+                    "that node's lease lapses"
+                )
+            else:
+                # the qcluster child runs under this lease (syncing/management/commands/qcluster.py)
+                os.environ[leases.SUPERVISED_ENV] = lease.owner
         try:
             call_command("collectstatic", interactive=False, verbosity=0)
             self._hint_first_user()
-            self._supervise(self._commands(options), lease)
+            self._supervise(self._commands(options, standby=standby), lease, standby=standby)
         finally:
             if lease is not None:
                 with contextlib.suppress(DatabaseError):  # else it expires or is taken over
@@ -88,7 +100,7 @@ class Command(BaseCommand):
             )
         )
 
-    def _commands(self, options: dict[str, Any]) -> dict[str, list[str]]:
+    def _commands(self, options: dict[str, Any], standby: bool = False) -> dict[str, list[str]]:
         bind = f"{options['host']}:{options['port']}"
         # 8 threads per process: up to SKYDECK_LOG_STREAMS_MAX (default 4) may be held by log
         # views following running jobs, and the rest of the app must keep threads to answer.
@@ -102,16 +114,42 @@ class Command(BaseCommand):
             "--access-logfile", "-",
         ]  # fmt: skip
         commands = {"web": web}
-        if not options["no_worker"]:
-            commands["worker"] = [sys.executable, "-m", "skydeck_site.cli", "qcluster"]
+        if not options["no_worker"] and not standby:
+            commands["worker"] = WORKER_COMMAND
         self.stdout.write(f"SkyDeck is serving on http://{bind}/ (Ctrl-C stops it)")
         return commands
 
     def _supervise(
-        self, commands: dict[str, list[str]], lease: leases.SchedulerLease | None
+        self,
+        commands: dict[str, list[str]],
+        lease: leases.SchedulerLease | None,
+        *,
+        standby: bool = False,
     ) -> None:
+        roles = sorted(commands)  # "web", and "worker" unless --no-worker (or standing by)
+        waiting = [standby]
+
         def heartbeat() -> None:
             close_old_connections()
+            try:
+                nodes.heartbeat(roles)
+            except DatabaseError as exc:  # health shows the node late; the next beat tries again
+                logger.warning("could not record this node's heartbeat: %s", exc)
+            if lease is None:
+                return
+            if waiting[0]:
+                try:
+                    taken = lease.renew()  # the same compare-and-swap as taking it
+                except DatabaseError as exc:
+                    logger.warning("could not ask for the scheduler lease: %s", exc)
+                    return
+                if taken:
+                    waiting[0] = False
+                    os.environ[leases.SUPERVISED_ENV] = lease.owner
+                    supervisor.add("worker", WORKER_COMMAND)
+                    roles[:] = sorted([*roles, "worker"])
+                    say("took over the worker: the node that held it is gone")
+                return
             try:
                 renewed = lease.renew()
             except DatabaseError as exc:  # the next beat tries again; the lease outlasts a few
@@ -129,14 +167,19 @@ class Command(BaseCommand):
         supervisor = Supervisor(
             commands,
             stop_grace=STOP_GRACE_SECONDS,
-            heartbeat=heartbeat if lease is not None else None,
+            heartbeat=heartbeat,
             heartbeat_every=leases.SCHEDULER_HEARTBEAT,
             out=say,
         )
+        with contextlib.suppress(DatabaseError):
+            nodes.heartbeat(roles, starting=True)
         try:
             supervisor.run()
         except Fatal as exc:
             raise CommandError(f"{exc}; stopped SkyDeck") from None
+        finally:
+            with contextlib.suppress(DatabaseError):
+                nodes.stopped()
         self.stdout.write("SkyDeck stopped")
 
 
