@@ -22,7 +22,18 @@ non-zero if there was any 5xx, any lock error or any lost write.
 (``skypilot-slow`` is the real 30 s case against the default 10 s client timeout); the run then
 also reports the health pills and checks that no stored job or checkpoint was lost.
 
+``--nodes 2`` (issue 18) runs that many ``skydeck serve`` nodes (``SKYDECK_NODE_ID`` node-a,
+node-b, ...) on a PostgreSQL database of the run's own (created on ``--database-url``'s server,
+dropped after), without the sync loop: the nodes' workers sync (one works, the others stand by).
+Clients start spread over the nodes and, like a proxy, move to the next node when one refuses
+them; every write is read back through another node than its client's. The double's record of
+launches must show no launch of a name while SkyDeck's own job of it was active, and no launch id
+sent twice. ``--kill-node`` SIGKILLs node-a (the worker) a quarter into the run (node-b must take
+the worker and the syncs over) and restarts it at half time (it must rejoin); ``--rolling-restart``
+restarts every node in turn (SIGTERM: it drains) and must cost no 5xx.
+
     .venv/bin/python bench/load.py [--duration 60] [--clients 20] [--fault none]
+    .venv/bin/python bench/load.py --nodes 2 [--kill-node | --rolling-restart]
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +191,11 @@ class Stats:
     locked: int = 0
     failures: list[str] = field(default_factory=list)  # transport errors, unexpected 4xx
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # --nodes: answers and latencies per node, and requests a stopped or killed node refused
+    # (a proxy in front would retry them on another node: the client does so itself)
+    per_node: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    refused: Counter = field(default_factory=Counter)
+    rebalance: bool = False  # a node rejoined: clients go back to their own node
 
     def record(
         self, kind: str, seconds: float, response: requests.Response | None, note: str
@@ -200,9 +217,19 @@ class Stats:
 class Client(threading.Thread):
     """One user: a logged-in browser session plus an API token, mixing every kind of request."""
 
-    def __init__(self, index: int, base: str, token: str, stop_at: float, stats: Stats) -> None:
+    def __init__(
+        self,
+        index: int,
+        base: str,
+        token: str,
+        stop_at: float,
+        stats: Stats,
+        bases: list[str] | None = None,
+    ) -> None:
         super().__init__(daemon=True, name=f"client-{index}")
         self.index, self.base, self.stop_at, self.stats = index, base, stop_at, stats
+        self.bases = bases or [base]  # --nodes: every node; a client starts on its own
+        self.home = base
         self.api = {"Authorization": f"Token {token}"}
         self.session = requests.Session()
         self.random = random.Random(index)
@@ -212,6 +239,7 @@ class Client(threading.Thread):
         self.expected: dict[str, dict[str, Any]] = {}  # name -> fields as last acknowledged
         self.created = itertools.count()
         self.writes = 0
+        self.uncertain: set[str] = set()  # a write cut off by a killed node, not written since
 
     def login(self) -> None:
         page = self.session.get(f"{self.base}/accounts/login/", timeout=30)
@@ -234,6 +262,8 @@ class Client(threading.Thread):
             self.one(kind)
 
     def one(self, kind: str) -> None:
+        if self.stats.rebalance and self.base != self.home:
+            self.base = self.home
         method, path, body, headers = "GET", "/", None, {}
         name = self.random.choice(self.owned) if self.owned else ""
         if kind == "deck-refresh":  # as skydeck.js sends the poll: the version and what it shows
@@ -272,11 +302,25 @@ class Client(threading.Thread):
             response = self.session.request(
                 method, self.base + path, json=body, headers=headers, timeout=120
             )
+        except requests.ConnectionError as exc:
+            if len(self.bases) == 1:
+                self.stats.record(kind, 0, None, type(exc).__name__)
+                return
+            # a node that is down or restarting: what a proxy would retry elsewhere
+            with self.stats.lock:
+                self.stats.refused[self.base] += 1
+            if kind.startswith("write") and "refused" not in str(exc).lower():
+                self.uncertain.add(name)  # cut off mid-request: it may or may not have landed
+            self.base = self.bases[(self.bases.index(self.base) + 1) % len(self.bases)]
+            return
         except requests.RequestException as exc:
             self.stats.record(kind, 0, None, type(exc).__name__)
             return
         seconds = time.perf_counter() - started
         self.stats.record(kind, seconds, response, "")
+        if len(self.bases) > 1:
+            with self.stats.lock:
+                self.stats.per_node[self.base].append(seconds)
         if response.status_code >= 300:
             return
         if kind in ("dashboard", "deck-refresh"):
@@ -296,6 +340,8 @@ class Client(threading.Thread):
     def remember(self, kind: str, name: str, path: str, body: dict | None) -> None:
         """An acknowledged write: this is what reading it back must show."""
         self.writes += 1
+        if kind != "write-start-stop":  # flags or a create: the values are known again
+            self.uncertain.discard(name)
         expected = self.expected.setdefault(name, {})
         if kind == "write-create":
             self.owned.append(name)
@@ -325,6 +371,8 @@ def verify_writes(base: str, token: str, clients: list[Client]) -> tuple[int, in
     with requests.Session() as session:
         for client in clients:
             for name, expected in client.expected.items():
+                if name in client.uncertain:
+                    continue  # a write to it was cut off by a killed node (not acknowledged)
                 checked += 1
                 response = session.get(
                     f"{base}/api/experiments/{name}/", headers=headers, timeout=60
@@ -368,6 +416,173 @@ def verify_writes(base: str, token: str, clients: list[Client]) -> tuple[int, in
                 elif data["desired_state"] != state:
                     superseded += 1  # the reconciler's logged decision came after our write
     return checked, superseded, problems
+
+
+# --- several nodes (--nodes): one PostgreSQL, a node killed or restarted under load -------------
+
+
+def create_database(admin_url: str) -> str:
+    """A fresh PostgreSQL database for the run (``admin_url``'s server), its URL."""
+    import psycopg
+
+    name = f"skydeck_load_{os.getpid()}_{random.randrange(1 << 30):x}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{admin_url.rsplit('/', 1)[0]}/{name}"
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+#: The experiment node-a is launching when --kill-node kills it (made for it: no job has its name).
+KILL_LAUNCH = "killed-mid-launch"
+
+
+def launch_record(stub: str) -> dict[str, int]:
+    """What the double was asked: SkyDeck's launches, launches of a name while SkyDeck's own job
+    of that name was active (a double launch), and launch ids sent more than once."""
+    events = requests.get(f"{stub}/_stub/events", timeout=30).json()["events"]
+    launches = [e for e in events if e["kind"] == "launch" and e.get("token")]
+    tokens = Counter(e["token"] for e in launches)
+    doubles = [e for e in launches if any(a.get("token") for a in e.get("active", []))]
+    return {
+        "launches": len(launches),
+        "doubles": len(doubles),
+        "repeated_tokens": sum(n - 1 for n in tokens.values() if n > 1),
+        "of_the_killed_launch": sum(1 for e in launches if e["name"] == KILL_LAUNCH),
+    }
+
+
+def _node_health(base: str, token: str) -> dict[str, Any]:
+    try:
+        return requests.get(
+            f"{base}/api/health", headers={"Authorization": f"Token {token}"}, timeout=10
+        ).json()
+    except (requests.RequestException, ValueError):
+        return {}
+
+
+def _wait(what, timeout: float, poll: float = 0.5) -> float | None:
+    """Seconds until ``what()`` is true, or None after ``timeout``."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if what():
+            return time.monotonic() - began
+        time.sleep(poll)
+    return None
+
+
+def kill_and_rejoin(args, started, children, start_node, bases, names, logs, token, stats) -> dict:
+    """SIGKILL the first node (which holds the worker) a third into the run; the second must take
+    the worker and the syncs over; the first, restarted at two thirds, must rejoin."""
+    out: dict[str, Any] = {"failures": []}
+    time.sleep(max(0.0, started + args.duration / 4 - time.monotonic()))
+    # mid-launch: the double holds the answer to the next launch, which node-a's reconciler sends
+    # for an experiment started now; node-a dies with its launch sent but not answered
+    stub = args.stub_url
+    requests.post(
+        f"{stub}/_stub/hold", json={"count": 1, "name": KILL_LAUNCH}, timeout=10
+    ).raise_for_status()
+    auth = {"Authorization": f"Token {token}"}
+    requests.post(
+        f"{bases[0]}/api/experiments/",
+        json={"name": KILL_LAUNCH, "nodes": 1, "gpus": 8, "accelerator": "H100",
+              "base_command": "uv run ./tools/train.py"},
+        headers=auth,
+        timeout=60,
+    ).raise_for_status()  # fmt: skip
+    requests.post(
+        f"{bases[0]}/api/experiments/{KILL_LAUNCH}/start/",
+        json={},
+        headers={"Authorization": f"Token {token}"},
+        timeout=60,
+    ).raise_for_status()
+    held = _wait(lambda: requests.get(f"{stub}/_stub/held", timeout=10).json()["held"] > 0, 60)
+    if held is None:
+        out["failures"].append(f"no launch of {KILL_LAUNCH} was sent within 60 s")
+    victim = children[names[0]]
+    killed_wall = time.time()
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    requests.post(f"{stub}/_stub/release", timeout=10).raise_for_status()
+    out[f"killed {names[0]} (the worker) while its launch of {KILL_LAUNCH} waited for SkyPilot"] = (
+        held is not None
+    )
+    heir = logs / f"{names[1]}.log"
+    took = _wait(lambda: "took over the worker" in heir.read_text(errors="replace"), 90)
+    out[f"worker taken over by {names[1]} after (s)"] = None if took is None else round(took, 1)
+    if took is None:
+        out["failures"].append(f"{names[1]} never took the worker over")
+
+    time.sleep(max(0.0, started + args.duration / 2 - time.monotonic()))
+    restarted = time.monotonic()
+    start_node(0, migrate=False)
+    wait_http(f"{bases[0]}/api/health", 90, f"{names[0]} restarted")
+
+    def rejoined() -> bool:
+        nodes = {n["node"]: n for n in _node_health(bases[1], token).get("nodes", [])}
+        return nodes.get(names[0], {}).get("state") == "ok"
+
+    back = _wait(rejoined, 60)
+    out[f"{names[0]} restarted and rejoined after (s)"] = (
+        None if back is None else round(time.monotonic() - restarted, 1)
+    )
+    if back is None:
+        out["failures"].append(f"{names[0]} did not rejoin")
+    stats.rebalance = True  # as a proxy would: the rejoined node gets its clients back
+
+    def synced_again() -> bool:
+        sync = _node_health(bases[1], token).get("sync", {}).get("skypilot", {})
+        last = sync.get("last_success")
+        return bool(last) and datetime.fromisoformat(last).timestamp() > killed_wall
+
+    def listed() -> bool:  # the launch cut off by the kill: found by the heir's sync, as a job
+        answer = requests.get(
+            f"{bases[1]}/api/experiments/{KILL_LAUNCH}/", headers=auth, timeout=30
+        )
+        return answer.ok and answer.json()["current_state"] != "NO_JOB"
+
+    found = _wait(listed, 120)
+    out[f"{KILL_LAUNCH}'s job, launched by {names[0]} before it died, listed within (s)"] = (
+        None if found is None else round(time.time() - killed_wall, 1)
+    )
+    if found is None:
+        out["failures"].append(f"the job {names[0]} launched for {KILL_LAUNCH} was never listed")
+    if _wait(synced_again, 120) is None:
+        out["failures"].append("no SkyPilot sync succeeded after the kill")
+    else:
+        sync = _node_health(bases[1], token)["sync"]["skypilot"]["last_success"]
+        after = datetime.fromisoformat(sync).timestamp() - killed_wall
+        out["a SkyPilot sync succeeded again after the kill within (s)"] = round(after, 1)
+    return out
+
+
+def rolling_restart(args, started, children, start_node, bases, names, token, stats) -> dict:
+    """Each node in turn: SIGTERM (it drains), started again, healthy, then the next one."""
+    out: dict[str, Any] = {"failures": []}
+    time.sleep(max(0.0, started + args.duration / 4 - time.monotonic()))
+    for k, name in enumerate(names):
+        proc = children[name]
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=45)
+        except subprocess.TimeoutExpired:
+            out["failures"].append(f"{name} did not stop within 45 s of SIGTERM")
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        stopped = time.monotonic() - began
+        start_node(k, migrate=False)
+        wait_http(f"{bases[k]}/api/health", 90, f"{name} restarted")
+        out[f"{name}: stopped (drained) in / serving again after (s)"] = (
+            f"{stopped:.1f} / {time.monotonic() - began:.1f}"
+        )
+    stats.rebalance = True  # every node is back: clients return to their own
+    return out
 
 
 # --- reporting ----------------------------------------------------------------------------------
@@ -417,17 +632,46 @@ def main() -> int:
     parser.add_argument("--checkpoints", type=int, default=10, help="per experiment")
     parser.add_argument("--fault", choices=FAULTS, default="none")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="SkyDeck nodes (serve, web and worker) on one PostgreSQL; clients spread over them",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "SKYDECK_CI_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"
+        ),
+        help="--nodes > 1: a PostgreSQL to create the run's own database on (dropped after)",
+    )
+    parser.add_argument(
+        "--kill-node",
+        action="store_true",
+        help="--nodes > 1: SIGKILL the first node a third into the run, restart it at two thirds",
+    )
+    parser.add_argument(
+        "--rolling-restart",
+        action="store_true",
+        help="--nodes > 1: restart every node in turn (SIGTERM, start, healthy) during the run",
+    )
     parser.add_argument("--serve-s3", type=int, help=argparse.SUPPRESS)  # internal: the S3 process
     args = parser.parse_args()
     if args.serve_s3:
         serve_s3(args.serve_s3, args.experiments, args.checkpoints)
         return 0
 
+    if args.nodes < 1 or ((args.kill_node or args.rolling_restart) and args.nodes < 2):
+        parser.error("--kill-node and --rolling-restart need --nodes 2 or more")
     tmp = Path(tempfile.mkdtemp(prefix="skydeck-load-"))
     logs = tmp / "logs"
     logs.mkdir()
-    skypilot_port, s3_port, web_port = free_port(), free_port(), free_port()
-    base = f"http://127.0.0.1:{web_port}"
+    skypilot_port, s3_port = free_port(), free_port()
+    ports = [free_port() for _ in range(args.nodes)]
+    bases = [f"http://127.0.0.1:{port}" for port in ports]
+    base = bases[0]
+    database_url = create_database(args.database_url) if args.nodes > 1 else ""
+    args.stub_url = f"http://127.0.0.1:{skypilot_port}"
     env = isolated_environ(
         {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}, tmp, REGION
     )
@@ -447,17 +691,38 @@ def main() -> int:
         DJANGO_SETTINGS_MODULE="skydeck_site.settings",
     )
     env.pop("SKYPILOT_SERVICE_ACCOUNT_TOKEN", None)
+    if database_url:
+        env.pop("SKYDECK_DB_PATH")
+        env["DATABASE_URL"] = database_url
+        env["SKYDECK_NODE_GONE_SECONDS"] = "15"
     os.environ.clear()
     os.environ.update(env)
     children: dict[str, subprocess.Popen] = {}
 
-    def start(name: str, argv: list[str], **kwargs: Any) -> subprocess.Popen:
-        out = open(logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+    def start(
+        name: str, argv: list[str], extra: dict[str, str] | None = None, **kwargs: Any
+    ) -> subprocess.Popen:
+        out = open(logs / f"{name}.log", "a")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, **kwargs
+            argv,
+            cwd=ROOT,
+            env={**env, **(extra or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a node is killed whole
+            **kwargs,
         )
         children[name] = proc
         return proc
+
+    node_names = (
+        ["serve"] if args.nodes == 1 else [f"node-{chr(97 + k)}" for k in range(args.nodes)]
+    )
+
+    def start_node(k: int, migrate: bool) -> None:
+        argv = [sys.executable, "-m", "skydeck_site.cli", "serve", "--port", str(ports[k])]
+        extra = {"SKYDECK_NODE_ID": node_names[k]} if args.nodes > 1 else None
+        start(node_names[k], argv + ([] if migrate else ["--no-migrate"]), extra)
 
     try:
         print(f"load: setting up in {tmp}", flush=True)
@@ -476,12 +741,14 @@ def main() -> int:
         token = seed(args.experiments)
         wait_http(f"http://127.0.0.1:{skypilot_port}/api/health", 60, "the stub SkyPilot server")
         wait_http(f"http://127.0.0.1:{s3_port}/", 120, "the S3 server")
-        start("serve", [sys.executable, "-m", "skydeck_site.cli", "serve", "--port", str(web_port)])
-        wait_http(f"{base}/api/health", 90, "skydeck serve")
-        start(
-            "sync-loop",
-            [sys.executable, str(ROOT / "manage.py"), "sync", "--loop", "--interval", "3"],
-        )
+        for k in range(args.nodes):  # the first one migrated (seed) and holds the worker
+            start_node(k, migrate=k == 0)
+            wait_http(f"{bases[k]}/api/health", 90, f"skydeck serve ({node_names[k]})")
+        if args.nodes == 1:  # with several nodes, only their workers sync (the take-over proof)
+            start(
+                "sync-loop",
+                [sys.executable, str(ROOT / "manage.py"), "sync", "--loop", "--interval", "3"],
+            )
         # the first passes of both sources, so the deck has jobs and checkpoints to show
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -513,7 +780,9 @@ def main() -> int:
             s3.stdin.flush()
 
         stats = Stats()
-        clients = [Client(i, base, token, 0.0, stats) for i in range(args.clients)]
+        clients = [
+            Client(i, bases[i % args.nodes], token, 0.0, stats, bases) for i in range(args.clients)
+        ]
         names = [f"exp-{i:04}" for i in range(args.experiments)]
         for i, name in enumerate(names[: args.clients * 10]):
             clients[i % args.clients].owned.append(name)
@@ -524,17 +793,33 @@ def main() -> int:
         for client in clients:
             client.stop_at = started + args.duration
             client.start()
+        chaos: dict[str, Any] = {}
+        if args.kill_node:
+            chaos = kill_and_rejoin(
+                args, started, children, start_node, bases, node_names, logs, token, stats
+            )
+        elif args.rolling_restart:
+            chaos = rolling_restart(
+                args, started, children, start_node, bases, node_names, token, stats
+            )
         for client in clients:
             client.join()
         elapsed = time.monotonic() - started
 
-        checked, superseded, problems = verify_writes(base, token, clients)
+        # every write read back through another node than the one its client started on
+        checked, superseded, problems = 0, 0, []
+        for k in range(args.nodes):
+            mine = [c for c in clients if c.index % args.nodes == k]
+            found = verify_writes(bases[(k + 1) % args.nodes], token, mine)
+            checked, superseded = checked + found[0], superseded + found[1]
+            problems += found[2]
+        launches = launch_record(f"http://127.0.0.1:{skypilot_port}") if args.nodes > 1 else {}
         with requests.Session() as ui:
             ui.cookies.update(clients[0].session.cookies)
             pills = health_pills(base, ui)
         after = counts(base, token)
     finally:
-        for name in ("sync-loop", "serve", "skypilot", "s3"):
+        for name in ("sync-loop", *node_names, "skypilot", "s3"):
             proc = children.get(name)
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -543,6 +828,8 @@ def main() -> int:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        if database_url:
+            drop_database(args.database_url, database_url)
 
     log_text = {p.stem: p.read_text(errors="replace") for p in logs.glob("*.log")}
     locked_in_logs = {name: text.count(LOCKED) for name, text in log_text.items()}
@@ -558,10 +845,15 @@ def main() -> int:
         f"  data: {before['jobs']:,} jobs (stub: {args.jobs:,} + new), {before['checkpoints']:,} "
         f"checkpoints, {args.experiments} experiments in 10 groups"
     )
-    print(
-        f"  syncs during the run (sync --loop --interval 3, plus the worker every 10-30 s): "
-        f"skypilot {passes['skypilot']}, s3 {passes['s3']} passes logged, {failed_passes} failed"
-    )
+    if args.nodes == 1:
+        print(
+            f"  syncs during the run (sync --loop --interval 3, plus the worker every 10-30 s): "
+            f"skypilot {passes['skypilot']}, s3 {passes['s3']} passes logged, {failed_passes} failed"
+        )
+    else:
+        print(
+            f"  {args.nodes} nodes on one PostgreSQL; the syncs are their workers' (every 10-30 s)"
+        )
     print(
         f"  requests: {total:,} = {total / elapsed:.1f} requests/s; status codes {dict(sorted(stats.codes.items()))}"
     )
@@ -580,6 +872,19 @@ def main() -> int:
         f"reconciler (logged): {superseded}"
     )
     print(f"  stored before -> after: {before} -> {after}")
+    if args.nodes > 1:
+        for k, node_base in enumerate(bases):
+            values = stats.per_node.get(node_base, [])
+            print(latency_line(node_names[k], values, elapsed))
+            print(f"    refused while it was down or restarting: {stats.refused[node_base]}")
+        print(
+            f"  launches by SkyDeck (the double's record): {launches['launches']}; twice for a "
+            f"name while SkyDeck's own job of it was active: {launches['doubles']}; one launch "
+            f"id sent twice: {launches['repeated_tokens']}; of {KILL_LAUNCH} (the one cut off "
+            f"by the kill): {launches['of_the_killed_launch']}"
+        )
+        for key, value in chaos.items():
+            print(f"  {key}: {value}")
     for source, (tone, title) in sorted(pills.items()):
         print(f"  health pill {source}: {tone}: {title}")
 
@@ -598,6 +903,15 @@ def main() -> int:
                "skypilot-garbage": "skypilot", "s3-throttle": "s3"}.get(args.fault)  # fmt: skip
     if faulted and pills.get(faulted, ("", ""))[0] != "bad":
         failures.append(f"the {faulted} health pill is not red during the fault")
+    if args.nodes > 1:
+        if launches["doubles"] or launches["repeated_tokens"]:
+            failures.append(f"launched twice: {launches}")
+        if args.kill_node and launches["of_the_killed_launch"] != 1:
+            failures.append(
+                f"{KILL_LAUNCH}, being launched when its node was killed, was launched "
+                f"{launches['of_the_killed_launch']} times (once is right)"
+            )
+        failures += chaos.get("failures", [])
     if args.fault == "none" and any(tone == "bad" for tone, _ in pills.values()):
         failures.append("a health pill is red without a fault")
     if args.keep or failures:

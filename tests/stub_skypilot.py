@@ -15,7 +15,9 @@ As a subprocess (the load bench)::
     python tests/stub_skypilot.py --jobs 3000 --port 46581 [--tick 2]
 
 ``POST /_stub/mode {"mode": "slow", "seconds": 30}`` switches the fault mode of a running stub and
-``GET /_stub/jobs`` lists ``{"job_ids": [...], "total": N}``.
+``GET /_stub/jobs`` lists ``{"job_ids": [...], "total": N}``; ``GET /_stub/events`` the record of
+launches and cancels below; ``POST /_stub/hold {"count": 1}``, ``GET /_stub/held`` and
+``POST /_stub/release`` hold launch answers from outside (the nodes proof's kill mid-launch).
 
 For the team chaos test the stub also keeps its own record of what it was asked (``events``: every
 launch and cancel request in arrival order, with the jobs of that name active at that moment, and
@@ -202,6 +204,19 @@ class StubSkyPilot:
         if path == "/_stub/jobs":
             ids = self.job_ids()
             return 200, {}, json.dumps({"job_ids": ids, "total": len(ids)}).encode()
+        if path == "/_stub/hold" and method == "POST":  # hold the next launch answers
+            data = json.loads(body or b"{}")
+            self.hold_launches(data.get("count", 1), data.get("name"))
+            return 200, {}, b'{"ok": true}'
+        if path == "/_stub/release" and method == "POST":
+            self.release_launches()
+            return 200, {}, b'{"ok": true}'
+        if path == "/_stub/held":
+            return 200, {}, json.dumps({"held": self.held}).encode()
+        if path == "/_stub/events":  # the record of launches and cancels (the nodes proof)
+            with self.lock:
+                events = list(self.events)
+            return 200, {}, json.dumps({"events": events}).encode()
         if self.mode == "garbage":
             headers = {"X-Skypilot-Request-ID": "garbage-0000"} if method == "POST" else {}
             return 200, {"Content-Type": "text/html", **headers}, b"<html>502 upstream oops"
@@ -213,8 +228,8 @@ class StubSkyPilot:
         release = None
         with self.lock:
             if path == "/jobs/launch":
-                self._record_launch(body)
-                release = self._take_hold()
+                name = self._record_launch(body)
+                release = self._take_hold(name)
             elif path == "/jobs/cancel":
                 self._record_cancel(body)
             status, headers, text = self._router_call(callback, path, query, body)
@@ -232,8 +247,9 @@ class StubSkyPilot:
         url = f"http://stub{path}" + (f"?{query}" if query else "")
         return callback(_Request(url, body))
 
-    def _record_launch(self, body: bytes) -> None:
-        """A launch creates a PENDING job with the task's name (FakeSkyPilot only hands out ids)."""
+    def _record_launch(self, body: bytes) -> str | None:
+        """A launch creates a PENDING job with the task's name (FakeSkyPilot only hands out ids);
+        returns that name."""
         task = json.loads(body).get("task") or ""
         match = _NAME_RE.search(task)
         name = match.group(1) if match else None
@@ -249,6 +265,7 @@ class StubSkyPilot:
         self.fake.jobs.append(
             job_record(job_id, name, "PENDING", submitted_at=time.time(), user_yaml=task)
         )
+        return name
 
     def _record_cancel(self, body: bytes) -> None:
         wanted = set(json.loads(body).get("job_ids") or [])
@@ -319,15 +336,19 @@ class StubSkyPilot:
         with self.lock:
             return self._describe(next(r for r in self.fake.jobs if r["job_id"] == job_id))
 
-    def hold_launches(self, count: int = 1) -> None:
-        """Hold the answers to the next ``count`` launch requests until :meth:`release_launches`."""
+    def hold_launches(self, count: int = 1, name: str | None = None) -> None:
+        """Hold the answers to the next ``count`` launch requests (of jobs named ``name`` only,
+        when given) until :meth:`release_launches`."""
         with self._hold_cond:
             self._release = threading.Event()
             self._hold_left = count
+            self._hold_name = name
 
-    def _take_hold(self) -> threading.Event | None:
+    def _take_hold(self, name: str | None = None) -> threading.Event | None:
         with self._hold_cond:
             if self._hold_left <= 0:
+                return None
+            if getattr(self, "_hold_name", None) not in (None, name):
                 return None
             self._hold_left -= 1
             self.held += 1

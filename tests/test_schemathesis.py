@@ -109,6 +109,25 @@ MODEL_RULES: dict[str, dict[str, str]] = {
         "flag_key": r"^Name the flag that receives the checkpoint's URI ",
         "checkpoint": r"^Epoch [0-9]+ of \S+ is marked missing ",
     },
+    # compare: how many, and which exist
+    "GET /api/compare/": {
+        "non_field_errors": r"^Compare 2 to 20 experiments \([0-9]+ were given\)\.$",
+        "e": _NO_SUCH,
+        "ids": r"^No experiments? with ids? [0-9, ]+\.$",
+    },
+    # sweeps: the value specs are strings and lists the schema cannot parse; the two group
+    # fields exclude each other; each planned item meets the experiment rules
+    "POST /api/sweeps/": {
+        **_EXPERIMENT_RULES,
+        "axes": r".",
+        "mode": r"^zip needs ",
+        "name_template": r"^(Unknown placeholder|The template )",
+        "new_group": r"^(Give group or new_group, not both\.|" + _TAKEN[1:] + ")",
+        "group": r"^(Give group or new_group, not both\.|No group with id [0-9]+\.)",
+        "base": r"^No experiment [0-9]+\.$",
+        "items": r".",
+        "fields": r".",
+    },
     "POST /api/groups/": {"name": _TAKEN},
     "PUT /api/groups/{id}/": {"name": _TAKEN},
     "PATCH /api/groups/{id}/": {"name": _TAKEN},

@@ -66,7 +66,10 @@ class CompareView(StrictQueryParams, APIView):
                 "e", OpenApiTypes.STR, many=True, description="Names, comma-separated."
             ),
             OpenApiParameter(
-                "ids", OpenApiTypes.STR, many=True, description="Ids, comma-separated."
+                "ids",
+                {"type": "string", "pattern": r"^\s*([0-9]+\s*(,\s*[0-9]*\s*)*)?$"},
+                many=True,
+                description="Ids, comma-separated.",
             ),
             CompareQuerySerializer,
         ],
