@@ -517,13 +517,7 @@ def duplicate_experiment(
         copy.tags = list(experiment.tags)
         copy.full_clean()
         copy.save()
-        memberships = list(experiment.group_memberships.all())
-        for membership in memberships:
-            position = _open_slot(membership.group_id, membership.order)
-            ExperimentGroupMember.objects.create(
-                group_id=membership.group_id, experiment=copy, order=position
-            )
-        _touch_groups(m.group_id for m in memberships)
+        _place_after(experiment, copy)
         record(
             actor,
             Operation.DUPLICATE,
