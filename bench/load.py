@@ -24,14 +24,19 @@ also reports the health pills and checks that no stored job or checkpoint was lo
 
 ``--nodes 2`` (issue 18) runs that many ``skydeck serve`` nodes (``SKYDECK_NODE_ID`` node-a,
 node-b, ...) on a PostgreSQL database of the run's own (created on ``--database-url``'s server,
-dropped after), without the sync loop: the nodes' workers sync (one works, the others stand by).
-Clients start spread over the nodes and, like a proxy, move to the next node when one refuses
-them; every write is read back through another node than its client's. The double's record of
-launches must show no launch of a name while SkyDeck's own job of it was active, and no launch id
-sent twice. ``--kill-node`` SIGKILLs node-a (the worker) as soon as its launch of an experiment started at
-the beginning is held by the double (node-b must take the worker and the syncs over, and the
-launch be listed once) and restarts it at half time, or 5 s later (it must rejoin); ``--rolling-restart``
-restarts every node in turn (SIGTERM: it drains) and must cost no 5xx.
+dropped after), without the sync loop: every node runs its worker, and they share the schedules
+(django-q2 locks due schedules, every pass takes its lease and advisory lock). Clients start
+spread over the nodes and, like a proxy, move to the next node when one refuses them; every write
+is read back through another node than its client's. The double's record of launches (each with
+the node of its User-Agent) must show no launch of a name while SkyDeck's own job of it was
+active, and no launch id sent twice. ``--kill-node``: the double holds the launch of an
+experiment started at the beginning; the node that sent it (the victim, either one) then has its
+next job listing (its next sync pass) held too, and is SIGKILLed with both in flight. Another
+node must sync SkyPilot within one lease period (the per-pass lease TTL), logging that it took
+over the victim's leases; with the double's history paused, SkyDeck's jobs table (read from
+PostgreSQL) must then equal the double's jobs and no lease row name the victim; the launch must
+be listed once; the victim, restarted at half time or 5 s later, must rejoin.
+``--rolling-restart`` restarts every node in turn (SIGTERM: it drains) and must cost no 5xx.
 
     .venv/bin/python bench/load.py [--duration 60] [--clients 20] [--fault none]
     .venv/bin/python bench/load.py --nodes 2 [--kill-node | --rolling-restart]
@@ -455,6 +460,10 @@ def launch_record(stub: str) -> dict[str, int]:
         "doubles": len(doubles),
         "repeated_tokens": sum(n - 1 for n in tokens.values() if n > 1),
         "of_the_killed_launch": sum(1 for e in launches if e["name"] == KILL_LAUNCH),
+        "per_node": dict(sorted(Counter(e.get("node") or "?" for e in launches).items())),
+        "of_the_killed_launch_per_node": dict(
+            Counter(e.get("node") or "?" for e in launches if e["name"] == KILL_LAUNCH)
+        ),
     }
 
 
@@ -477,16 +486,49 @@ def _wait(what, timeout: float, poll: float = 0.5) -> float | None:
     return None
 
 
+#: How long the double holds the killed node's launch and listing at most (its client waits
+#: longer: SKYDECK_SKYPILOT_TIMEOUT is raised for --kill-node, so neither request times out).
+HOLD_SECONDS = 150
+#: The sources whose lease rows a killed node may leave behind (its sync pass, its reconciler).
+KILLED_SOURCES = ("skypilot", "reconciler")
+
+
+def lease_rows(database_url: str) -> dict[str, dict[str, Any]]:
+    """``sync_states`` as PostgreSQL has it now (read directly, not through a node)."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT source, lease_owner, lease_node, lease_expires_at, last_attempt_at, "
+            "last_success_at FROM sync_states"
+        ).fetchall()
+    keys = ("owner", "node", "expires", "attempt", "success")
+    return {row[0]: dict(zip(keys, row[1:], strict=True)) for row in rows}
+
+
+def stored_jobs(database_url: str) -> dict[int, str]:
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return dict(conn.execute("SELECT id, status FROM jobs").fetchall())
+
+
+def _held(stub: str) -> dict[str, Any]:
+    return requests.get(f"{stub}/_stub/held", timeout=10).json()
+
+
 def kill_and_rejoin(args, started, children, start_node, bases, names, logs, token, stats) -> dict:
-    """SIGKILL the first node (which holds the worker) a third into the run; the second must take
-    the worker and the syncs over; the first, restarted at two thirds, must rejoin."""
+    """SIGKILL the node that is launching an experiment while its next sync pass also waits for
+    SkyPilot; another node must take the sync over within one lease period, the launch must be
+    listed once, no row half-written; the killed node, restarted, must rejoin."""
     out: dict[str, Any] = {"failures": []}
-    # mid-launch: the double holds the answer to the next launch, which node-a's reconciler sends
-    # for an experiment started now (on its next pass after a sync: tens of seconds under load);
-    # node-a dies with its launch sent but not answered
-    stub = args.stub_url
+    stub, db = args.stub_url, args.node_database_url
+    # mid-launch: the double holds the answer to the next launch of KILL_LAUNCH, which some
+    # node's reconciler sends for an experiment started now (on a pass after a sync)
     requests.post(
-        f"{stub}/_stub/hold", json={"count": 1, "name": KILL_LAUNCH}, timeout=10
+        f"{stub}/_stub/hold",
+        json={"what": "launch", "count": 1, "name": KILL_LAUNCH, "seconds": HOLD_SECONDS},
+        timeout=10,
     ).raise_for_status()
     auth = {"Authorization": f"Token {token}"}
     requests.post(
@@ -497,68 +539,145 @@ def kill_and_rejoin(args, started, children, start_node, bases, names, logs, tok
         timeout=60,
     ).raise_for_status()  # fmt: skip
     requests.post(
-        f"{bases[0]}/api/experiments/{KILL_LAUNCH}/start/",
-        json={},
-        headers={"Authorization": f"Token {token}"},
-        timeout=60,
+        f"{bases[0]}/api/experiments/{KILL_LAUNCH}/start/", json={}, headers=auth, timeout=60
     ).raise_for_status()
-    held = _wait(lambda: requests.get(f"{stub}/_stub/held", timeout=10).json()["held"] > 0, 180)
+    held = _wait(lambda: _held(stub)["launch"], 180)
     if held is None:
         out["failures"].append(f"no launch of {KILL_LAUNCH} was sent within 180 s")
-    victim = children[names[0]]
-    killed_wall = time.time()
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
-    requests.post(f"{stub}/_stub/release", timeout=10).raise_for_status()
-    out[f"killed {names[0]} (the worker) while its launch of {KILL_LAUNCH} waited for SkyPilot"] = (
-        held is not None
+        return out
+    victim = _held(stub)["launch"][0]
+    if victim not in names:
+        out["failures"].append(f"the launch of {KILL_LAUNCH} came from no known node ({victim})")
+        return out
+    k = names.index(victim)
+    heirs = [n for n in names if n != victim]
+    out["victim (sent the launch of killed-mid-launch)"] = victim
+    # mid-sync: the victim's next listing (its next sync pass: another of its worker processes
+    # runs the next scheduled sync while the first waits in its launch)
+    requests.post(
+        f"{stub}/_stub/hold",
+        json={"what": "queue", "count": 1, "node": victim, "seconds": HOLD_SECONDS},
+        timeout=10,
+    ).raise_for_status()
+    queued = _wait(lambda: _held(stub)["queue"], HOLD_SECONDS - 30)
+    rows = lease_rows(db)
+    in_flight = {s: rows.get(s, {}).get("node") == victim for s in KILLED_SOURCES}
+    owners = {s: rows.get(s, {}).get("owner") or "" for s in KILLED_SOURCES}
+    both = held is not None and queued is not None and all(in_flight.values())
+    out[f"killed {victim} with its launch of {KILL_LAUNCH} AND a sync pass both in flight"] = (
+        f"{both} (launch held: {held is not None}, listing held: {queued is not None}, "
+        f"leases it held: {', '.join(s for s, mine in in_flight.items() if mine) or 'none'})"
     )
-    heir = logs / f"{names[1]}.log"
-    took = _wait(lambda: "took over the worker" in heir.read_text(errors="replace"), 90)
-    out[f"worker taken over by {names[1]} after (s)"] = None if took is None else round(took, 1)
+    if not both:
+        out["failures"].append(
+            f"{victim} was not killed mid-launch and mid-sync: listing held {queued is not None}, "
+            f"lease rows {rows}"
+        )
+    killed_wall = time.time()
+    os.killpg(children[victim].pid, signal.SIGKILL)
+    children[victim].wait()
+    requests.post(f"{stub}/_stub/release", timeout=10).raise_for_status()
+
+    # the take-over: the heir's sync of the same source succeeded after the kill
+    ttl = int(os.environ.get("SKYDECK_TASK_TIMEOUT", "300")) + 60  # syncing/runner.py's lease
+    seen_nodes: set[str] = set()
+
+    def synced_by_heir() -> bool:
+        row = lease_rows(db).get("skypilot", {})
+        if row.get("node"):
+            seen_nodes.add(row["node"])
+        success = row.get("success")
+        return (
+            bool(success)
+            and success.timestamp() > killed_wall
+            and row["owner"] != owners["skypilot"]
+        )
+
+    took = _wait(synced_by_heir, ttl + 30, poll=0.1)
+    heir_logs = "".join((logs / f"{n}.log").read_text(errors="replace") for n in heirs)
+    took_lease = {
+        s: bool(owners[s])
+        and f"took over the lease of {owners[s]}, whose database session ended" in heir_logs
+        for s in KILLED_SOURCES
+    }
+    out[
+        f"SkyPilot sync taken over by {'/'.join(sorted(seen_nodes & set(heirs))) or 'no other node'}"
+        f" after (s) [lease period: the per-pass lease TTL of syncing/runner.py, task timeout + "
+        f"60 = {ttl} s; SkyPilot sync interval {os.environ['SKYDECK_SYNC_SKYPILOT_INTERVAL']} s, "
+        "django-q2's scheduler looks every 30 s]"
+    ] = None if took is None else round(took, 1)
+    out["heir logged 'took over the lease of <victim>, whose database session ended' for"] = (
+        ", ".join(s for s, ok in took_lease.items() if ok) or "none"
+    )
     if took is None:
-        out["failures"].append(f"{names[1]} never took the worker over")
+        out["failures"].append(f"no other node synced SkyPilot within {ttl + 30} s of the kill")
+    elif took > ttl:
+        out["failures"].append(f"the take-over took {took:.1f} s, more than one lease ({ttl} s)")
+    if not took_lease["skypilot"]:
+        out["failures"].append(f"no other node took over {victim}'s SkyPilot lease (its log)")
+
+    # no row half-written: with the double's history standing still, a sync that started after
+    # that leaves SkyDeck's jobs table equal to the double's jobs; the victim names no lease row
+    requests.post(f"{stub}/_stub/ticks", json={"paused": True}, timeout=10).raise_for_status()
+    paused_at = datetime.now().astimezone()
+
+    def fresh_sync() -> bool:
+        row = lease_rows(db).get("skypilot", {})
+        attempt, success = row.get("attempt"), row.get("success")
+        return bool(attempt and success) and attempt > paused_at and success >= attempt
+
+    fresh = _wait(fresh_sync, 120, poll=0.2)
+    theirs = requests.get(f"{stub}/_stub/jobs", timeout=30).json()
+    ours = stored_jobs(db)
+    requests.post(f"{stub}/_stub/ticks", json={"paused": False}, timeout=10).raise_for_status()
+    statuses = {int(i): status for i, status in theirs["statuses"].items()}
+    missing = sorted(set(statuses) - set(ours))
+    extra = sorted(set(ours) - set(statuses))
+    differ = sorted(i for i in set(ours) & set(statuses) if ours[i] != statuses[i])
+    rows = lease_rows(db)
+    still = [s for s in KILLED_SOURCES if owners[s] and rows.get(s, {}).get("owner") == owners[s]]
+    out["no row half-written: SkyDeck's jobs vs the double's (ids, statuses)"] = (
+        f"{len(ours)} vs {theirs['total']}; missing {len(missing)}, extra {len(extra)}, "
+        f"status differs {len(differ)}; lease rows still naming {victim}: {still or 'none'}"
+    )
+    if fresh is None:
+        out["failures"].append("no SkyPilot sync succeeded within 120 s with the history paused")
+    elif missing or extra or differ:
+        out["failures"].append(
+            f"jobs table differs from the double: missing {missing[:5]}, extra {extra[:5]}, "
+            f"status {[(i, ours[i], statuses[i]) for i in differ[:5]]}"
+        )
+    if still:
+        out["failures"].append(f"lease rows {still} still name the killed {victim}")
 
     time.sleep(max(5.0, started + args.duration / 2 - time.monotonic()))
     restarted = time.monotonic()
-    start_node(0, migrate=False)
-    wait_http(f"{bases[0]}/api/health", 90, f"{names[0]} restarted")
+    start_node(k, migrate=False)
+    wait_http(f"{bases[k]}/api/health", 90, f"{victim} restarted")
+    other = bases[names.index(heirs[0])]
 
     def rejoined() -> bool:
-        nodes = {n["node"]: n for n in _node_health(bases[1], token).get("nodes", [])}
-        return nodes.get(names[0], {}).get("state") == "ok"
+        nodes = {n["node"]: n for n in _node_health(other, token).get("nodes", [])}
+        return nodes.get(victim, {}).get("state") == "ok"
 
     back = _wait(rejoined, 60)
-    out[f"{names[0]} restarted and rejoined after (s)"] = (
+    out[f"{victim} restarted and rejoined after (s)"] = (
         None if back is None else round(time.monotonic() - restarted, 1)
     )
     if back is None:
-        out["failures"].append(f"{names[0]} did not rejoin")
+        out["failures"].append(f"{victim} did not rejoin")
     stats.rebalance = True  # as a proxy would: the rejoined node gets its clients back
 
-    def synced_again() -> bool:
-        sync = _node_health(bases[1], token).get("sync", {}).get("skypilot", {})
-        last = sync.get("last_success")
-        return bool(last) and datetime.fromisoformat(last).timestamp() > killed_wall
-
-    def listed() -> bool:  # the launch cut off by the kill: found by the heir's sync, as a job
-        answer = requests.get(
-            f"{bases[1]}/api/experiments/{KILL_LAUNCH}/", headers=auth, timeout=30
-        )
+    def listed() -> bool:  # the launch cut off by the kill: found by a sync, as a job
+        answer = requests.get(f"{other}/api/experiments/{KILL_LAUNCH}/", headers=auth, timeout=30)
         return answer.ok and answer.json()["current_state"] != "NO_JOB"
 
     found = _wait(listed, 120)
-    out[f"{KILL_LAUNCH}'s job, launched by {names[0]} before it died, listed within (s)"] = (
+    out[f"{KILL_LAUNCH}'s job, launched by {victim} before it died, listed within (s)"] = (
         None if found is None else round(time.time() - killed_wall, 1)
     )
     if found is None:
-        out["failures"].append(f"the job {names[0]} launched for {KILL_LAUNCH} was never listed")
-    if _wait(synced_again, 120) is None:
-        out["failures"].append("no SkyPilot sync succeeded after the kill")
-    else:
-        sync = _node_health(bases[1], token)["sync"]["skypilot"]["last_success"]
-        after = datetime.fromisoformat(sync).timestamp() - killed_wall
-        out["a SkyPilot sync succeeded again after the kill within (s)"] = round(after, 1)
+        out["failures"].append(f"the job {victim} launched for {KILL_LAUNCH} was never listed")
     return out
 
 
@@ -649,7 +768,8 @@ def main() -> int:
     parser.add_argument(
         "--kill-node",
         action="store_true",
-        help="--nodes > 1: SIGKILL the first node mid-launch, then restart it",
+        help="--nodes > 1: SIGKILL the node launching an experiment mid-launch and mid-sync, "
+        "then restart it",
     )
     parser.add_argument(
         "--rolling-restart",
@@ -673,6 +793,7 @@ def main() -> int:
     base = bases[0]
     database_url = create_database(args.database_url) if args.nodes > 1 else ""
     args.stub_url = f"http://127.0.0.1:{skypilot_port}"
+    args.node_database_url = database_url
     env = isolated_environ(
         {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}, tmp, REGION
     )
@@ -696,6 +817,8 @@ def main() -> int:
         env.pop("SKYDECK_DB_PATH")
         env["DATABASE_URL"] = database_url
         env["SKYDECK_NODE_GONE_SECONDS"] = "15"
+        if args.kill_node:  # the held launch and listing must outlast the double's hold
+            env["SKYDECK_SKYPILOT_TIMEOUT"] = str(HOLD_SECONDS + 30)
     os.environ.clear()
     os.environ.update(env)
     children: dict[str, subprocess.Popen] = {}
@@ -742,7 +865,7 @@ def main() -> int:
         token = seed(args.experiments)
         wait_http(f"http://127.0.0.1:{skypilot_port}/api/health", 60, "the stub SkyPilot server")
         wait_http(f"http://127.0.0.1:{s3_port}/", 120, "the S3 server")
-        for k in range(args.nodes):  # the first one migrated (seed) and holds the worker
+        for k in range(args.nodes):  # the database was migrated by seed(); all run workers
             start_node(k, migrate=k == 0)
             wait_http(f"{bases[k]}/api/health", 90, f"skydeck serve ({node_names[k]})")
         if args.nodes == 1:  # with several nodes, only their workers sync (the take-over proof)
@@ -853,7 +976,8 @@ def main() -> int:
         )
     else:
         print(
-            f"  {args.nodes} nodes on one PostgreSQL; the syncs are their workers' (every 10-30 s)"
+            f"  {args.nodes} nodes on one PostgreSQL, each running a worker; the syncs are theirs "
+            "(every 10-30 s)"
         )
     print(
         f"  requests: {total:,} = {total / elapsed:.1f} requests/s; status codes {dict(sorted(stats.codes.items()))}"
@@ -883,6 +1007,10 @@ def main() -> int:
             f"name while SkyDeck's own job of it was active: {launches['doubles']}; one launch "
             f"id sent twice: {launches['repeated_tokens']}; of {KILL_LAUNCH} (the one cut off "
             f"by the kill): {launches['of_the_killed_launch']}"
+        )
+        print(
+            f"  launches per node (User-Agent): {launches['per_node']}; of {KILL_LAUNCH}: "
+            f"{launches['of_the_killed_launch_per_node']}"
         )
         for key, value in chaos.items():
             print(f"  {key}: {value}")

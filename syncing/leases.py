@@ -1,12 +1,22 @@
 """A lease row per sync source, so a sync never runs twice at once.
 
-The worker, ``manage.py sync`` and a second worker may all try to run the same source. Taking the
-lease is one conditional UPDATE on the ``sync_states`` row, atomic on SQLite and PostgreSQL alike.
-A lease carries an expiry, so one held by a process that was killed frees itself. The expiry is
-long (the task timeout plus a minute), so a restart after a crash would otherwise skip syncs for
-minutes: an owner name also records the machine (host name, boot id and PID namespace), and a lease
-whose owner ran on this very machine and whose process is gone is taken over at once. Owners on
-other machines (or whose process id was reused) keep their lease until it expires.
+The worker, ``manage.py sync`` and the workers of other nodes may all try to run the same
+source. Taking the lease is one conditional UPDATE on the ``sync_states`` row, atomic on SQLite
+and PostgreSQL alike. A lease carries an expiry, so one held by a process that was killed frees
+itself. The expiry is long (the task timeout plus a minute), so a restart after a crash would
+otherwise skip syncs for minutes: an owner name also records the machine (host name, boot id and
+PID namespace), and a lease whose owner ran on this very machine and whose process is gone is
+taken over at once. Owners on other machines (or whose process id was reused) keep their lease
+until it expires.
+
+On PostgreSQL, where the workers of several machines share one database, a pass also holds a
+session-level advisory lock for its source on the connection that runs it. PostgreSQL frees it
+the moment that session ends, whichever machine the process that held it ran on, so a node
+killed mid-pass is taken over by the next pass elsewhere at once, not after the expiry. The row
+stays the record health shows (owner, node, expiry); its owner name says the lock was taken
+(``:pg`` at the end), so a row written without one (``acquire`` alone, an older SkyDeck) is only
+ever taken when it expires. Session locks need a session per client: behind a pooler, use
+session pooling (pgbouncer's transaction mode would hand the lock to whichever client runs next).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +37,7 @@ from functools import cache
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, connection, connections
 from django.db.models import Q
 from django.utils import timezone
 
@@ -60,11 +71,24 @@ def machine_id() -> str:
     return hashlib.blake2b(f"{boot}/{namespace}".encode(), digest_size=4).hexdigest()
 
 
-def new_owner() -> str:
-    """A name unique to this attempt that says where it runs: ``host:pid:nonce[:machine]``."""
+#: The last field of the owner name of a pass that holds its source's advisory lock.
+SESSION_MARK = "pg"
+
+
+def new_owner(*, session_lock: bool = False) -> str:
+    """A name unique to this attempt that says where it runs: ``host:pid:nonce[:machine]``,
+    and ``host:pid:nonce:machine:pg`` for one that holds the advisory lock (PostgreSQL)."""
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     machine = machine_id()
+    if session_lock:
+        return f"{owner}:{machine}:{SESSION_MARK}"
     return f"{owner}:{machine}" if machine else owner
+
+
+def holds_session_lock(owner: str) -> bool:
+    """Whether ``owner`` took the row together with the source's advisory lock."""
+    parts = owner.split(":")
+    return len(parts) == 5 and parts[4] == SESSION_MARK
 
 
 def process_gone(pid: int) -> bool:
@@ -86,6 +110,8 @@ def process_gone(pid: int) -> bool:
 def owner_is_dead(owner: str) -> bool:
     """True only when ``owner`` ran on this machine (same host and machine id) and has exited."""
     parts = owner.split(":")
+    if holds_session_lock(owner):
+        parts = parts[:4]
     machine = machine_id()
     if len(parts) != 4 or not machine or parts[3] != machine:
         return False
@@ -95,30 +121,51 @@ def owner_is_dead(owner: str) -> bool:
     return pid != os.getpid() and process_gone(pid)
 
 
+def _claim(source: str, owner: str, ttl: float) -> bool:
+    """The compare-and-swap: take the row if it is free, expired or already ours."""
+    now = timezone.now()
+    return (
+        SyncState.objects.filter(source=source)
+        .filter(Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=owner))
+        .update(
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=ttl),
+            lease_node=settings.SKYDECK_NODE_ID,
+        )
+        == 1
+    )
+
+
+def _take_from(source: str, holder: str, owner: str, ttl: float) -> bool:
+    """Compare-and-swap on the holder's name: of several contenders exactly one wins."""
+    return (
+        SyncState.objects.filter(source=source, lease_owner=holder).update(
+            lease_owner=owner,
+            lease_expires_at=timezone.now() + timedelta(seconds=ttl),
+            lease_node=settings.SKYDECK_NODE_ID,
+        )
+        == 1
+    )
+
+
+def _holder(source: str) -> str:
+    return SyncState.objects.filter(source=source).values_list("lease_owner", flat=True).first()
+
+
 def acquire(source: str, owner: str, ttl: float) -> bool:
     """Take the lease if it is free, expired, already ours, or held by a dead local process."""
     SyncState.objects.get_or_create(source=source)
-    now = timezone.now()
-    expires = now + timedelta(seconds=ttl)
-    taken = (
-        SyncState.objects.filter(source=source)
-        .filter(Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_owner=owner))
-        .update(lease_owner=owner, lease_expires_at=expires, lease_node=settings.SKYDECK_NODE_ID)
-    )
-    if taken == 1:
+    if _claim(source, owner, ttl):
         return True
-    holder = SyncState.objects.filter(source=source).values_list("lease_owner", flat=True).first()
+    holder = _holder(source)
     if not holder or not owner_is_dead(holder):
         return False
-    # compare-and-swap on the dead owner's name: of several contenders exactly one wins
-    taken = SyncState.objects.filter(source=source, lease_owner=holder).update(
-        lease_owner=owner, lease_expires_at=expires, lease_node=settings.SKYDECK_NODE_ID
-    )
-    if taken == 1:
+    taken = _take_from(source, holder, owner, ttl)
+    if taken:
         logger.warning(
             "%s sync: took over the lease of %s, a process that no longer runs", source, holder
         )
-    return taken == 1
+    return taken
 
 
 def release(source: str, owner: str) -> None:
@@ -129,15 +176,122 @@ def release(source: str, owner: str) -> None:
 
 @contextmanager
 def lease(source: str, ttl: float, owner: str | None = None) -> Iterator[str]:
-    """Hold the lease for the body; raises LeaseHeld when another process has it."""
+    """Hold the lease for the body; raises LeaseHeld when another process has it.
+
+    On PostgreSQL the body also holds the source's advisory lock (the module docstring says why).
+    """
+    if connection.vendor == "postgresql":
+        with _session_lease(source, ttl, owner) as held:
+            yield held
+        return
     owner = owner or new_owner()
     if not acquire(source, owner, ttl):
-        state = SyncState.objects.get(source=source)
-        raise LeaseHeld(source, state.lease_owner, state.lease_expires_at)
+        raise _held(source)
     try:
         yield owner
     finally:
         release(source, owner)
+
+
+def _held(source: str) -> LeaseHeld:
+    state = SyncState.objects.filter(source=source).first()
+    if state is None or not state.lease_owner:  # the lock's holder has not written the row yet
+        return LeaseHeld(source, "another database session", None)
+    return LeaseHeld(source, state.lease_owner, state.lease_expires_at)
+
+
+def advisory_key(source: str) -> int:
+    """The source's advisory lock: a stable signed 64-bit number (PostgreSQL's bigint key)."""
+    digest = hashlib.blake2b(f"skydeck:{source}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+#: Advisory keys this thread's connection holds. PostgreSQL's locks are re-entrant within a
+#: session, so a second lease of the same source in this thread must be refused here.
+_locked = threading.local()
+
+
+def _keys_held() -> set[int]:
+    if not hasattr(_locked, "keys"):
+        _locked.keys = set()
+    return _locked.keys
+
+
+@contextmanager
+def _session_lease(source: str, ttl: float, owner: str | None) -> Iterator[str]:
+    owner = owner or new_owner(session_lock=True)
+    key = advisory_key(source)
+    keys = _keys_held()
+    if key in keys:
+        raise _held(source)
+    SyncState.objects.get_or_create(source=source)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        if not cursor.fetchone()[0]:  # a live session (this machine or another) runs it
+            raise _held(source)
+    keys.add(key)
+    try:
+        if not _take_row(source, owner, ttl):
+            raise _held(source)
+        try:
+            yield owner
+        finally:
+            try:
+                release(source, owner)
+            except DatabaseError as exc:
+                logger.warning("%s sync: could not release its lease row: %s", source, exc)
+                _end_session(source)
+    finally:
+        keys.discard(key)
+        _unlock(source, key)
+
+
+def _take_row(source: str, owner: str, ttl: float) -> bool:
+    """With the advisory lock held: take the row, also from a holder whose session ended."""
+    if _claim(source, owner, ttl):
+        return True
+    holder = _holder(source)
+    if holder and holds_session_lock(holder):
+        # it held the lock we hold now, so its session is gone (killed, on whatever machine)
+        taken = _take_from(source, holder, owner, ttl)
+        if taken:
+            logger.warning(
+                "%s sync: took over the lease of %s, whose database session ended", source, holder
+            )
+        return taken
+    # taken without the lock (``acquire``, an older SkyDeck): the row's own rules
+    return acquire(source, owner, ttl)
+
+
+def _unlock(source: str, key: int) -> None:
+    """Give the advisory lock back; a failure is logged, never raised over the body's outcome."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+            unlocked = cursor.fetchone()[0]
+    except DatabaseError as exc:
+        logger.warning(
+            "%s sync: could not release its advisory lock (%s); the connection is closed so "
+            "that PostgreSQL frees it",
+            source,
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+        )
+        _end_session(source)
+        return
+    if not unlocked:
+        logger.warning(
+            "%s sync: its advisory lock was gone before the pass ended: the database session "
+            "was lost during the pass",
+            source,
+        )
+
+
+def _end_session(source: str) -> None:
+    """Close this thread's connection: its session, and every lock it holds, ends."""
+    try:
+        connection.close()
+    except DatabaseError as exc:
+        logger.warning("%s sync: could not close the database connection: %s", source, exc)
 
 
 # --- the scheduler lease: one worker (django-q2 cluster) per database -------------------------

@@ -20,6 +20,10 @@ from django.utils import timezone
 
 from experiments.models import Node
 
+#: Set by ``serve`` for the worker it starts: serve heartbeats for the node (its roles are
+#: web and worker), so the worker must not write its own row (roles: worker only).
+SERVED_ENV = "SKYDECK_WORKER_UNDER_SERVE"
+
 
 @cache
 def version() -> str:

@@ -20,6 +20,8 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -383,6 +385,21 @@ def _pause(seconds: float) -> None:
     pause(seconds)  # late-bound, so a patched ``pause`` is seen by clients made before
 
 
+@cache
+def skydeck_version() -> str:
+    """The installed SkyDeck's version (as syncing.nodes.version; "" when not installed)."""
+    try:
+        return metadata.version("skydeck")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def user_agent(node: str = "") -> str:
+    """``skydeck/<version> (node <id>)``: which SkyDeck, and which node of it, is asking."""
+    agent = f"skydeck/{skydeck_version() or 'unknown'}"
+    return f"{agent} (node {node})" if node else agent
+
+
 class SkyPilotClient:
     """Talks to one SkyPilot API server; safe to reuse for many calls (keeps a session)."""
 
@@ -397,6 +414,7 @@ class SkyPilotClient:
         session: requests.Session | None = None,
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        node: str = "",
     ) -> None:
         """Resolve endpoint and credentials now, so configuration errors surface early.
 
@@ -404,6 +422,8 @@ class SkyPilotClient:
         we wait for the server to finish an asynchronous request. ``sleep``/``clock`` exist so
         tests do not wait for real; without ``sleep`` the client waits with :func:`pause`, looked
         up at each wait (the one seam a test patches for clients it does not build itself).
+        ``node`` (SKYDECK_NODE_ID) goes into the User-Agent, so the API server's request log
+        says which SkyDeck node sent each request.
         """
         self.timeout = float(timeout)
         self.request_timeout = float(request_timeout)
@@ -411,6 +431,7 @@ class SkyPilotClient:
         self.backoff = float(backoff)
         self._sleep = sleep or _pause
         self._clock = clock
+        self.user_agent = user_agent(node)
 
         full_endpoint = resolve_endpoint(endpoint)
         self.base_url, basic_auth = _split_basic_auth(full_endpoint)
@@ -448,6 +469,7 @@ class SkyPilotClient:
             endpoint or None,
             timeout=settings.SKYDECK_SKYPILOT_TIMEOUT,
             request_timeout=settings.SKYDECK_SKYPILOT_REQUEST_TIMEOUT,
+            node=settings.SKYDECK_NODE_ID,
         )
 
     def __repr__(self) -> str:
@@ -831,6 +853,7 @@ class SkyPilotClient:
             API_VERSION_HEADER: str(API_VERSION),
             VERSION_HEADER: SKYPILOT_VERSION,
             "Accept": "application/json",
+            "User-Agent": self.user_agent,
         }
         kwargs: dict[str, Any] = {}
         if json_body is not None:

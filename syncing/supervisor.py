@@ -235,11 +235,6 @@ class Supervisor:
         self.out = out or (lambda line: logger.warning("%s", line))
         self.signal: int | None = None
 
-    def add(self, name: str, command: list[str]) -> None:
-        """Start one more child now (from the heartbeat: a standby worker whose turn came)."""
-        child = self.children[name] = Child(name, command, delay=self.backoff_initial)
-        self.start(child)
-
     def guard_command(self, child: Child) -> list[str]:
         return [
             sys.executable, "-m", "syncing.supervisor", "guard",

@@ -15,9 +15,15 @@ As a subprocess (the load bench)::
     python tests/stub_skypilot.py --jobs 3000 --port 46581 [--tick 2]
 
 ``POST /_stub/mode {"mode": "slow", "seconds": 30}`` switches the fault mode of a running stub and
-``GET /_stub/jobs`` lists ``{"job_ids": [...], "total": N}``; ``GET /_stub/events`` the record of
-launches and cancels below; ``POST /_stub/hold {"count": 1}``, ``GET /_stub/held`` and
-``POST /_stub/release`` hold launch answers from outside (the nodes proof's kill mid-launch).
+``GET /_stub/jobs`` lists ``{"job_ids": [...], "total": N, "statuses": {id: status}}``;
+``GET /_stub/events`` the record of launches and cancels below (each launch with the SkyDeck node
+that sent it); ``POST /_stub/hold {"what": "launch" | "queue", "count": 1, "name": ..., "node": ...,
+"seconds": 60}`` holds the answers to the next launches (of that job name) or managed-jobs queue
+requests (a sync's listing) from that node (any node without ``node``), ``GET /_stub/held`` says
+what was held (``{"held": N, "launch": [nodes], "queue": [nodes], "waiting": n}``) and
+``POST /_stub/release`` answers them all (the nodes proof's kill mid-launch and mid-sync);
+``POST /_stub/ticks {"paused": true}`` stops the job history moving on (false: it moves again). The node
+of a request is read from SkyDeck's User-Agent (``skydeck/<version> (node <id>)``).
 
 For the team chaos test the stub also keeps its own record of what it was asked (``events``: every
 launch and cancel request in arrival order, with the jobs of that name active at that moment, and
@@ -59,6 +65,7 @@ NEXT_STATUS = {
     "CANCELLING": "CANCELLED",
 }
 _NAME_RE = re.compile(r"^name:\s*(\S+)\s*$", re.MULTILINE)
+_NODE_RE = re.compile(r"\(node ([^)\s]+)\)")
 _LAUNCH_ID_RE = re.compile(r"^\s+SKYDECK_LAUNCH_ID:\s*['\"]?([0-9a-f]+)['\"]?\s*$", re.MULTILINE)
 #: A held launch answers at the latest after this long, so a forgotten release never hangs a test.
 HOLD_MAX_SECONDS = 60.0
@@ -110,11 +117,13 @@ class StubSkyPilot:
         self._thread: threading.Thread | None = None
         self._ticker: threading.Thread | None = None
         self._stop_ticking = threading.Event()
+        self.ticks_paused = False  # POST /_stub/ticks {"paused": true}: the history stands still
         # the record of requests (see the module docstring) and the launch hold
         self.events: list[dict] = []
-        self.held = 0  # launch requests held so far (cumulative)
-        self._hold_left = 0
-        self._release = threading.Event()
+        self.held = 0  # requests held so far (cumulative)
+        self.held_log: list[dict] = []  # each held request: what, node, name
+        self._holds: list[dict] = []  # the armed holds: what, name, node, left, event, seconds
+        self._waiting = 0  # held answers not sent yet
         self._hold_cond = threading.Condition()
 
     # --- lifecycle ---
@@ -186,14 +195,17 @@ class StubSkyPilot:
 
         def tick() -> None:
             while not self._stop_ticking.wait(every):
-                self.advance()
+                if not self.ticks_paused:
+                    self.advance()
 
         self._ticker = threading.Thread(target=tick, daemon=True)
         self._ticker.start()
 
     # --- answering ---
-    def answer(self, method: str, path: str, query: str, body: bytes) -> tuple[int, dict, bytes]:
-        """One HTTP exchange: (status, headers, body)."""
+    def answer(
+        self, method: str, path: str, query: str, body: bytes, node: str = ""
+    ) -> tuple[int, dict, bytes]:
+        """One HTTP exchange: (status, headers, body); ``node``: the SkyDeck node asking."""
         self.requests += 1
         if self.mode == "slow":
             time.sleep(self.slow_seconds)
@@ -202,17 +214,32 @@ class StubSkyPilot:
             self.set_mode(data.get("mode", "ok"), data.get("seconds", 0))
             return 200, {}, b'{"ok": true}'
         if path == "/_stub/jobs":
-            ids = self.job_ids()
-            return 200, {}, json.dumps({"job_ids": ids, "total": len(ids)}).encode()
-        if path == "/_stub/hold" and method == "POST":  # hold the next launch answers
+            with self.lock:
+                statuses = {r["job_id"]: r["status"] for r in self.fake.jobs}
+            ids = sorted(statuses)
+            payload = {"job_ids": ids, "total": len(ids), "statuses": statuses}
+            return 200, {}, json.dumps(payload).encode()
+        if path == "/_stub/hold" and method == "POST":  # hold the next launch or queue answers
             data = json.loads(body or b"{}")
-            self.hold_launches(data.get("count", 1), data.get("name"))
+            what = data.get("what", "launch")
+            if what not in ("launch", "queue"):
+                return 400, {}, json.dumps({"detail": f"cannot hold {what!r}"}).encode()
+            self.hold(
+                what,
+                data.get("count", 1),
+                name=data.get("name"),
+                node=data.get("node"),
+                seconds=data.get("seconds", HOLD_MAX_SECONDS),
+            )
             return 200, {}, b'{"ok": true}'
+        if path == "/_stub/ticks" and method == "POST":  # stop (or resume) the history moving on
+            self.ticks_paused = bool(json.loads(body or b"{}").get("paused"))
+            return 200, {}, json.dumps({"paused": self.ticks_paused}).encode()
         if path == "/_stub/release" and method == "POST":
             self.release_launches()
             return 200, {}, b'{"ok": true}'
         if path == "/_stub/held":
-            return 200, {}, json.dumps({"held": self.held}).encode()
+            return 200, {}, json.dumps(self.held_report()).encode()
         if path == "/_stub/events":  # the record of launches and cancels (the nodes proof)
             with self.lock:
                 events = list(self.events)
@@ -226,15 +253,19 @@ class StubSkyPilot:
         if callback is None:
             return 404, {}, json.dumps({"detail": "Not Found"}).encode()
         release = None
+        if path == "/jobs/queue/v2":  # a sync's listing: its answer waits before it is made
+            queued = self._take_hold("queue", node=node)
+            if queued is not None:
+                self._wait_release(*queued)
         with self.lock:
             if path == "/jobs/launch":
-                name = self._record_launch(body)
-                release = self._take_hold(name)
+                name = self._record_launch(body, node)
+                release = self._take_hold("launch", name, node)
             elif path == "/jobs/cancel":
                 self._record_cancel(body)
             status, headers, text = self._router_call(callback, path, query, body)
         if release is not None:  # the job exists; its answer waits (outside the lock)
-            release.wait(HOLD_MAX_SECONDS)
+            self._wait_release(*release)
         if self.mode == "wrong-shape" and path == "/api/get" and status == 200:
             data = json.loads(text)
             data["return_value"] = json.dumps({"jobs": "not a list", "total": "many"})
@@ -247,7 +278,7 @@ class StubSkyPilot:
         url = f"http://stub{path}" + (f"?{query}" if query else "")
         return callback(_Request(url, body))
 
-    def _record_launch(self, body: bytes) -> str | None:
+    def _record_launch(self, body: bytes, node: str = "") -> str | None:
         """A launch creates a PENDING job with the task's name (FakeSkyPilot only hands out ids);
         returns that name."""
         task = json.loads(body).get("task") or ""
@@ -261,6 +292,7 @@ class StubSkyPilot:
             job_id=job_id,
             token=token.group(1) if token else None,
             active=self._active_named(name),
+            node=node or None,
         )
         self.fake.jobs.append(
             job_record(job_id, name, "PENDING", submitted_at=time.time(), user_yaml=task)
@@ -339,32 +371,78 @@ class StubSkyPilot:
     def hold_launches(self, count: int = 1, name: str | None = None) -> None:
         """Hold the answers to the next ``count`` launch requests (of jobs named ``name`` only,
         when given) until :meth:`release_launches`."""
-        with self._hold_cond:
-            self._release = threading.Event()
-            self._hold_left = count
-            self._hold_name = name
+        self.hold("launch", count, name=name)
 
-    def _take_hold(self, name: str | None = None) -> threading.Event | None:
+    def hold(
+        self,
+        what: str,
+        count: int = 1,
+        *,
+        name: str | None = None,
+        node: str | None = None,
+        seconds: float = HOLD_MAX_SECONDS,
+    ) -> None:
+        """Hold the answers to the next ``count`` ``what`` ("launch" or "queue") requests, of
+        jobs named ``name`` and from SkyDeck node ``node`` only when given, until released (or
+        ``seconds`` passed). A new hold of the same kind replaces one not used up yet."""
         with self._hold_cond:
-            if self._hold_left <= 0:
-                return None
-            if getattr(self, "_hold_name", None) not in (None, name):
-                return None
-            self._hold_left -= 1
-            self.held += 1
-            self._hold_cond.notify_all()
-            return self._release
+            self._holds = [h for h in self._holds if h["what"] != what or h["left"] <= 0]
+            self._holds.append(
+                {
+                    "what": what,
+                    "name": name,
+                    "node": node,
+                    "left": count,
+                    "seconds": float(seconds),
+                    "event": threading.Event(),
+                }
+            )
+
+    def _take_hold(
+        self, what: str, name: str | None = None, node: str = ""
+    ) -> tuple[threading.Event, float] | None:
+        with self._hold_cond:
+            for hold in self._holds:
+                if hold["what"] != what or hold["left"] <= 0:
+                    continue
+                if hold["name"] not in (None, name) or hold["node"] not in (None, node):
+                    continue
+                hold["left"] -= 1
+                self.held += 1
+                self._waiting += 1
+                self.held_log.append({"what": what, "node": node or None, "name": name})
+                self._hold_cond.notify_all()
+                return hold["event"], hold["seconds"]
+            return None
+
+    def _wait_release(self, event: threading.Event, seconds: float) -> None:
+        event.wait(seconds)
+        with self._hold_cond:
+            self._waiting -= 1
+
+    def held_report(self) -> dict[str, Any]:
+        """What was held: the total, the nodes of held launches and listings, how many wait."""
+        with self._hold_cond:
+            return {
+                "held": self.held,
+                "launch": [h["node"] for h in self.held_log if h["what"] == "launch"],
+                "queue": [h["node"] for h in self.held_log if h["what"] == "queue"],
+                "waiting": self._waiting,
+            }
 
     def wait_held(self, count: int = 1, timeout: float = 30.0) -> None:
-        """Until ``count`` launch requests in all have been held."""
+        """Until ``count`` requests in all have been held."""
         with self._hold_cond:
             if not self._hold_cond.wait_for(lambda: self.held >= count, timeout):
                 raise AssertionError(f"no held launch request within {timeout} s")
 
     def release_launches(self) -> None:
+        """Answer every held request now and disarm the holds."""
         with self._hold_cond:
-            self._hold_left = 0
-            self._release.set()
+            for hold in self._holds:
+                hold["left"] = 0
+                hold["event"].set()
+            self._holds = []
 
 
 def _handler_for(stub: StubSkyPilot) -> type[BaseHTTPRequestHandler]:
@@ -375,7 +453,10 @@ def _handler_for(stub: StubSkyPilot) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             parts = urlsplit(self.path)
-            status, headers, payload = stub.answer(self.command, parts.path, parts.query, body)
+            node = _NODE_RE.search(self.headers.get("User-Agent") or "")
+            status, headers, payload = stub.answer(
+                self.command, parts.path, parts.query, body, node.group(1) if node else ""
+            )
             try:
                 self.send_response(status)
                 headers.setdefault("Content-Type", "application/json")

@@ -905,10 +905,12 @@ def test_from_settings_reads_django_settings_lazily(monkeypatch):
         SKYDECK_SKYPILOT_ENDPOINT="https://from-settings.test/",
         SKYDECK_SKYPILOT_TIMEOUT=3,
         SKYDECK_SKYPILOT_REQUEST_TIMEOUT=30.5,
+        SKYDECK_NODE_ID="node-x",
     )
     monkeypatch.setitem(sys.modules, "django.conf", fake_conf)
     client = SkyPilotClient.from_settings()
     assert client.base_url == "https://from-settings.test"
+    assert client.user_agent.endswith("(node node-x)")  # the API server's log says which node
     assert client.timeout == 3.0
     assert client.request_timeout == 30.5
 
@@ -920,7 +922,7 @@ def test_from_settings_takes_the_timeouts_from_the_settings(monkeypatch):
     assert (real.SKYDECK_SKYPILOT_TIMEOUT, real.SKYDECK_SKYPILOT_REQUEST_TIMEOUT) == (10.0, 120.0)
     fake_conf = types.ModuleType("django.conf")
     fake_conf.settings = types.SimpleNamespace(
-        SKYDECK_SKYPILOT_TIMEOUT=7.0, SKYDECK_SKYPILOT_REQUEST_TIMEOUT=90.0
+        SKYDECK_SKYPILOT_TIMEOUT=7.0, SKYDECK_SKYPILOT_REQUEST_TIMEOUT=90.0, SKYDECK_NODE_ID="n"
     )
     monkeypatch.setitem(sys.modules, "django.conf", fake_conf)
     monkeypatch.setenv("SKYPILOT_API_SERVER_ENDPOINT", "http://env.test")
@@ -931,3 +933,11 @@ def test_from_settings_takes_the_timeouts_from_the_settings(monkeypatch):
 
 def test_module_does_not_import_django_at_import_time():
     assert "django" not in skypilot.__dict__
+
+
+def test_every_request_says_which_node_sends_it(rsps, fake_time):
+    """Issue 18: the API server (and the double's launch record) can tell the nodes apart."""
+    rsps.add(responses.GET, f"{BASE}/api/health", json={"status": "healthy", "api_version": "1"})
+    make_client(fake_time, node="node-b").health()
+    agent = rsps.calls[-1].request.headers["User-Agent"]
+    assert agent.startswith("skydeck/") and agent.endswith("(node node-b)")

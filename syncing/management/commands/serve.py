@@ -6,10 +6,14 @@ files through whitenoise) and django-q2's cluster runs the scheduled syncers. Th
 process group when it goes, so nothing SkyDeck started outlives it, even ``kill -9`` of serve.
 Ctrl-C, SIGTERM or SIGHUP stops both cleanly.
 
-While it runs the worker, serve holds the ``scheduler`` lease on the database (renewed every
-10 s): a second serve on the same database refuses to start, naming the first (a second
-``--no-worker`` serve is fine). The lease of a serve that died on this machine is taken over at
-once, one of another machine after a minute without renewal.
+On PostgreSQL every serve runs its worker (README: "Running several nodes"): django-q2's
+scheduler takes due schedules with SELECT ... FOR UPDATE and moves them on in that transaction,
+its ORM broker hands a task out by compare-and-swap, and every pass takes its own lease (with an
+advisory lock, syncing/leases.py), so several clusters on one database run each schedule once.
+On SQLite (select_for_update does nothing there) serve holds the ``scheduler`` lease while it
+runs the worker (renewed every 10 s): a second serve on the same database refuses to start,
+naming the first (a second ``--no-worker`` serve is fine). The lease of a serve that died on this
+machine is taken over at once, one of another machine after a minute without renewal.
 """
 
 from __future__ import annotations
@@ -60,29 +64,21 @@ class Command(BaseCommand):
             call_command("migrate", interactive=False, verbosity=0)
             self.stdout.write("database is up to date")
         lease = None
-        standby = False
         if not options["no_worker"]:
-            lease = leases.SchedulerLease()
-            try:
-                lease.take()
-            except leases.SchedulerLeaseHeld as exc:
-                if connection.vendor != "postgresql":
+            # serve heartbeats for the node its worker runs on (qcluster.py)
+            os.environ[nodes.SERVED_ENV] = "1"
+            if connection.vendor != "postgresql":
+                lease = leases.SchedulerLease()
+                try:
+                    lease.take()
+                except leases.SchedulerLeaseHeld as exc:
                     raise CommandError(str(exc)) from None
-                # several nodes on one PostgreSQL: serve the web now, run the worker when the
-                # other node's lease is free (README: "Running several nodes")
-                standby = True
-                self.stdout.write(
-                    f"node {lease.holder_node() or '(unknown)'} ({lease.holder()}) runs the worker: "
-                    f"this node ({nodes.node_id()}) serves the web and takes the worker over when "
-                    "that node's lease lapses"
-                )
-            else:
-                # the qcluster child runs under this lease (syncing/management/commands/qcluster.py)
+                # the qcluster child runs under this lease
                 os.environ[leases.SUPERVISED_ENV] = lease.owner
         try:
             call_command("collectstatic", interactive=False, verbosity=0)
             self._hint_first_user()
-            self._supervise(self._commands(options, standby=standby), lease, standby=standby)
+            self._supervise(self._commands(options), lease)
         finally:
             if lease is not None:
                 with contextlib.suppress(DatabaseError):  # else it expires or is taken over
@@ -100,7 +96,7 @@ class Command(BaseCommand):
             )
         )
 
-    def _commands(self, options: dict[str, Any], standby: bool = False) -> dict[str, list[str]]:
+    def _commands(self, options: dict[str, Any]) -> dict[str, list[str]]:
         bind = f"{options['host']}:{options['port']}"
         # 8 threads per process: up to SKYDECK_LOG_STREAMS_MAX (default 4) may be held by log
         # views following running jobs, and the rest of the app must keep threads to answer.
@@ -114,20 +110,15 @@ class Command(BaseCommand):
             "--access-logfile", "-",
         ]  # fmt: skip
         commands = {"web": web}
-        if not options["no_worker"] and not standby:
+        if not options["no_worker"]:
             commands["worker"] = WORKER_COMMAND
         self.stdout.write(f"SkyDeck is serving on http://{bind}/ (Ctrl-C stops it)")
         return commands
 
     def _supervise(
-        self,
-        commands: dict[str, list[str]],
-        lease: leases.SchedulerLease | None,
-        *,
-        standby: bool = False,
+        self, commands: dict[str, list[str]], lease: leases.SchedulerLease | None
     ) -> None:
-        roles = sorted(commands)  # "web", and "worker" unless --no-worker (or standing by)
-        waiting = [standby]
+        roles = sorted(commands)  # "web", and "worker" unless --no-worker
 
         def heartbeat() -> None:
             close_old_connections()
@@ -135,20 +126,7 @@ class Command(BaseCommand):
                 nodes.heartbeat(roles)
             except DatabaseError as exc:  # health shows the node late; the next beat tries again
                 logger.warning("could not record this node's heartbeat: %s", exc)
-            if lease is None:
-                return
-            if waiting[0]:
-                try:
-                    taken = lease.renew()  # the same compare-and-swap as taking it
-                except DatabaseError as exc:
-                    logger.warning("could not ask for the scheduler lease: %s", exc)
-                    return
-                if taken:
-                    waiting[0] = False
-                    os.environ[leases.SUPERVISED_ENV] = lease.owner
-                    supervisor.add("worker", WORKER_COMMAND)
-                    roles[:] = sorted([*roles, "worker"])
-                    say("took over the worker: the node that held it is gone")
+            if lease is None:  # PostgreSQL, or no worker: no scheduler lease to renew
                 return
             try:
                 renewed = lease.renew()
