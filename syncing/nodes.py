@@ -11,26 +11,23 @@ from __future__ import annotations
 import os
 import socket
 from datetime import timedelta
-from functools import cache
-from importlib import metadata
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
 from experiments.models import Node
+from syncing import skypilot
 
 #: Set by ``serve`` for the worker it starts: serve heartbeats for the node (its roles are
 #: web and worker), so the worker must not write its own row (roles: worker only).
 SERVED_ENV = "SKYDECK_WORKER_UNDER_SERVE"
 
 
-@cache
 def version() -> str:
-    try:
-        return metadata.version("skydeck")
-    except metadata.PackageNotFoundError:
-        return ""
+    """The installed SkyDeck's version ("" when not installed): the one the SkyPilot client
+    also sends in its User-Agent."""
+    return skypilot.skydeck_version()
 
 
 def node_id() -> str:

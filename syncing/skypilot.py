@@ -387,7 +387,7 @@ def _pause(seconds: float) -> None:
 
 @cache
 def skydeck_version() -> str:
-    """The installed SkyDeck's version (as syncing.nodes.version; "" when not installed)."""
+    """The installed SkyDeck's version ("" when not installed; syncing.nodes reports it too)."""
     try:
         return metadata.version("skydeck")
     except metadata.PackageNotFoundError:
