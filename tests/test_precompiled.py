@@ -1,5 +1,5 @@
 """``Experiment.objects.with_latest()`` runs the latest-job/epoch annotations as SQL compiled
-once (experiments/querysets.py ``_precompiled``): every value, type and filter must equal the
+once (experiments/querysets.py ``precompiled``): every value, type and filter must equal the
 ORM form's, on SQLite and on PostgreSQL (the suite's PostgreSQL run)."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ ANNOTATIONS = [
 ]
 
 
-def test_precompiled_annotations_equal_the_orm_ones(make_experiment, make_job, make_checkpoint):
+def testprecompiled_annotations_equal_the_orm_ones(make_experiment, make_job, make_checkpoint):
     now = timezone.now()
     a, b, c = (make_experiment(n) for n in ("pre-a", "pre-b", "pre-c"))
     make_job(1, "pre-a", status=JobStatus.FAILED, submitted_at=now - timedelta(hours=2),

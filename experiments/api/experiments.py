@@ -55,6 +55,7 @@ from experiments.models import (
     ExperimentGroupMember,
     RevisionSource,
 )
+from experiments.querysets import precompiled
 from experiments.validation import is_experiment_name
 from syncing import services as door
 
@@ -124,19 +125,30 @@ def locked_experiment(pk: int) -> Experiment:
     return experiment
 
 
+#: experiment_queryset()'s annotations, compiled once per database (querysets.precompiled).
+_ANNOTATED: dict[str, QuerySet] = {}
+
+
+def _annotated() -> QuerySet:
+    db = Experiment.objects.all().db
+    built = _ANNOTATED.get(db)
+    if built is None:
+        forks = (  # how many were forked from each: a subquery of the same SELECT, no query more
+            Experiment.objects.filter(parent_id=OuterRef("pk"))
+            .order_by()
+            .values("parent_id")
+            .annotate(n=Count("pk"))
+            .values("n")
+        )
+        built = _ANNOTATED[db] = precompiled(
+            Experiment.objects.with_latest().annotate(forks_count=Coalesce(Subquery(forks[:1]), 0))
+        )
+    return built.all()
+
+
 def experiment_queryset() -> QuerySet:
     """Experiments with their latest job, latest checkpoint and groups: a fixed query count."""
-    forks = (  # how many were forked from each: a subquery of the same SELECT, no query more
-        Experiment.objects.filter(parent_id=OuterRef("pk"))
-        .order_by()
-        .values("parent_id")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    queryset = Experiment.objects.with_latest().annotate(
-        forks_count=Coalesce(Subquery(forks[:1]), 0)
-    )
-    return queryset.prefetch_related(
+    return _annotated().prefetch_related(
         Prefetch(
             "group_memberships",
             queryset=ExperimentGroupMember.objects.select_related("group").order_by(
