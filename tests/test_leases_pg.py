@@ -18,6 +18,10 @@ import psycopg
 import pytest
 from processes import ROOT, child_env
 
+# Real processes on a PostgreSQL database of its own: a slow proof, run once (.ci/run's PostgreSQL
+# step), not by the README's test command, which needs no PostgreSQL.
+pytestmark = [pytest.mark.slow, pytest.mark.own_postgres]
+
 ADMIN_URL = os.environ.get("SKYDECK_CI_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 
 #: One process, one database session: ``hold`` takes the lease and sleeps, ``take`` tries once.

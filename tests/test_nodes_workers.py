@@ -22,7 +22,8 @@ import psycopg
 import pytest
 from processes import ROOT, child_env
 
-pytestmark = pytest.mark.slow
+# on a PostgreSQL database of its own, whatever the suite's: run once, with the PostgreSQL step
+pytestmark = [pytest.mark.slow, pytest.mark.own_postgres]
 
 ADMIN_URL = os.environ.get("SKYDECK_CI_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 #: The SkyPilot sync's interval here: a cron schedule due at :00 and :30 of every minute, and
