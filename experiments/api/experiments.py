@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
-from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, status, viewsets
@@ -42,17 +42,14 @@ from experiments.api.serializers import (
     ExperimentDetailSerializer,
     ExperimentSerializer,
     ExperimentUpdateSerializer,
-    LatestCheckpointSerializer,
     LaunchPreviewSerializer,
     PreconditionSerializer,
     StartSerializer,
     StopSerializer,
 )
 from experiments.models import (
-    Checkpoint,
     Experiment,
     ExperimentGroup,
-    ExperimentGroupMember,
     RevisionSource,
 )
 from experiments.querysets import precompiled
@@ -147,23 +144,9 @@ def _annotated() -> QuerySet:
 
 
 def experiment_queryset() -> QuerySet:
-    """Experiments with their latest job, latest checkpoint and groups: a fixed query count."""
-    return _annotated().prefetch_related(
-        Prefetch(
-            "group_memberships",
-            queryset=ExperimentGroupMember.objects.select_related("group").order_by(
-                "group__order", "group_id"
-            ),
-            to_attr="api_memberships",
-        ),
-        Prefetch(
-            "checkpoints",
-            queryset=Checkpoint.objects.latest_per_experiment().only(
-                "experiment_id", *LatestCheckpointSerializer.Meta.fields
-            ),
-            to_attr="api_latest_checkpoints",
-        ),
-    )
+    """Experiments with their latest job and forks count; the serializers attach the groups and
+    the latest checkpoint and job (``attach_related``): a fixed query count."""
+    return _annotated()
 
 
 def _change_schema(summary: str, description: str) -> Any:
