@@ -617,9 +617,12 @@ def kill_and_rejoin(args, started, children, start_node, bases, names, logs, tok
         out["failures"].append(f"no other node took over {victim}'s SkyPilot lease (its log)")
 
     # no row half-written: with the double's history standing still, a sync that started after
-    # that leaves SkyDeck's jobs table equal to the double's jobs; the victim names no lease row
+    # that leaves SkyDeck's jobs table equal to the double's jobs; the victim names no lease row.
+    # Launches and cancels still go on meanwhile (the clients and the reconciler): jobs that one
+    # of them added or changed between the two readings of the double are left out of the check.
     requests.post(f"{stub}/_stub/ticks", json={"paused": True}, timeout=10).raise_for_status()
     paused_at = datetime.now().astimezone()
+    at_pause = requests.get(f"{stub}/_stub/jobs", timeout=30).json()["statuses"]
 
     def fresh_sync() -> bool:
         row = lease_rows(db).get("skypilot", {})
@@ -630,15 +633,18 @@ def kill_and_rejoin(args, started, children, start_node, bases, names, logs, tok
     theirs = requests.get(f"{stub}/_stub/jobs", timeout=30).json()
     ours = stored_jobs(db)
     requests.post(f"{stub}/_stub/ticks", json={"paused": False}, timeout=10).raise_for_status()
-    statuses = {int(i): status for i, status in theirs["statuses"].items()}
+    now_theirs = {int(i): status for i, status in theirs["statuses"].items()}
+    statuses = {i: s for i, s in now_theirs.items() if at_pause.get(str(i)) == s}  # stood still
+    moved = len(now_theirs) - len(statuses)
     missing = sorted(set(statuses) - set(ours))
-    extra = sorted(set(ours) - set(statuses))
+    extra = sorted(set(ours) - set(now_theirs))
     differ = sorted(i for i in set(ours) & set(statuses) if ours[i] != statuses[i])
     rows = lease_rows(db)
     still = [s for s in KILLED_SOURCES if owners[s] and rows.get(s, {}).get("owner") == owners[s]]
     out["no row half-written: SkyDeck's jobs vs the double's (ids, statuses)"] = (
-        f"{len(ours)} vs {theirs['total']}; missing {len(missing)}, extra {len(extra)}, "
-        f"status differs {len(differ)}; lease rows still naming {victim}: {still or 'none'}"
+        f"{len(ours)} vs {theirs['total']} ({moved} launched or cancelled during the check, "
+        f"left out); missing {len(missing)}, extra {len(extra)}, status differs {len(differ)}; "
+        f"lease rows still naming {victim}: {still or 'none'}"
     )
     if fresh is None:
         out["failures"].append("no SkyPilot sync succeeded within 120 s with the history paused")
