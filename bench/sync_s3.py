@@ -8,6 +8,11 @@ Experiment rows in a throwaway SQLite database, then times ``run_sync("s3")``:
 2. a second pass over every experiment with nothing changed (``all_experiments=True``),
 3. a regular later pass (active experiments + one sweep slice).
 
+It runs the three passes twice, from an empty checkpoints table each time: listing every
+experiment's two prefixes (``ROOTS_MIN`` out of reach, as before the root listing), then as the
+syncer chooses (the two roots whole when that takes fewer requests), and prints both with the
+requests each pass sent.
+
 The syncer talks HTTP to the server, so the figures include boto3, the HTTP round trips and
 moto's own (single-process, GIL-bound) request handling. Seeding writes straight into the
 server's in-process backend by default (``--seed direct``, fast); ``--seed http`` uses
@@ -70,15 +75,17 @@ def instrument() -> dict[str, float]:
     from syncing.s3 import S3Client
 
     spent = {"list": 0.0, "write": 0.0}
-    list_experiments = S3Client.list_experiments
     write_listings = checkpoints.write_listings
 
-    def timed_list(self, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return list_experiments(self, *args, **kwargs)
-        finally:
-            spent["list"] += time.perf_counter() - started
+    def timing(method):
+        def timed_list(self, *args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                spent["list"] += time.perf_counter() - started
+
+        return timed_list
 
     def timed_write(*args, **kwargs):
         started = time.perf_counter()
@@ -87,7 +94,8 @@ def instrument() -> dict[str, float]:
         finally:
             spent["write"] += time.perf_counter() - started
 
-    S3Client.list_experiments = timed_list
+    S3Client.list_experiments = timing(S3Client.list_experiments)
+    S3Client.list_roots = timing(S3Client.list_roots)
     checkpoints.write_listings = timed_write
     return spent
 
@@ -119,7 +127,8 @@ def main() -> None:
     from django.core.management import call_command
     from moto.server import ThreadedMotoServer
 
-    from experiments.models import Checkpoint, Experiment
+    from experiments.models import Checkpoint, Experiment, SyncState
+    from syncing import checkpoints
     from syncing.runner import run_sync
 
     call_command("migrate", verbosity=0)
@@ -144,26 +153,29 @@ def main() -> None:
         Experiment.objects.bulk_create(Experiment(name=n) for n in names)
         total = args.experiments * args.checkpoints
 
-        split = {}
-        for label in ("first", "second", "regular"):
-            phase.update(list=0.0, write=0.0)
-            kwargs = {"all_experiments": True} if label == "second" else {}
-            outcome, seconds = timed(lambda kwargs=kwargs: run_sync("s3", **kwargs))
-            assert outcome.ok, outcome.error
-            split[label] = (outcome, seconds, dict(phase))
-        first, first_seconds, _ = split["first"]
-        second, second_seconds, _ = split["second"]
-        regular, regular_seconds, _ = split["regular"]
-        assert Checkpoint.objects.count() == total, Checkpoint.objects.count()
-        assert second.counts["unchanged"] == total, second.counts
+        roots_min = checkpoints.ROOTS_MIN
+        runs = {}
+        for listing in ("prefixes", "chosen"):
+            Checkpoint.objects.all().delete()
+            SyncState.objects.filter(source="s3").delete()
+            checkpoints.ROOTS_MIN = 10**9 if listing == "prefixes" else roots_min
+            split = runs[listing] = {}
+            for label in ("first", "second", "regular"):
+                phase.update(list=0.0, write=0.0)
+                kwargs = {"all_experiments": True} if label == "second" else {}
+                outcome, seconds = timed(lambda kwargs=kwargs: run_sync("s3", **kwargs))
+                assert outcome.ok, outcome.error
+                split[label] = (outcome, seconds, dict(phase))
+            assert Checkpoint.objects.count() == total, Checkpoint.objects.count()
+            assert split["second"][0].counts["unchanged"] == total, split["second"][0].counts
     finally:
         server.stop()
 
-    def line(outcome) -> str:
+    def line(pass_: tuple) -> str:
+        outcome, seconds, spent = pass_
         c = outcome.counts
-        label = next(k for k, v in split.items() if v[0] is outcome)
-        spent = split[label][2]
         return (
+            f"{seconds:6.1f} s, {c['requests']:,} requests by {c['listing']}; "
             f"{c['experiments']} experiments listed, new {c['new']}, updated {c['updated']}, "
             f"unchanged {c['unchanged']}, missing {c['missing']}, errors {c['errors']} "
             f"[listing {spent['list']:.1f} s, db writes {spent['write']:.1f} s]"
@@ -177,15 +189,17 @@ def main() -> None:
         f"seeding ({args.seed:6})         : {seed_seconds:.1f} s = "
         f"{len(keys) / seed_seconds:,.0f} objects/s"
     )
-    print(
-        f"first pass (all, new)    : {first_seconds:.1f} s = {total / first_seconds:,.0f} "
-        f"checkpoints/s; {line(first)}"
-    )
-    print(
-        f"second pass (all, same)  : {second_seconds:.1f} s = {total / second_seconds:,.0f} "
-        f"checkpoints/s; {line(second)}"
-    )
-    print(f"regular pass (hot+sweep) : {regular_seconds:.1f} s; {line(regular)}")
+    for listing, split in runs.items():
+        print(f"-- listing {listing}:")
+        for label, title in (
+            ("first", "first pass (all, new)   "),
+            ("second", "second pass (all, same) "),
+            ("regular", "regular pass (hot+sweep)"),
+        ):
+            print(f"{title} : {line(split[label])}")
+    for label in ("first", "second", "regular"):
+        before, after = runs["prefixes"][label][1], runs["chosen"][label][1]
+        print(f"{label} pass: chosen listing takes {after / before:.2f}x the prefixes' time")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,16 @@ Which experiments a pass lists
     (``max(SWEEP_MIN, ceil(total / SWEEP_PASSES))`` names, in name order, resuming after the last
     name swept), so every experiment is listed at least every ``SWEEP_PASSES`` (+1) passes.
 
+How a pass lists
+    Two requests or more per experiment (its policy and its replay prefix), on a thread pool —
+    or, when a pass lists at least :data:`ROOTS_MIN` experiments, by listing the two roots whole
+    (``policies/``, ``replays/``: one request per 1,000 keys) when that takes fewer requests. A
+    root listing may use at most as many requests as the prefixes would (two per experiment); a
+    root that needs more (a large shared bucket) is given up at that budget, the pass lists the
+    prefixes instead, and the cursor remembers it for :data:`ROOTS_RETRY`. So does a root that
+    cannot be listed (a bucket may allow listing single prefixes only). The pass counts say how
+    it listed (``listing``, ``requests`` and, after a fall-back, ``roots``).
+
 How a pass writes
     Experiments are listed in batches on :meth:`S3Client.list_experiments`' small thread pool;
     nothing is written while listing. Each batch is then upserted in bulk, one short transaction per
@@ -51,6 +61,7 @@ from experiments.models import (
 from syncing.s3 import (
     CheckpointObject,
     ExperimentListing,
+    RootTooLarge,
     S3Client,
     S3Error,
     validate_experiment_name,
@@ -66,6 +77,10 @@ SWEEP_PASSES = 10
 SWEEP_MIN = 50
 #: Threads listing S3 (capped again by ``syncing.s3.MAX_WORKERS``).
 MAX_WORKERS = 8
+#: A pass lists at least this many experiments before listing the roots whole is considered.
+ROOTS_MIN = 50
+#: How long a root that was too large or failed is not tried again.
+ROOTS_RETRY = timedelta(minutes=15)
 #: Experiments listed before their results are written (bounds memory, keeps progress).
 LIST_BATCH = 200
 #: A write transaction covers at most this many experiments / listed objects.
@@ -109,6 +124,9 @@ class CheckpointSyncResult:
     still_missing: int = 0
     merged: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    listing: str = "prefixes"
+    requests: int = 0
+    roots: str = ""
 
     @property
     def errors(self) -> int:
@@ -128,8 +146,12 @@ class CheckpointSyncResult:
             "listed": self.listed,
             "still_missing": self.still_missing,
             "merged": self.merged,
+            "listing": self.listing,
+            "requests": self.requests,
             "failed": dict(list(self.failed.items())[:FAILED_KEEP]),
         }
+        if self.roots:
+            data["roots"] = self.roots
         if self.errors > FAILED_KEEP:
             data["failed_truncated"] = self.errors - FAILED_KEEP
         return data
@@ -397,19 +419,26 @@ def sync_checkpoints(
         except ValueError as exc:
             result.failed[name] = _reason(exc)
 
-    first_error: tuple[str, str] | None = None
     succeeded: dict[str, ExperimentListing] = {}
+    by_roots = _list_roots(client, valid, cursor, result, now)
+    if by_roots is not None:  # one listing for all; written in the same batches
+        for batch in _chunks(valid, LIST_BATCH):
+            ok = [(plan.names[name], by_roots[name]) for name in batch]
+            succeeded.update((name, by_roots[name]) for name in batch)
+            result.listed += sum(len(listing.checkpoints) for _, listing in ok)
+            write_listings(ok, result, now)
+        valid = []
     for batch in _chunks(valid, LIST_BATCH):
         listed = client.list_experiments(list(batch), max_workers=MAX_WORKERS)
         ok: list[tuple[int, ExperimentListing]] = []
         for name, outcome in listed.items():
             if isinstance(outcome, S3Error):
                 result.failed[name] = _reason(outcome)
-                first_error = first_error or (name, _reason(outcome))
                 logger.warning("s3 sync: %s failed: %s", name, outcome)
                 continue
             ok.append((plan.names[name], outcome))
             succeeded[name] = outcome
+            result.requests += outcome.requests
             result.listed += len(outcome.checkpoints)
         write_listings(ok, result, now)
 
@@ -422,12 +451,54 @@ def sync_checkpoints(
             f"first ({first_name}): {result.failed[first_name]}",
         )
 
-    _save_cursor(plan, succeeded)
+    _save_cursor(plan, succeeded, cursor.get("roots"))
     return result
 
 
-def _save_cursor(plan: PassPlan, succeeded: dict[str, ExperimentListing]) -> None:
-    """Remember the sweep position, the experiments known to be empty and unmatched replays."""
+def _list_roots(
+    client: S3Client,
+    names: list[str],
+    cursor: dict[str, Any],
+    result: CheckpointSyncResult,
+    now: datetime,
+) -> dict[str, ExperimentListing] | None:
+    """The listings of ``names`` from the two roots, or None when the prefixes are listed instead.
+
+    Leaves the outcome in ``cursor["roots"]`` (saved with the pass) and in ``result``.
+    """
+    if len(names) < ROOTS_MIN:
+        return None
+    budget = 2 * len(names)
+    memory = cursor.get("roots") or {}
+    held_back = "until" in memory and now < datetime.fromisoformat(memory["until"])
+    if held_back and (memory.get("failed") or memory.get("over", 0) >= budget):
+        result.roots = memory.get("failed") or f"over {memory['over']} requests"
+        return None
+    if memory.get("requests", 0) > budget:  # the last root listing took more than this pass may
+        result.roots = f"{memory['requests']} requests last time"
+        return None
+    try:
+        listings, requests = client.list_roots(names, budget=budget)
+    except RootTooLarge as exc:
+        result.requests += exc.pages
+        result.roots = f"over {exc.pages} requests"
+        cursor["roots"] = {"over": exc.pages, "until": (now + ROOTS_RETRY).isoformat()}
+        return None
+    except S3Error as exc:
+        result.roots = f"failed: {_reason(exc)}"
+        logger.warning("s3 sync: listing the roots failed, listing prefixes: %s", exc)
+        cursor["roots"] = {"failed": result.roots, "until": (now + ROOTS_RETRY).isoformat()}
+        return None
+    result.listing = "roots"
+    result.requests += requests
+    cursor["roots"] = {"requests": requests}
+    return listings
+
+
+def _save_cursor(
+    plan: PassPlan, succeeded: dict[str, ExperimentListing], roots: dict[str, Any] | None
+) -> None:
+    """Remember the sweep position, empty experiments, unmatched replays and the roots' outcome."""
     state = _state()
     cursor = dict(state.cursor)
     names = set(Experiment.objects.values_list("name", flat=True))
@@ -451,4 +522,6 @@ def _save_cursor(plan: PassPlan, succeeded: dict[str, ExperimentListing]) -> Non
         cursor["sweep_after"] = plan.sweep_after
     cursor["listed_empty"] = sorted(empty)
     cursor["unmatched_replays"] = dict(sorted(unmatched.items()))
+    if roots is not None:
+        cursor["roots"] = roots
     SyncState.objects.filter(source=SyncSource.S3).update(cursor=cursor)

@@ -42,7 +42,11 @@ class SyncOutcome:
             f"{k} {c[k]}" for k in ("new", "updated", "unchanged", "missing", "errors") if k in c
         ]
         extra = f" ({c['mode']})" if "mode" in c else ""
-        return f"{self.source}{extra}: {', '.join(parts)} in {self.seconds:.1f}s"
+        listed = ""
+        if "listing" in c:  # the S3 pass: how it listed, and why not by the roots
+            listed = f", {c['requests']} requests by {c['listing']}"
+            listed += f" (roots: {c['roots']})" if "roots" in c else ""
+        return f"{self.source}{extra}: {', '.join(parts)} in {self.seconds:.1f}s{listed}"
 
 
 def _syncers() -> dict[str, Callable[..., Any]]:

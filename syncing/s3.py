@@ -52,6 +52,7 @@ __all__ = [
     "MAX_EPOCH",
     "CheckpointObject",
     "ExperimentListing",
+    "RootTooLarge",
     "S3AccessDenied",
     "S3Client",
     "S3Error",
@@ -135,6 +136,14 @@ class S3Unavailable(S3Error):
 
 class S3NotFound(S3Error):
     """The bucket does not exist."""
+
+
+class RootTooLarge(Exception):
+    """Listing a root whole would take more requests than it was allowed (not a failure)."""
+
+    def __init__(self, bucket: str, prefix: str, pages: int):
+        self.pages = pages
+        super().__init__(f"s3://{bucket}/{prefix}: more than {pages} pages")
 
 
 _ACCESS_DENIED_CODES = frozenset(
@@ -303,6 +312,8 @@ class ExperimentListing:
     experiment_name: str
     checkpoints: list[CheckpointObject] = field(default_factory=list)
     unmatched_replays: list[str] = field(default_factory=list)
+    #: ListObjectsV2 requests this listing took (0 when it came from a root listing); not content.
+    requests: int = field(default=0, compare=False)
 
 
 def _aware_utc(value: Any) -> datetime:
@@ -447,30 +458,49 @@ class S3Client:
 
     # -- listing ------------------------------------------------------------------------
 
-    def _iter_objects(self, prefix: str) -> Iterator[dict[str, Any]]:
+    def _iter_pages(self, prefix: str) -> Iterator[dict[str, Any]]:
         paginator = self._get_client(prefix).get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            yield from page.get("Contents") or ()
+        yield from paginator.paginate(Bucket=self.bucket, Prefix=prefix)
 
-    def _list(self, prefix: str) -> list[dict[str, Any]]:
+    def _list(self, prefix: str) -> tuple[list[dict[str, Any]], int]:
+        """Every object under ``prefix`` and the number of requests it took."""
+        objects: list[dict[str, Any]] = []
+        pages = 0
         try:
-            return list(self._iter_objects(prefix))
+            for page in self._iter_pages(prefix):
+                pages += 1
+                objects.extend(page.get("Contents") or ())
         except S3Error:
             raise
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise _map_error(exc, self.bucket, prefix) from exc
+        return objects, pages
 
     def list_experiment(self, name: str) -> ExperimentListing:
-        """List one experiment's checkpoints and replays.
+        """List one experiment's checkpoints and replays (two prefixes).
 
         Raises ValueError for an invalid name (before any request) and :class:`S3Error`
         (or a subclass) when either prefix cannot be listed.
         """
         policy_prefix = self.policy_prefix_for(name)
         replay_prefix = self.replay_prefix_for(name)
+        policies, policy_pages = self._list(policy_prefix)
+        replays, replay_pages = self._list(replay_prefix)
+        return self._listing(name, policies, replays, requests=policy_pages + replay_pages)
 
+    def _listing(
+        self,
+        name: str,
+        policy_objects: list[dict[str, Any]],
+        replay_objects: list[dict[str, Any]],
+        *,
+        requests: int,
+    ) -> ExperimentListing:
+        """One experiment's listing from the objects under its two prefixes."""
+        policy_prefix = self._prefix(self.policy_prefix, name)
+        replay_prefix = self._prefix(self.replay_prefix, name)
         best: dict[int, tuple[dict[str, Any], str]] = {}
-        for obj in self._list(policy_prefix):
+        for obj in policy_objects:
             key = obj.get("Key") or ""
             if not key.startswith(policy_prefix):
                 continue
@@ -491,7 +521,7 @@ class S3Client:
 
         replays: dict[int, list[str]] = {}
         unmatched: list[str] = []
-        for obj in self._list(replay_prefix):
+        for obj in replay_objects:
             key = obj.get("Key") or ""
             if not key.startswith(replay_prefix) or not is_replay_key(key):
                 continue
@@ -514,8 +544,66 @@ class S3Client:
             for epoch, (obj, version) in sorted(best.items())
         ]
         return ExperimentListing(
-            experiment_name=name, checkpoints=checkpoints, unmatched_replays=sorted(unmatched)
+            experiment_name=name,
+            checkpoints=checkpoints,
+            unmatched_replays=sorted(unmatched),
+            requests=requests,
         )
+
+    def _list_root(
+        self, root: str, wanted: set[str], budget: int
+    ) -> tuple[dict[str, list[dict[str, Any]]], int]:
+        """The objects of every folder of ``wanted`` under ``root``, and the requests it took.
+
+        Raises :class:`RootTooLarge` as soon as more than ``budget`` requests would be needed.
+        """
+        prefix = f"{root}/" if root else ""
+        found: dict[str, list[dict[str, Any]]] = {}
+        pages = 0
+        try:
+            for page in self._iter_pages(prefix):
+                pages += 1
+                for obj in page.get("Contents") or ():
+                    folder, slash, _ = (obj.get("Key") or "")[len(prefix) :].partition("/")
+                    if slash and folder in wanted:
+                        found.setdefault(folder, []).append(obj)
+                if pages >= budget and page.get("IsTruncated"):
+                    raise RootTooLarge(self.bucket, prefix, pages)
+        except S3Error:
+            raise
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise _map_error(exc, self.bucket, prefix) from exc
+        return found, pages
+
+    def list_roots(
+        self, names: list[str], *, budget: int
+    ) -> tuple[dict[str, ExperimentListing], int]:
+        """List ``names`` by listing the policy and replay roots whole (not two prefixes each).
+
+        Worth it when the roots hold few objects for many experiments: a root of ``K`` keys
+        costs ``ceil(K / 1000)`` requests, the prefixes at least ``2 * len(names)``. Returns
+        ``({name: listing}, requests)``; an experiment without a folder gets an empty listing.
+        Raises ValueError for an invalid name (before any request), :class:`RootTooLarge`
+        once more than ``budget`` requests would be needed, and :class:`S3Error` when a root
+        cannot be listed (a bucket may allow listing single prefixes and not the root).
+        """
+        unique = list(dict.fromkeys(names))
+        for name in unique:
+            validate_experiment_name(name)
+        wanted = set(unique)
+        policies, used = self._list_root(self.policy_prefix, wanted, budget)
+        if self.replay_prefix == self.policy_prefix:
+            replays = policies
+        elif used >= budget:  # the replay root needs one request at least
+            raise RootTooLarge(self.bucket, f"{self.replay_prefix}/", used)
+        else:
+            replays, more = self._list_root(self.replay_prefix, wanted, budget - used)
+            used += more
+        listings = {
+            name: self._listing(name, policies.get(name, []), replays.get(name, []), requests=0)
+            for name in unique
+        }
+        return listings, used
 
     def list_experiments(
         self, names: list[str], *, max_workers: int = 8

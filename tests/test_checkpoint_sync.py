@@ -298,6 +298,124 @@ def test_an_experiment_without_objects_marks_its_rows_missing(s3, make_checkpoin
     assert Checkpoint.objects.get().missing
 
 
+# --------------------------------------------------------------------------- listing the roots
+
+
+def stored() -> dict[tuple[str, int], tuple]:
+    return {
+        (c.experiment.name, c.epoch): (c.model_path, c.size, c.replay_paths, c.missing)
+        for c in Checkpoint.objects.select_related("experiment")
+    }
+
+
+def test_many_experiments_are_listed_through_the_two_roots_with_the_same_rows(s3):
+    names = [f"r{i}" for i in range(ckpt_sync.ROOTS_MIN)]  # r1 and r10 share a name prefix
+    experiments(*names)
+    seed(f"policies/{n}/{n}:v{e}.mpt" for n in names for e in (1, 2))
+    seed(f"replays/{n}/epoch_2/game.json.z" for n in names[:5])
+    seed(["replays/r7/misc/game.json.z", "policies/not-ours/x:v1.mpt", "policies/r3/a/b/r3:v9.mpt"])
+    by_prefixes = {n: S3Client.from_settings().list_experiment(n) for n in names}
+    client, recorder = recording_client()
+
+    result = sync_checkpoints(client)
+
+    assert recorder.prefixes == ["policies/", "replays/"]
+    counts = result.counts()
+    assert (counts["listing"], counts["requests"], counts["new"]) == ("roots", 2, 2 * len(names))
+    assert "roots" not in counts
+    assert stored() == {
+        (n, c.epoch): (c.uri, c.size, c.replay_uris, False)
+        for n, listing in by_prefixes.items()
+        for c in listing.checkpoints
+    }
+    assert stored()[("r1", 2)][2] == [uri("replays/r1/epoch_2/game.json.z")]
+    assert unmatched_replays("r7") == [uri("replays/r7/misc/game.json.z")]
+
+    # an object gone from the root is marked missing, like a prefix listing marks it
+    s3.delete_object(Bucket=BUCKET, Key="policies/r10/r10:v2.mpt")
+    again = sync_checkpoints(client)
+    assert (again.listing, again.missing, again.unchanged) == ("roots", 1, 2 * len(names) - 1)
+    assert stored()[("r10", 2)][3] is True
+    assert SyncState.objects.get(source="s3").cursor["roots"] == {"requests": 2}
+
+
+def test_few_experiments_are_listed_by_their_prefixes(s3):
+    experiments("a", "b")
+    put(s3, "policies/a/a:v1.mpt")
+    client, recorder = recording_client()
+
+    result = sync_checkpoints(client)
+
+    assert sorted(recorder.prefixes) == ["policies/a/", "policies/b/", "replays/a/", "replays/b/"]
+    assert (result.listing, result.requests, result.new) == ("prefixes", 4, 1)
+
+
+def test_a_root_that_cannot_be_listed_falls_back_to_the_prefixes_for_a_while(s3, monkeypatch):
+    names = [f"e{i:02}" for i in range(ckpt_sync.ROOTS_MIN)]
+    experiments(*names)
+    seed(f"policies/{n}/{n}:v1.mpt" for n in names)
+    denied, recorder = recording_client()
+    inject_s3_error(denied, status=403, code="AccessDenied", prefixes={"policies/"})
+
+    first = sync_checkpoints(denied)
+
+    assert first.new == len(names) and first.errors == 0
+    counts = first.counts()
+    assert (counts["listing"], counts["requests"]) == ("prefixes", 2 * len(names))
+    assert counts["roots"].startswith("failed: ") and "access denied" in counts["roots"]
+    assert recorder.prefixes.count("policies/") == 1
+
+    recorder.prefixes.clear()
+    second = sync_checkpoints(denied)  # remembered: the root is not asked again
+    assert "policies/" not in recorder.prefixes
+    assert (second.listing, second.roots) == ("prefixes", counts["roots"])
+
+    later = timezone.now() + ckpt_sync.ROOTS_RETRY + timedelta(seconds=1)
+    monkeypatch.setattr(ckpt_sync.timezone, "now", lambda: later)
+    allowed, recorder = recording_client()
+    third = sync_checkpoints(allowed)
+    assert (third.listing, third.requests, third.unchanged) == ("roots", 2, len(names))
+    assert recorder.prefixes == ["policies/", "replays/"]
+
+
+def test_a_root_too_large_for_the_prefixes_budget_falls_back(s3, monkeypatch, capsys):
+    monkeypatch.setattr(ckpt_sync, "ROOTS_MIN", 2)
+    experiments("a", "b")
+    put(s3, "policies/a/a:v1.mpt")
+    seed(f"policies/another-team/run:v{i}.mpt" for i in range(4500))  # five pages
+    client, recorder = recording_client()
+
+    first = sync_checkpoints(client)
+
+    # two experiments: the prefixes take 4 requests, so the root is given up after 4 pages
+    assert recorder.prefixes[:4] == ["policies/"] * 4
+    assert sorted(recorder.prefixes[4:]) == [
+        "policies/a/",
+        "policies/b/",
+        "replays/a/",
+        "replays/b/",
+    ]
+    assert (first.listing, first.requests, first.roots, first.new) == (
+        "prefixes",
+        8,
+        "over 4 requests",
+        1,
+    )
+
+    recorder.prefixes.clear()
+    second = sync_checkpoints(client)
+    assert "policies/" not in recorder.prefixes
+    assert (second.requests, second.roots) == (4, "over 4 requests")
+
+    monkeypatch.setattr(ckpt_sync.S3Client, "from_settings", classmethod(lambda cls: client))
+    call_command("sync", "s3")
+    assert (
+        capsys.readouterr()
+        .out.rstrip()
+        .endswith("s, 4 requests by prefixes (roots: over 4 requests)")
+    )
+
+
 # --------------------------------------------------------------------------- failures
 
 
@@ -397,6 +515,7 @@ def test_sync_command_prints_a_summary_and_a_second_run_is_unchanged(s3, capsys)
     call_command("sync", "s3")
     out = capsys.readouterr().out
     assert out.startswith("s3: new 4, updated 0, unchanged 0, missing 0, errors 0 in ")
+    assert out.rstrip().endswith("s, 4 requests by prefixes")
     state = SyncState.objects.get(source="s3")
     assert state.ok and state.counts["new"] == 4
     assert state.cursor["full_done"] is True
@@ -483,7 +602,8 @@ def test_pass_selection_active_recent_never_synced_and_sweep(
 
 
 @pytest.mark.slow  # scale: many experiments, many passes
-def test_every_experiment_is_covered_within_the_sweep_passes(s3, make_checkpoint):
+def test_every_experiment_is_covered_within_the_sweep_passes(s3, make_checkpoint, monkeypatch):
+    monkeypatch.setattr(ckpt_sync, "ROOTS_MIN", 10_000)  # prefixes show what each pass chose
     names = [f"e{i:03}" for i in range(120)]
     for exp in experiments(*names):
         make_checkpoint(exp, 1)

@@ -20,6 +20,7 @@ from syncing.s3 import (
     MAX_EPOCH,
     CheckpointObject,
     ExperimentListing,
+    RootTooLarge,
     S3AccessDenied,
     S3Client,
     S3Error,
@@ -243,7 +244,8 @@ def test_valid_names_accepted():
 # --------------------------------------------------------------------------- listing (moto)
 
 
-def test_list_experiment_shapes_depth_and_replays(s3):
+def seed_shapes(s3) -> dict[int, str]:
+    """Checkpoints, replays and keys to ignore of "exp" and its neighbours; its checkpoint keys."""
     checkpoint_keys = {
         1: "policies/exp/exp:v1.mpt",
         2: "policies/exp/checkpoint_2.pt",
@@ -283,6 +285,11 @@ def test_list_experiment_shapes_depth_and_replays(s3):
     ]
     for key in replays:
         put(s3, key)
+    return checkpoint_keys
+
+
+def test_list_experiment_shapes_depth_and_replays(s3):
+    checkpoint_keys = seed_shapes(s3)
 
     listing = S3Client(bucket=BUCKET).list_experiment("exp")
 
@@ -313,6 +320,72 @@ def test_list_experiment_shapes_depth_and_replays(s3):
         f"s3://{BUCKET}/replays/exp/exp:v99.json.z",
         f"s3://{BUCKET}/replays/exp/misc/game.json.z",
     ]
+
+
+def test_listing_the_roots_gives_each_experiment_the_listing_of_its_prefixes(s3):
+    seed_shapes(s3)
+    put(s3, "policies/loose:v1.mpt")  # directly in the root: no experiment's
+    put(s3, "replays/exp-old/x/v60.json")
+    client = S3Client(bucket=BUCKET)
+    names = ["exp", "exp2", "exp-old", "absent"]
+    one_by_one = {name: client.list_experiment(name) for name in names}
+    calls = record_list_calls(client)
+
+    listings, requests = client.list_roots([*names, "exp"], budget=8)
+
+    assert listings == one_by_one
+    assert listings["absent"] == ExperimentListing("absent", [], [])
+    assert [c.epoch for c in listings["exp"].checkpoints] == list(range(1, 10))
+    assert calls.prefixes == ["policies/", "replays/"]
+    assert requests == 2
+
+
+def test_one_root_for_checkpoints_and_replays_is_listed_once(s3):
+    for key in ("exp/exp:v1.mpt", "exp/v1/game.json.z", "other/other:v2.mpt"):
+        put(s3, key)
+    client = S3Client(bucket=BUCKET, policy_prefix="", replay_prefix="")
+    expected = {name: client.list_experiment(name) for name in ("exp", "other")}
+    calls = record_list_calls(client)
+
+    listings, requests = client.list_roots(["exp", "other"], budget=4)
+
+    assert listings == expected
+    assert listings["exp"].checkpoints[0].replay_uris == [f"s3://{BUCKET}/exp/v1/game.json.z"]
+    assert (calls.prefixes, requests) == ([""], 1)
+
+
+def test_a_root_larger_than_the_budget_is_given_up_at_the_budget(s3):
+    seed(f"policies/someone-else/run:v{i}.mpt" for i in range(2100))  # three pages
+    client = S3Client(bucket=BUCKET)
+    calls = record_list_calls(client)
+
+    with pytest.raises(RootTooLarge) as raised:
+        client.list_roots(["mine"], budget=2)
+    assert raised.value.pages == 2
+    assert calls.prefixes == ["policies/", "policies/"]
+
+    calls.prefixes.clear()
+    with pytest.raises(RootTooLarge):  # the policies fill the budget: no request for replays
+        client.list_roots(["mine"], budget=3)
+    assert calls.prefixes == ["policies/"] * 3
+
+    listings, requests = client.list_roots(["mine"], budget=4)
+    assert (listings, requests) == ({"mine": ExperimentListing("mine", [], [])}, 4)
+
+
+def test_listing_the_roots_validates_every_name_before_any_request(s3):
+    client = S3Client(bucket=BUCKET)
+    calls = record_list_calls(client)
+    with pytest.raises(ValueError):
+        client.list_roots(["fine", "../escape"], budget=4)
+    assert calls.prefixes == []
+
+
+def test_a_root_that_cannot_be_listed_is_an_s3_error(s3):
+    client = S3Client(bucket=BUCKET)
+    inject_s3_error(client, status=403, code="AccessDenied", prefixes={"replays/"})
+    with pytest.raises(S3AccessDenied, match="replays/"):
+        client.list_roots(["exp"], budget=4)
 
 
 def test_experiment_name_never_counts_as_replay_epoch(s3):
