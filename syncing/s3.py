@@ -459,21 +459,20 @@ class S3Client:
     # -- listing ------------------------------------------------------------------------
 
     def _iter_pages(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """The ListObjectsV2 pages under ``prefix``; any botocore failure as :class:`S3Error`."""
         paginator = self._get_client(prefix).get_paginator("list_objects_v2")
-        yield from paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+        try:
+            yield from paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise _map_error(exc, self.bucket, prefix) from exc
 
     def _list(self, prefix: str) -> tuple[list[dict[str, Any]], int]:
         """Every object under ``prefix`` and the number of requests it took."""
         objects: list[dict[str, Any]] = []
         pages = 0
-        try:
-            for page in self._iter_pages(prefix):
-                pages += 1
-                objects.extend(page.get("Contents") or ())
-        except S3Error:
-            raise
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise _map_error(exc, self.bucket, prefix) from exc
+        for page in self._iter_pages(prefix):
+            pages += 1
+            objects.extend(page.get("Contents") or ())
         return objects, pages
 
     def list_experiment(self, name: str) -> ExperimentListing:
@@ -560,19 +559,14 @@ class S3Client:
         prefix = f"{root}/" if root else ""
         found: dict[str, list[dict[str, Any]]] = {}
         pages = 0
-        try:
-            for page in self._iter_pages(prefix):
-                pages += 1
-                for obj in page.get("Contents") or ():
-                    folder, slash, _ = (obj.get("Key") or "")[len(prefix) :].partition("/")
-                    if slash and folder in wanted:
-                        found.setdefault(folder, []).append(obj)
-                if pages >= budget and page.get("IsTruncated"):
-                    raise RootTooLarge(self.bucket, prefix, pages)
-        except S3Error:
-            raise
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise _map_error(exc, self.bucket, prefix) from exc
+        for page in self._iter_pages(prefix):
+            pages += 1
+            for obj in page.get("Contents") or ():
+                folder, slash, _ = (obj.get("Key") or "")[len(prefix) :].partition("/")
+                if slash and folder in wanted:
+                    found.setdefault(folder, []).append(obj)
+            if pages >= budget and page.get("IsTruncated"):
+                raise RootTooLarge(self.bucket, prefix, pages)
         return found, pages
 
     def list_roots(
